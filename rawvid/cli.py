@@ -1,0 +1,178 @@
+"""The ``rawvid`` command: a thin layer over the Python API (parse options, show progress, report)."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import RawvidError, RawvidWarning
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]rawvid: error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def handle_errors(fn):
+    """Turn rawvid errors into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RawvidWarning)
+                result = fn(*args, **kwargs)
+            for w in caught:
+                if not issubclass(w.category, RawvidWarning):
+                    continue
+                console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+            return result
+        except RawvidError as exc:
+            _fail(str(exc))
+        except (ValueError, OSError) as exc:  # option values and file-system problems
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            console.print("[red]interrupted[/]: no output was left behind")
+            sys.exit(130)
+
+    return wrapper
+
+
+class FpsColumn(TextColumn):
+    """Frames per second of a rich progress task."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # type: ignore[override]
+        speed = task.finished_speed or task.speed
+        return f"{speed:5.1f} fps" if speed else "  ... fps"
+
+
+class FrameProgress:
+    """A rich progress bar over frames, shown from the first frame on (so early errors print alone)."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                FpsColumn(), TimeRemainingColumn(), console=console)
+            self.bar.start()
+            self.task = self.bar.add_task(self.description, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __enter__(self) -> "FrameProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rawvid")
+def main() -> None:
+    """rawvid: RAW video as an sRGB video plus RAW keyframes, de-rendered back to RAW."""
+
+
+@main.command()
+@click.argument("input", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .rvd file to write.")
+@click.option("--video", type=click.Path(path_type=Path), help="A camera's own sRGB video (with --raw).")
+@click.option("--raw", type=click.Path(path_type=Path), help="The DNG of the video's first frame (with --video).")
+@click.option("--keyframe-interval", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Store a RAW keyframe every N frames; 0 stores the first frame only.")
+@click.option("--render", "render_mode", default="stable", show_default=True, type=click.Choice(["stable", "rvd"]),
+              help="sRGB rendering: stable (no flicker) or rvd (LibRaw defaults, as the RVD benchmark).")
+@click.option("--codec", default="h265", show_default=True, type=click.Choice(["h265", "h264"]),
+              help="Lossy video codec for the sRGB stream.")
+@click.option("--crf", default=16, show_default=True, type=click.IntRange(0, 51), help="Video quality (lower is better).")
+@click.option("--preset", default="medium", show_default=True, help="x265/x264 speed preset.")
+@click.option("--lossless", is_flag=True, help="Store the sRGB stream losslessly (FFV1), as the paper did.")
+@click.option("--frames", "frame_range", default=None, metavar="START:END", help="Encode only these frames (END exclusive).")
+@click.option("--fps", type=float, default=None, help="Override the frame rate (DNG folders default to 25).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@handle_errors
+def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf, preset, lossless, frame_range,
+           fps, force):
+    """Encode an MLV clip, a folder of DNG frames, or --video + --raw into one .rvd file."""
+    from .codec import EncodeOptions, encode as run_encode, parse_range
+    from .video import VideoSettings
+
+    start, stop = parse_range(frame_range)
+    opts = EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
+                         video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps)
+    with FrameProgress("encoding") as progress:
+        result = run_encode(input, output, opts, video=video, raw=raw, force=force, progress=progress)
+    s = result.sizes
+    ratio = f", {s['ratio_vs_source']:.1f}x smaller than the source" if "ratio_vs_source" in s else ""
+    console.print(f"wrote [bold]{result.output}[/]: {result.frames} frames in {result.seconds:.1f} s "
+                  f"({result.fps:.1f} fps), {s['file_bytes'] / 1e6:.2f} MB, {s['bits_per_pixel']:.3f} bits/pixel{ratio}",
+                  highlight=False)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest plus sizes as JSON.")
+@handle_errors
+def info(path, as_json):
+    """Show what an .rvd file holds (checks its version and checksums)."""
+    from .container import RvdFile
+
+    rvd = RvdFile(path)
+    m, sizes = rvd.manifest, rvd.sizes()
+    if as_json:
+        out.print_json(json.dumps({**m, "sizes": sizes}))
+        return
+    cam = m.get("camera", {})
+    vid = m.get("video", {})
+    n, fps = m["frame_count"], m.get("fps") or 0
+    keys = [k["index"] for k in m.get("keyframes", [])]
+    t = Table(title=f"{path.name}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("format", f"rawvid .rvd v{m['format_version']} (written by rawvid {m.get('rawvid_version')})")
+    t.add_row("source", f"{m['source']['name']} ({m['source']['kind']}, {_human(m['source'].get('bytes', 0))})")
+    t.add_row("camera", " ".join(x for x in (cam.get("model"), cam.get("lens")) if x) or "unknown")
+    t.add_row("frames", f"{n} at {fps:.3f} fps ({n / fps if fps else 0:.2f} s)")
+    t.add_row("geometry", f"{m['width']}x{m['height']} {m['cfa']} {m['bits']}-bit, black {m['black']}, white {m['white']}")
+    t.add_row("keyframes", f"{len(keys)} RAW ({'first frame only' if not m.get('keyframe_interval') else 'every ' + str(m['keyframe_interval'])}): "
+              f"{', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''}")
+    t.add_row("render", m.get("render", {}).get("mode", "?"))
+    t.add_row("video", "FFV1 lossless" if vid.get("lossless") else f"{vid.get('codec')} crf {vid.get('crf')} "
+              f"{vid.get('preset')} {vid.get('pix_fmt')}")
+    t.add_row("audio", m["audio"]["codec"] if m.get("audio") else "none")
+    t.add_row("size", f"{_human(sizes['file_bytes'])}: video {_human(sizes['video_bytes'])}, keyframes "
+              f"{_human(sizes['keyframe_bytes'])}, audio {_human(sizes['audio_bytes'])}, manifest {_human(sizes['manifest_bytes'])}")
+    t.add_row("rate", f"{sizes['bits_per_pixel']:.3f} bits/pixel (video {sizes['video_bits_per_pixel']:.3f}, "
+              f"keyframes {sizes['keyframe_bits_per_pixel']:.3f})")
+    if "ratio_vs_source" in sizes:
+        t.add_row("vs source", f"{sizes['ratio_vs_source']:.1f}x smaller")
+    out.print(t)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

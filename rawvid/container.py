@@ -1,0 +1,315 @@
+"""The .rvd container: a Matroska file any player plays, with rawvid's data as attachments.
+
+Streams: the sRGB video (and the source's audio, as FLAC, when it has any).
+Attachments: ``manifest.json`` (clip metadata, keyframe list, settings, checksums)
+and each RAW keyframe as a lossless DNG. ffmpeg writes the file; reading uses a
+small EBML parser of our own that checks every element size against its parent
+and the file, and never uses an attachment's stored name as a path.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import FormatError, UnsupportedError
+from .video import ffmpeg_exe
+
+FORMAT_NAME = "rawvid"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MIME_DNG = "image/x-adobe-dng"
+MIME_JSON = "application/json"
+MAX_MANIFEST_BYTES = 64 << 20
+
+# Matroska element IDs (with their length-marker bits, as written in the file)
+EBML = 0x1A45DFA3
+SEGMENT = 0x18538067
+TRACKS = 0x1654AE6B
+TRACK_ENTRY = 0xAE
+TRACK_NUMBER = 0xD7
+TRACK_TYPE = 0x83
+CODEC_ID = 0x86
+CLUSTER = 0x1F43B675
+SIMPLE_BLOCK = 0xA3
+BLOCK_GROUP = 0xA0
+BLOCK = 0xA1
+ATTACHMENTS = 0x1941A469
+ATTACHED_FILE = 0x61A7
+FILE_NAME = 0x466E
+FILE_MIME = 0x4660
+FILE_DATA = 0x465C
+UNKNOWN_SIZE = -1
+
+
+# --------------------------------------------------------------------------- EBML reading
+def _read_vint(f: BinaryIO, keep_marker: bool) -> tuple[int, int] | None:
+    """Read an EBML variable-length integer: (value, length) or None at end of file."""
+    first = f.read(1)
+    if not first:
+        return None
+    b0 = first[0]
+    if b0 == 0:
+        raise ValueError("invalid EBML integer (more than 8 bytes)")
+    length = 8 - b0.bit_length() + 1
+    rest = f.read(length - 1)
+    if len(rest) < length - 1:
+        return None
+    value = b0 if keep_marker else b0 & ((1 << (8 - length)) - 1)
+    for byte in rest:
+        value = (value << 8) | byte
+    if not keep_marker and value == (1 << (7 * length)) - 1:
+        return UNKNOWN_SIZE, length
+    return value, length
+
+
+def _element(f: BinaryIO, end: int, path: str) -> tuple[int, int, int] | None:
+    """Read one element header at the current position: (id, data offset, data size)."""
+    pos = f.tell()
+    if pos >= end:
+        return None
+    eid = _read_vint(f, keep_marker=True)
+    size = _read_vint(f, keep_marker=False) if eid else None
+    if eid is None or size is None:
+        raise FormatError(path, f"truncated Matroska element at offset {pos}")
+    data = f.tell()
+    sz = size[0]
+    if sz == UNKNOWN_SIZE:
+        sz = end - data
+    if data + sz > end:
+        raise FormatError(path, f"Matroska element 0x{eid[0]:X} at offset {pos} overruns its parent")
+    return eid[0], data, sz
+
+
+def _children(f: BinaryIO, start: int, size: int, path: str):
+    f.seek(start)
+    end = start + size
+    while True:
+        el = _element(f, end, path)
+        if el is None:
+            return
+        yield el
+        f.seek(el[1] + el[2])
+
+
+def _uint(f: BinaryIO, off: int, size: int) -> int:
+    f.seek(off)
+    return int.from_bytes(f.read(min(size, 8)), "big")
+
+
+@dataclass
+class Attachment:
+    name: str
+    mime: str
+    offset: int
+    size: int
+
+
+@dataclass
+class RvdLayout:
+    """What the Matroska structure holds: attachments and bytes per stream."""
+
+    attachments: list[Attachment] = field(default_factory=list)
+    track_types: dict[int, int] = field(default_factory=dict)  # track number -> 1 video, 2 audio
+    track_codecs: dict[int, str] = field(default_factory=dict)
+    track_bytes: dict[int, int] = field(default_factory=dict)
+
+    def stream_bytes(self, kind: int) -> int:
+        return sum(b for t, b in self.track_bytes.items() if self.track_types.get(t) == kind)
+
+
+def _block_track(f: BinaryIO, off: int, size: int, path: str) -> int:
+    f.seek(off)
+    v = _read_vint(f, keep_marker=False)
+    if v is None or v[1] > size:
+        raise FormatError(path, f"corrupt Matroska block at offset {off}")
+    return v[0]
+
+
+def scan(f: BinaryIO, path: str) -> RvdLayout:
+    """Walk the Matroska file: EBML header, Segment, then Tracks, Clusters, Attachments."""
+    f.seek(0, os.SEEK_END)
+    file_size = f.tell()
+    f.seek(0)
+    head = _element(f, file_size, path) if file_size >= 4 else None
+    if head is None or head[0] != EBML:
+        raise FormatError(path, "not an .rvd file (not a Matroska file)")
+    f.seek(head[1] + head[2])
+    seg = _element(f, file_size, path)
+    if seg is None or seg[0] != SEGMENT:
+        raise FormatError(path, "not an .rvd file (no Matroska segment)")
+    lay = RvdLayout()
+    for eid, off, size in _children(f, seg[1], seg[2], path):
+        if eid == TRACKS:
+            for tid, toff, tsize in _children(f, off, size, path):
+                if tid != TRACK_ENTRY:
+                    continue
+                num = kind = 0
+                codec = ""
+                for cid, coff, csize in _children(f, toff, tsize, path):
+                    if cid == TRACK_NUMBER:
+                        num = _uint(f, coff, csize)
+                    elif cid == TRACK_TYPE:
+                        kind = _uint(f, coff, csize)
+                    elif cid == CODEC_ID:
+                        f.seek(coff)
+                        codec = f.read(min(csize, 64)).decode("ascii", "replace").rstrip("\0")
+                lay.track_types[num] = kind
+                lay.track_codecs[num] = codec
+        elif eid == CLUSTER:
+            for cid, coff, csize in _children(f, off, size, path):
+                if cid == SIMPLE_BLOCK:
+                    t = _block_track(f, coff, csize, path)
+                    lay.track_bytes[t] = lay.track_bytes.get(t, 0) + csize
+                elif cid == BLOCK_GROUP:
+                    for bid, boff, bsize in _children(f, coff, csize, path):
+                        if bid == BLOCK:
+                            t = _block_track(f, boff, bsize, path)
+                            lay.track_bytes[t] = lay.track_bytes.get(t, 0) + bsize
+        elif eid == ATTACHMENTS:
+            for aid, aoff, asize in _children(f, off, size, path):
+                if aid != ATTACHED_FILE:
+                    continue
+                name = mime = ""
+                doff = dsize = -1
+                for cid, coff, csize in _children(f, aoff, asize, path):
+                    if cid in (FILE_NAME, FILE_MIME):
+                        f.seek(coff)
+                        text = f.read(min(csize, 4096)).decode("utf-8", "replace").rstrip("\0")
+                        if cid == FILE_NAME:
+                            name = text
+                        else:
+                            mime = text
+                    elif cid == FILE_DATA:
+                        doff, dsize = coff, csize
+                if doff >= 0:
+                    lay.attachments.append(Attachment(name, mime, doff, dsize))
+    return lay
+
+
+# --------------------------------------------------------------------------- reading an .rvd
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class RvdFile:
+    """An opened .rvd: the manifest, checked, and its attachments read on demand."""
+
+    def __init__(self, path: str | os.PathLike, verify: bool = True):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FormatError(self.path, "no such file")
+        p = str(self.path)
+        with open(self.path, "rb") as f:
+            self.layout = scan(f, p)
+            self.file_size = f.seek(0, os.SEEK_END)
+        self._by_name = {a.name: a for a in self.layout.attachments}
+        if MANIFEST_NAME not in self._by_name:
+            raise FormatError(self.path, "not an .rvd file (no manifest.json attachment)")
+        man = self._by_name[MANIFEST_NAME]
+        if man.size > MAX_MANIFEST_BYTES:
+            raise FormatError(self.path, f"manifest.json is {man.size} bytes (limit {MAX_MANIFEST_BYTES})")
+        try:
+            self.manifest = json.loads(self._read(man))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(self.path, f"manifest.json is not valid JSON ({exc})") from None
+        self._check_version()
+        if verify:
+            self.verify()
+
+    def _check_version(self) -> None:
+        m = self.manifest
+        if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
+            raise FormatError(self.path, "not an .rvd file (manifest format is not 'rawvid')")
+        v = m.get("format_version")
+        if not isinstance(v, int):
+            raise FormatError(self.path, "manifest has no format_version")
+        if v > FORMAT_VERSION:
+            raise UnsupportedError(self.path, f"format version {v} is newer than this rawvid reads "
+                                   f"({FORMAT_VERSION}); upgrade rawvid")
+        if v < 1:
+            raise FormatError(self.path, f"invalid format version {v}")
+
+    def _read(self, att: Attachment) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(att.offset)
+            data = f.read(att.size)
+        if len(data) != att.size:
+            raise FormatError(self.path, f"attachment {att.name!r} is truncated")
+        return data
+
+    def verify(self) -> None:
+        """Check that every attachment the manifest lists is present with its sha256."""
+        expected = self.manifest.get("attachments")
+        if not isinstance(expected, dict):
+            raise FormatError(self.path, "manifest lists no attachments")
+        for name, digest in expected.items():
+            att = self._by_name.get(name)
+            if att is None:
+                raise FormatError(self.path, f"attachment {name!r} is missing")
+            if hashlib.sha256(self._read(att)).hexdigest() != digest:
+                raise FormatError(self.path, f"checksum mismatch in attachment {name!r}")
+
+    def attachment(self, name: str) -> bytes:
+        """The bytes of an attachment listed in the manifest (checked against its sha256)."""
+        expected = self.manifest.get("attachments", {})
+        if name not in expected or name not in self._by_name:
+            raise FormatError(self.path, f"no attachment {name!r}")
+        data = self._read(self._by_name[name])
+        if hashlib.sha256(data).hexdigest() != expected[name]:
+            raise FormatError(self.path, f"checksum mismatch in attachment {name!r}")
+        return data
+
+    def sizes(self) -> dict:
+        """Bytes per part and bits per Bayer sample of the whole file."""
+        m = self.manifest
+        keyframe_bytes = sum(a.size for a in self.layout.attachments if a.mime == MIME_DNG)
+        manifest_bytes = self._by_name[MANIFEST_NAME].size
+        samples = int(m["frame_count"]) * int(m["width"]) * int(m["height"])
+        d = {
+            "file_bytes": self.file_size,
+            "video_bytes": self.layout.stream_bytes(1),
+            "audio_bytes": self.layout.stream_bytes(2),
+            "keyframe_bytes": keyframe_bytes,
+            "manifest_bytes": manifest_bytes,
+            "bits_per_pixel": 8 * self.file_size / samples if samples else 0.0,
+            "video_bits_per_pixel": 8 * self.layout.stream_bytes(1) / samples if samples else 0.0,
+            "keyframe_bits_per_pixel": 8 * keyframe_bytes / samples if samples else 0.0,
+        }
+        src = m.get("source", {}).get("bytes")
+        if src:
+            d["source_bytes"] = src
+            d["ratio_vs_source"] = src / self.file_size
+        return d
+
+
+# --------------------------------------------------------------------------- writing
+def mux(video: str | os.PathLike, out: str | os.PathLike, attachments: list[tuple[Path, str]],
+        audio: str | os.PathLike | None = None, title: str = "") -> None:
+    """Remux a video file (stream copy) with optional audio (to FLAC) and attachments into Matroska.
+
+    ``attachments`` are (file, mimetype); each is stored under its file name.
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", os.fspath(video)]
+    if audio:
+        cmd += ["-i", os.fspath(audio)]
+    cmd += ["-map", "0:v:0", "-c:v", "copy"]
+    if audio:
+        cmd += ["-map", "1:a:0", "-c:a", "flac"]
+    for i, (path, mime) in enumerate(attachments):
+        cmd += ["-attach", os.fspath(path), f"-metadata:s:t:{i}", f"mimetype={mime}"]
+    if title:
+        cmd += ["-metadata", f"title={title}"]
+    cmd += ["-f", "matroska", os.fspath(out)]
+    res = subprocess.run(cmd, capture_output=True)
+    if res.returncode != 0:
+        lines = res.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise FormatError(out, f"muxing failed: {lines[-1] if lines else 'ffmpeg error'}")

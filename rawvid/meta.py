@@ -1,0 +1,109 @@
+"""Metadata shared by every stage: sensor geometry, levels, CFA layout and camera facts."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: CFA patterns as the four colours of the 2x2 repeat (0 = R, 1 = G, 2 = B),
+#: row-major, exactly the byte order of the DNG CFAPattern tag.
+CFA_PATTERNS: dict[str, tuple[int, int, int, int]] = {
+    "RGGB": (0, 1, 1, 2),
+    "GRBG": (1, 0, 2, 1),
+    "GBRG": (1, 2, 0, 1),
+    "BGGR": (2, 1, 1, 0),
+}
+
+#: XYZ of the D65 white point (CalibrationIlluminant 21), used when a clip has no white balance.
+D65_XYZ = np.array([0.95047, 1.0, 1.08883])
+
+#: Largest frame side rawvid accepts from a file header (refuse absurd sizes before allocating).
+MAX_SIDE = 16384
+
+SUPPORTED_BITS = (10, 12, 14, 16)
+
+
+def cfa_from_colors(colors: tuple[int, int, int, int]) -> str:
+    """Name the CFA pattern of a 2x2 repeat given as colour indices (0 R, 1 G, 2 B)."""
+    for name, pat in CFA_PATTERNS.items():
+        if tuple(colors) == pat:
+            return name
+    raise ValueError(f"not a Bayer pattern: {colors}")
+
+
+def neutral_from_matrix(color_matrix: tuple[float, ...] | None) -> tuple[float, float, float]:
+    """AsShotNeutral for D65 light: the camera's response to white, normalised to green."""
+    if not color_matrix:
+        return (1.0, 1.0, 1.0)
+    cam = np.asarray(color_matrix, dtype=np.float64).reshape(3, 3) @ D65_XYZ
+    if cam[1] <= 0 or np.any(cam <= 0):
+        return (1.0, 1.0, 1.0)
+    return tuple(float(v) for v in cam / cam[1])
+
+
+@dataclass
+class Camera:
+    """What the clip says about the camera and exposure (all optional)."""
+
+    make: str = ""
+    model: str = ""
+    serial: str = ""
+    lens: str = ""
+    iso: int | None = None
+    shutter_us: int | None = None
+    aperture: float | None = None
+    focal_length_mm: float | None = None
+    datetime: str | None = None
+
+
+@dataclass
+class RawInfo:
+    """Geometry and levels of a RAW clip: everything a DNG writer needs besides pixels."""
+
+    width: int
+    height: int
+    bits: int
+    black: int
+    white: int
+    cfa: str = "RGGB"
+    color_matrix: tuple[float, ...] | None = None  # DNG ColorMatrix1: XYZ -> camera, row-major 3x3
+    calibration_illuminant: int = 21  # EXIF LightSource code; 21 = D65
+    as_shot_neutral: tuple[float, float, float] | None = None
+    fps: float = 25.0
+    camera: Camera = field(default_factory=Camera)
+
+    def __post_init__(self) -> None:
+        if self.cfa not in CFA_PATTERNS:
+            raise ValueError(f"unknown CFA pattern {self.cfa!r}")
+        if self.color_matrix is not None:
+            self.color_matrix = tuple(float(v) for v in self.color_matrix)
+        if self.as_shot_neutral is not None:
+            self.as_shot_neutral = tuple(float(v) for v in self.as_shot_neutral)
+
+    @property
+    def neutral(self) -> tuple[float, float, float]:
+        """The white balance to record: the clip's own, else D65 through the colour matrix."""
+        return self.as_shot_neutral or neutral_from_matrix(self.color_matrix)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RawInfo":
+        d = dict(d)
+        d["camera"] = Camera(**d.get("camera", {}))
+        for key in ("color_matrix", "as_shot_neutral"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class Frame:
+    """One RAW frame: the Bayer mosaic (uint16, height x width) and where it sits in the clip."""
+
+    index: int  # position in the clip after ordering, from 0
+    number: int  # the source's own frame number
+    timestamp_us: int
+    mosaic: np.ndarray
