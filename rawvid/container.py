@@ -135,7 +135,10 @@ def scan(f: BinaryIO, path: str) -> RvdLayout:
     f.seek(0, os.SEEK_END)
     file_size = f.tell()
     f.seek(0)
-    head = _element(f, file_size, path) if file_size >= 4 else None
+    if f.read(4) != EBML.to_bytes(4, "big"):
+        raise FormatError(path, "not an .rvd file (not a Matroska file)")
+    f.seek(0)
+    head = _element(f, file_size, path)
     if head is None or head[0] != EBML:
         raise FormatError(path, "not an .rvd file (not a Matroska file)")
     f.seek(head[1] + head[2])

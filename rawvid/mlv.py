@@ -39,7 +39,7 @@ MLV_BITS = (10, 12, 14, 16)
 #: Minimum sizes of the blocks whose fields we read (type, size, timestamp included).
 _MIN_SIZE = {
     b"RAWI": RAWI_SIZE, b"VIDF": VIDF_HEADER, b"AUDF": AUDF_HEADER, b"IDNT": 84,
-    b"EXPO": 40, b"WBAL": 44, b"LENS": 96, b"RTCI": 44, b"WAVI": 36, b"VERS": 20,
+    b"EXPO": 40, b"WBAL": 44, b"LENS": 96, b"RTCI": 44, b"WAVI": 32, b"VERS": 20,
     b"RAWC": 32, b"XREF": 24,
 }
 #: Metadata blocks larger than this are skipped unread (they cannot be legitimate).
@@ -301,23 +301,24 @@ def _parse_meta(kind: bytes, b: bytes, idx: MLVIndex) -> None:
 def _index_chunk(f: BinaryIO, ci: int, size: int, idx: MLVIndex, path: str) -> None:
     """Walk one chunk's blocks by blockSize, recording frames and parsing metadata."""
     off = struct.unpack_from("<I", f.read(8), 4)[0]  # MLVI blockSize (already validated)
+    where = f"{Path(path).name}: " if ci else ""  # name split chunks; the clip itself is named by the caller
     while off < size:
         if size - off < BLOCK_HEADER:
             f.seek(off)
             if any(f.read(size - off)):
-                idx.warnings.append(f"{Path(path).name}: {size - off} trailing bytes at offset {off} ignored")
+                idx.warnings.append(f"{where}{size - off} trailing bytes at offset {off} ignored")
             return
         f.seek(off)
         head = f.read(BLOCK_HEADER)
         kind, bsize, ts = struct.unpack("<4sIQ", head)
         if bsize < BLOCK_HEADER or bsize < _MIN_SIZE.get(kind, BLOCK_HEADER):
             if kind == b"\0\0\0\0" and bsize == 0:
-                idx.warnings.append(f"{Path(path).name}: zero padding at offset {off} ends the chunk")
+                idx.warnings.append(f"{where}zero padding at offset {off} ends the chunk")
                 return
-            raise FormatError(path, f"corrupt {kind!r} block at offset {off} (blockSize {bsize})")
+            raise FormatError(path, f"corrupt {kind.decode('latin-1')!r} block at offset {off} (blockSize {bsize})")
         if off + bsize > size:
             idx.warnings.append(
-                f"{Path(path).name}: {kind.decode('latin-1')} block at offset {off} is cut off "
+                f"{where}{kind.decode('latin-1')} block at offset {off} is cut off "
                 f"({size - off} of {bsize} bytes): the recording is truncated"
             )
             return

@@ -1,0 +1,204 @@
+"""The .rvd container: encode, then read back the manifest, keyframes and sizes; tampering is caught."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import rawpy
+
+from rawvid.codec import EncodeOptions, encode, keyframe_indices, parse_range
+from rawvid.container import MIME_DNG, MIME_JSON, RvdFile, mux
+from rawvid.errors import FormatError, RawvidError, UnsupportedError
+from rawvid.video import VideoSettings, ffmpeg_exe, read_frames
+
+
+@pytest.fixture
+def clip(mlv_factory):
+    return mlv_factory(n=6, width=128, height=96)
+
+
+def test_encode_writes_a_complete_rvd(clip, tmp_path):
+    path, info, mosaics = clip
+    res = encode(path, tmp_path / "c.rvd", EncodeOptions(keyframe_interval=4))
+    rvd = RvdFile(res.output)
+    m = rvd.manifest
+    assert m["format"] == "rawvid" and m["format_version"] == 1
+    assert m["frame_count"] == 6 and (m["width"], m["height"], m["bits"], m["cfa"]) == (128, 96, 14, "RGGB")
+    assert (m["black"], m["white"]) == (info.black, info.white)
+    assert len(m["timestamps_us"]) == 6 and m["timestamps_us"][0] == 0
+    assert [k["index"] for k in m["keyframes"]] == [0, 4]
+    assert m["render"]["mode"] == "stable" and m["video"]["codec"] == "h265"
+    assert set(m["attachments"]) == {"key_000000.dng", "key_000004.dng"}
+    for k in (0, 4):  # keyframes are the true RAW, bit-exactly, and LibRaw opens them
+        data = rvd.attachment(f"key_{k:06d}.dng")
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            assert np.array_equal(raw.raw_image, mosaics[k])
+    sizes = rvd.sizes()
+    assert sizes["video_bytes"] > 0 and sizes["keyframe_bytes"] > 0
+    assert sizes["file_bytes"] > sizes["video_bytes"] + sizes["keyframe_bytes"]
+    assert sizes["bits_per_pixel"] == pytest.approx(8 * sizes["file_bytes"] / (6 * 128 * 96))
+    assert list(tmp_path.glob(".*")) == []  # no temp files or folders left
+
+
+def test_stock_ffmpeg_sees_video_and_attachments(clip, tmp_path):
+    out = encode(clip[0], tmp_path / "c.rvd").output
+    text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
+    assert "Video: hevc" in text
+    assert len(re.findall(r"Stream #0:\d+: Attachment", text)) == 2 and "image/x-adobe-dng" in text and "manifest.json" in text
+    frames = list(read_frames(out))
+    assert len(frames) == 6 and frames[0].shape == (96, 128, 3)
+
+
+def test_lossless_video_holds_exactly_the_rendered_srgb(clip, tmp_path):
+    from rawvid.isp import render
+
+    path, info, mosaics = clip
+    out = encode(path, tmp_path / "c.rvd", EncodeOptions(video=VideoSettings.make(lossless=True))).output
+    assert RvdFile(out).manifest["video"]["lossless"] is True
+    for frame, mosaic in zip(read_frames(out), mosaics):
+        assert np.array_equal(frame, render(mosaic, info, "stable"))
+
+
+def test_frame_range_and_rvd_render(clip, tmp_path):
+    out = encode(clip[0], tmp_path / "c.rvd", EncodeOptions(start=2, stop=5, render="rvd")).output
+    m = RvdFile(out).manifest
+    assert m["frame_count"] == 3 and m["frame_numbers"] == [2, 3, 4] and m["source"]["first_frame"] == 2
+    assert m["render"]["mode"] == "rvd"
+    assert len(list(read_frames(out))) == 3
+
+
+def test_audio_is_carried_as_flac(mlv_factory, tmp_path):
+    path, _, _ = mlv_factory(n=4, audio=True)
+    out = encode(path, tmp_path / "a.rvd").output
+    rvd = RvdFile(out)
+    assert rvd.manifest["audio"]["codec"] == "flac"
+    assert rvd.sizes()["audio_bytes"] > 0
+    text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
+    assert "Audio: flac" in text
+
+
+def test_video_plus_raw_source(clip, tmp_path):
+    from rawvid.dng import write_dng
+    from rawvid.isp import render
+    from rawvid.video import VideoWriter
+
+    path, info, mosaics = clip
+    with VideoWriter(tmp_path / "cam.mkv", 128, 96, 30.0, VideoSettings.make(lossless=True)) as w:
+        for m in mosaics:
+            w.write(render(m, info))
+    write_dng(tmp_path / "first.dng", mosaics[0], info)
+    out = encode(None, tmp_path / "v.rvd", video=tmp_path / "cam.mkv", raw=tmp_path / "first.dng").output
+    rvd = RvdFile(out)
+    assert rvd.manifest["frame_count"] == 6 and rvd.manifest["render"]["mode"] == "camera"
+    assert rvd.manifest["source"]["kind"] == "video+dng" and rvd.manifest["fps"] == pytest.approx(30)
+    with rawpy.imread(io.BytesIO(rvd.attachment("key_000000.dng"))) as raw:
+        assert np.array_equal(raw.raw_image, mosaics[0])
+
+
+def test_video_raw_geometry_mismatch(clip, tmp_path):
+    from rawvid.dng import write_dng
+    from rawvid.video import VideoWriter
+
+    path, info, mosaics = clip
+    with VideoWriter(tmp_path / "cam.mkv", 64, 48, 30.0, VideoSettings.make(lossless=True)) as w:
+        w.write(np.zeros((48, 64, 3), np.uint8))
+    write_dng(tmp_path / "first.dng", mosaics[0], info)
+    with pytest.raises(RawvidError, match="same geometry"):
+        encode(None, tmp_path / "v.rvd", video=tmp_path / "cam.mkv", raw=tmp_path / "first.dng")
+    assert not (tmp_path / "v.rvd").exists()
+
+
+def test_output_exists_needs_force(clip, tmp_path):
+    out = tmp_path / "c.rvd"
+    out.write_bytes(b"precious")
+    with pytest.raises(RawvidError, match="exists"):
+        encode(clip[0], out)
+    assert out.read_bytes() == b"precious"
+    encode(clip[0], out, force=True)
+    assert RvdFile(out).manifest["frame_count"] == 6
+
+
+def _flip_byte_in(path, needle: bytes, delta: int = 1000):
+    data = bytearray(path.read_bytes())
+    i = data.find(needle)
+    data[i + delta] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_checksum_mismatch_is_caught(clip, tmp_path):
+    out = encode(clip[0], tmp_path / "c.rvd").output
+    _flip_byte_in(out, b"II*\0")  # inside the keyframe DNG attachment
+    with pytest.raises(FormatError, match="checksum mismatch in attachment 'key_000000.dng'"):
+        RvdFile(out)
+
+
+def _rvd_with_manifest(tmp_path, manifest: dict):
+    from rawvid.video import VideoWriter
+
+    with VideoWriter(tmp_path / "v.mkv", 32, 32, 25.0, VideoSettings.make(lossless=True)) as w:
+        w.write(np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    mux(tmp_path / "v.mkv", tmp_path / "x.rvd", [(tmp_path / "manifest.json", MIME_JSON)])
+    return tmp_path / "x.rvd"
+
+
+def test_version_from_the_future(tmp_path):
+    path = _rvd_with_manifest(tmp_path, {"format": "rawvid", "format_version": 99, "attachments": {}})
+    with pytest.raises(UnsupportedError, match="format version 99 is newer"):
+        RvdFile(path)
+
+
+def test_missing_listed_attachment(tmp_path):
+    path = _rvd_with_manifest(tmp_path, {"format": "rawvid", "format_version": 1,
+                                         "attachments": {"key_000000.dng": "00" * 32}})
+    with pytest.raises(FormatError, match="'key_000000.dng' is missing"):
+        RvdFile(path)
+
+
+def test_not_an_rvd(tmp_path, clip):
+    (tmp_path / "x.rvd").write_bytes(b"\x1a\x45\xdf\xa3" + b"\x80" * 3)
+    with pytest.raises(FormatError):
+        RvdFile(tmp_path / "x.rvd")
+    (tmp_path / "y.rvd").write_bytes(b"hello world")
+    with pytest.raises(FormatError, match="not an .rvd"):
+        RvdFile(tmp_path / "y.rvd")
+    plain = tmp_path / "plain.mkv"
+    from rawvid.video import VideoWriter
+
+    with VideoWriter(plain, 32, 32, 25.0, VideoSettings.make(lossless=True)) as w:
+        w.write(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(FormatError, match="no manifest.json"):
+        RvdFile(plain)
+
+
+def test_truncated_rvd(clip, tmp_path):
+    out = encode(clip[0], tmp_path / "c.rvd").output
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FormatError):
+        RvdFile(out)
+
+
+def test_attachment_names_are_never_paths(tmp_path):
+    # an attachment named like a path is just a name: it can be listed, and nothing is written
+    evil = tmp_path / "sub"
+    evil.mkdir()
+    (evil / "payload.dng").write_bytes(b"x")
+    path = _rvd_with_manifest(tmp_path, {"format": "rawvid", "format_version": 1, "attachments": {}})
+    rvd = RvdFile(path)
+    with pytest.raises(FormatError, match="no attachment"):
+        rvd.attachment("../../etc/passwd")
+
+
+def test_keyframe_indices_and_ranges():
+    assert keyframe_indices(10, 0) == [0]
+    assert keyframe_indices(10, 4) == [0, 4, 8]
+    assert keyframe_indices(0, 4) == []
+    assert parse_range("2:7") == (2, 7) and parse_range(":5") == (0, 5) and parse_range("3:") == (3, None)
+    for bad in ("5:2", "a:b", "1:2:3", "-1:4"):
+        with pytest.raises(ValueError):
+            parse_range(bad)

@@ -1,0 +1,118 @@
+"""DNG writing and reading: every variant opens in LibRaw bit-exactly; real DNGs read; sequences."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import rawpy
+import tifffile
+from conftest import make_info, make_mosaic, shared
+
+from rawvid.dng import DNGSequence, encode_dng, read_dng, read_dng_bytes, write_dng
+from rawvid.errors import FormatError, RawvidError
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["packed", "lj92"])
+@pytest.mark.parametrize("cfa", ["RGGB", "GRBG", "GBRG", "BGGR"])
+@pytest.mark.parametrize("bits", [10, 12, 14, 16])
+def test_libraw_reads_every_variant_bit_exactly(bits, cfa, compress):
+    info = make_info(bits=bits, cfa=cfa, width=64, height=48)
+    mosaic = make_mosaic(info, seed=bits)
+    data = encode_dng(mosaic, info, compress=compress, timestamp_us=40_000)
+    with rawpy.imread(io.BytesIO(data)) as raw:
+        assert np.array_equal(raw.raw_image, mosaic)
+        assert raw.white_level == info.white
+        assert list(raw.black_level_per_channel) == [info.black] * 4
+        desc = raw.color_desc.decode()
+        assert "".join(desc[c] for c in raw.raw_colors[:2, :2].reshape(-1)) == cfa
+        rgb = raw.postprocess(output_bps=8)
+        assert rgb.shape == (48, 64, 3)
+
+
+def test_file_layout_and_tags():
+    info = make_info(bits=14)
+    page = tifffile.TiffFile(io.BytesIO(encode_dng(make_mosaic(info), info))).pages[0]
+    assert page.bitspersample == 14  # the source bit depth, bit-packed
+    assert len(page.dataoffsets) == 1  # one strip (Resolve rejects multi-strip DNGs)
+    tags = {t.code: t.value for t in page.tags.values()}
+    assert tags[50706] == b"\x01\x04\x00\x00"
+    assert tags[33422] == b"\x00\x01\x01\x02"
+    assert tags[50714] == 2048 and tags[50717] == 15000
+    assert tags[50708] == "Canon EOS 5D Mark III" and tags[271] == "Canon"
+    assert tags[50778] == 21 and len(tags[50721]) == 18 and len(tags[50728]) == 6
+    lj = tifffile.TiffFile(io.BytesIO(encode_dng(make_mosaic(info), info, compress=True))).pages[0]
+    assert lj.compression == 7 and lj.bitspersample == 14 and len(lj.dataoffsets) == 1
+
+
+def test_metadata_round_trip(tmp_path):
+    info = make_info(bits=12, cfa="GBRG", fps=23.976)
+    mosaic = make_mosaic(info)
+    size = write_dng(tmp_path / "f.dng", mosaic, info, compress=True)
+    assert size == (tmp_path / "f.dng").stat().st_size
+    got, back = read_dng(tmp_path / "f.dng")
+    assert np.array_equal(got, mosaic)
+    assert (back.width, back.height, back.bits, back.black, back.white, back.cfa) == (96, 64, 12, 256, 3900, "GBRG")
+    assert back.color_matrix == pytest.approx(info.color_matrix, abs=1e-4)
+    assert back.as_shot_neutral == pytest.approx(info.neutral, rel=1e-4)
+    assert back.camera.model == info.camera.model and back.camera.iso == 400 and back.camera.shutter_us == 20000
+    assert back.fps == pytest.approx(23.976, abs=1e-3)
+    assert not list(tmp_path.glob(".*part"))  # atomic write left no temp file
+
+
+def test_real_magic_lantern_dng():
+    mosaic, info = read_dng(shared("raw", "canon550d_colorchart.dng"))
+    assert mosaic.shape == (1156, 1734)
+    assert (info.bits, info.black, info.white, info.cfa) == (14, 2056, 15000, "RGGB")
+    assert info.camera.make == "Canon"
+    assert info.color_matrix[0] == pytest.approx(0.6461)
+
+
+def test_real_cinemadng_with_lj92_and_linearisation():
+    mosaic, info = read_dng(shared("raw", "bmpcc4k_lake.dng"))
+    assert mosaic.shape == (2176, 4128) and info.cfa == "RGGB"
+    assert info.bits == 16 and info.white == 65535
+    assert mosaic.max() > 4096  # linearised to 16 bits by LibRaw
+
+
+def test_rewritten_real_dng_is_identical_in_libraw(tmp_path):
+    mosaic, info = read_dng(shared("raw", "canon550d_colorchart.dng"))
+    write_dng(tmp_path / "copy.dng", mosaic, info, compress=True)
+    again, info2 = read_dng(tmp_path / "copy.dng")
+    assert np.array_equal(again, mosaic) and info2.black == info.black and info2.white == info.white
+
+
+def test_sequence_sorted_by_frame_number(tmp_path):
+    info = make_info()
+    frames = {n: make_mosaic(info, seed=n) for n in (1, 2, 10)}
+    for n, m in frames.items():
+        write_dng(tmp_path / f"clip_{n}.dng", m, info)  # lexical order would put 10 before 2
+    seq = DNGSequence.open(tmp_path, fps=30)
+    assert [p.name for p in seq.files] == ["clip_1.dng", "clip_2.dng", "clip_10.dng"]
+    got = list(seq.frames())
+    assert [f.number for f in got] == [1, 2, 10]
+    assert all(np.array_equal(f.mosaic, frames[f.number]) for f in got)
+    assert got[1].timestamp_us == pytest.approx(1e6 / 30, abs=1)
+
+
+def test_sequence_of_mixed_geometry_is_refused(tmp_path):
+    write_dng(tmp_path / "a_000.dng", make_mosaic(make_info()), make_info())
+    small = make_info(width=64)
+    write_dng(tmp_path / "a_001.dng", make_mosaic(small), small)
+    with pytest.raises(RawvidError, match=r"a_001\.dng.*mixed geometry"):
+        DNGSequence.open(tmp_path)
+
+
+def test_not_a_dng(tmp_path):
+    (tmp_path / "x.dng").write_bytes(b"hello")
+    with pytest.raises(FormatError, match="not a DNG"):
+        read_dng(tmp_path / "x.dng")
+    with pytest.raises(FormatError, match="no .dng files"):
+        DNGSequence.open(tmp_path / "empty") if (tmp_path / "empty").mkdir() is None else None
+
+
+def test_plain_tiff_is_not_a_dng():
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((8, 8), np.uint16))
+    with pytest.raises(FormatError, match="not a DNG"):
+        read_dng_bytes(buf.getvalue())
