@@ -126,6 +126,37 @@ def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf
                   highlight=False)
 
 
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the DNG frames.")
+@click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "network", "global-fit"]),
+              help="auto: the network when its weights are installed, else global-fit.")
+@click.option("--model", default=None, help="Weights name in models/ or a .safetensors path (default: the manifest's).")
+@click.option("--frames", "frame_range", default=None, metavar="START:END",
+              help="Decode only these frames (decoding starts at the keyframe before START).")
+@click.option("--compress", is_flag=True, help="Write lossless-JPEG DNGs (smaller, slower).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--tile", type=int, default=None, help="Network tile size in half-resolution pixels (default: automatic).")
+@click.option("--resume", is_flag=True, help="Continue after the last complete frame in the output folder.")
+@click.option("-f", "--force", is_flag=True, help="Write into a folder that holds other frames.")
+@handle_errors
+def decode(input, output, method, model, frame_range, compress, device, tile, resume, force):
+    """Rebuild the RAW video of an .rvd as a DNG sequence (one file per frame)."""
+    from .codec import DecodeOptions, decode as run_decode, parse_range
+
+    start, stop = parse_range(frame_range)
+    opts = DecodeOptions(method=method, model=model, start=start, stop=stop, compress=compress, device=device,
+                         tile=tile, resume=resume, force=force)
+    with FrameProgress("decoding") as progress:
+        result = run_decode(input, output, opts, progress=progress)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    t = result.timings
+    console.print(f"wrote {result.frames} DNG frames to [bold]{result.output}[/] in {result.seconds:.1f} s "
+                  f"({result.fps:.2f} fps, {result.method} on {result.device}; video {t['video']:.1f} s, "
+                  f"flow {t['flow']:.1f} s, network {t['network']:.1f} s, DNG {t['dng']:.1f} s)", highlight=False)
+
+
 def _human(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":

@@ -19,6 +19,7 @@ from .container import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_DNG, MIM
 from .dng import write_dng
 from .errors import RawvidError
 from .isp import libraw_version, render, render_params
+from .model import DEFAULT_MODEL
 from .source import Source, SourceFrame, open_source
 from .video import VideoSettings, VideoWriter, ffmpeg_version
 
@@ -117,6 +118,7 @@ def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamp
                    "libraw": libraw_version()},
         "video": {**opts.video.to_dict(), "ffmpeg": ffmpeg_version()},
         "audio": audio,
+        "model": DEFAULT_MODEL,
         "attachments": attachments,
     }
 
@@ -191,3 +193,196 @@ def read_rvd(path: str | os.PathLike) -> RvdFile:
     """Open and verify an .rvd file (manifest version and every attachment checksum)."""
     return RvdFile(path)
 
+
+
+# =========================================================================== decoding
+DECODE_MARKER = ".rawvid-decode.json"
+
+
+@dataclass
+class DecodeOptions:
+    """Decoder settings (the CLI's options)."""
+
+    method: str = "auto"  # auto | network | global-fit
+    model: str | None = None  # weights name or path; default: the one the manifest names
+    start: int = 0
+    stop: int | None = None
+    compress: bool = False  # lossless-JPEG DNGs
+    device: str = "auto"  # auto | cpu | cuda
+    tile: int | None = None  # network tile size in half-resolution pixels (None: automatic)
+    resume: bool = False
+    force: bool = False
+
+
+@dataclass
+class DecodeResult:
+    output: Path
+    frames: int  # frames written by this run
+    seconds: float
+    method: str
+    device: str
+    timings: dict
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def info_from_manifest(m: dict):
+    """The RawInfo recorded in a manifest."""
+    from .meta import RawInfo
+
+    keys = ("width", "height", "bits", "black", "white", "cfa", "color_matrix", "calibration_illuminant",
+            "as_shot_neutral", "fps", "camera")
+    return RawInfo.from_dict({k: m[k] for k in keys if k in m})
+
+
+def frame_name(index: int) -> str:
+    """Output DNG name of a frame: its zero-padded index in the clip."""
+    return f"{index:06d}.dng"
+
+
+def _select_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RawvidError(None, "--device cuda: no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise RawvidError(None, f"unknown device {device!r} (auto, cpu or cuda)")
+    return device
+
+
+def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str]):
+    """Build the reconstruction method; ``auto`` is the network when its weights exist."""
+    from .methods import GlobalFit, Network
+    from .model import DEFAULT_MODEL, load_model, resolve_model
+
+    method = opts.method
+    name = opts.model or manifest.get("model") or DEFAULT_MODEL
+    if method == "auto":
+        try:
+            resolve_model(name)
+            method = "network"
+        except RawvidError:
+            method = "global-fit"
+            notes.append(f"no weights for model {name!r} in models/: decoding with global-fit")
+    if method == "global-fit":
+        return GlobalFit()
+    if method == "network":
+        tile = opts.tile
+        if tile is None:  # tile only frames whose half resolution exceeds ~2K x 1K
+            tile = 1024 if manifest["width"] * manifest["height"] // 4 > 2048 * 1152 else None
+        return Network(load_model(name, device=device), device=device, tile=tile)
+    raise RawvidError(None, f"unknown method {method!r} (auto, network or global-fit)")
+
+
+def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_name: str) -> int | None:
+    """Check the output folder; returns the last complete frame index when resuming."""
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / DECODE_MARKER
+    existing = sorted(p for p in out.iterdir() if p.suffix.lower() == ".dng")
+    mine = None
+    if marker.is_file():
+        try:
+            mine = json.loads(marker.read_text()).get("manifest_sha256") == manifest_digest
+        except (json.JSONDecodeError, OSError):
+            mine = False
+    if existing and not opts.force:
+        if not mine:
+            raise RawvidError(out, "output folder holds another clip's frames (use --force to write there anyway)")
+        if not opts.resume:
+            raise RawvidError(out, "output folder already holds this clip's frames (use --resume or --force)")
+    from .atomic import atomic_write
+
+    with atomic_write(marker) as f:
+        f.write(json.dumps({"manifest_sha256": manifest_digest, "rvd": rvd_name}).encode())
+    if opts.resume and mine:
+        done = [int(p.stem) for p in existing if p.stem.isdigit()]
+        return max(done) if done else None
+    return None
+
+
+def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: DecodeOptions | None = None, *,
+           progress: Progress | None = None) -> DecodeResult:
+    """Rebuild a DNG sequence from an .rvd: keyframes exactly, other frames chained by the method."""
+    import hashlib
+
+    import torch
+
+    from .bayer import denormalise, normalise, pack, srgb_half, unpack
+    from .dng import read_dng, read_dng_bytes
+    from .video import VideoReader
+
+    opts = options or DecodeOptions()
+    t_start = time.perf_counter()
+    rvd = RvdFile(rvd_path)
+    m = rvd.manifest
+    info = info_from_manifest(m)
+    count = int(m["frame_count"])
+    stop = count if opts.stop is None else min(opts.stop, count)
+    if opts.start >= stop:
+        raise RawvidError(rvd_path, f"frame range {opts.start}:{opts.stop} selects no frame (the clip has {count})")
+    keyframes = {int(k["index"]): k["file"] for k in m.get("keyframes", [])}
+    if 0 not in keyframes:
+        raise RawvidError(rvd_path, "the manifest lists no keyframe at frame 0")
+    device = _select_device(opts.device)
+    notes: list[str] = []
+    if device == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    method = _make_method(opts, m, device, notes)
+    out = Path(output)
+    digest = hashlib.sha256(rvd.attachment("manifest.json") if "manifest.json" in m.get("attachments", {})
+                            else json.dumps(m, sort_keys=True).encode()).hexdigest()
+    last_done = _prepare_output(out, digest, opts, Path(rvd_path).name)
+    first_write = opts.start if last_done is None else max(opts.start, last_done + 1)
+    key_from = max(k for k in keyframes if k <= first_write)
+    timings = method.timings
+    written = 0
+    prev_raw = prev_srgb = None
+    total = stop - first_write
+    if total <= 0:
+        return DecodeResult(out, 0, time.perf_counter() - t_start, method.name, device, vars(timings), notes)
+    t = time.perf_counter()
+    reader = VideoReader(rvd.path, info.width, info.height)
+    frames = iter(reader)
+    try:
+        for i in range(stop):
+            rgb = next(frames, None)
+            if rgb is None:
+                raise RawvidError(rvd_path, f"video stream ends at frame {i}, the manifest says {count}")
+            if i < key_from:
+                continue
+            srgb = srgb_half(rgb)
+            timings.add("video", time.perf_counter() - t)
+            t = time.perf_counter()
+            if i in keyframes:
+                mosaic, _ = read_dng_bytes(rvd.attachment(keyframes[i]), keyframes[i])
+                raw = normalise(pack(mosaic, info.cfa), info.black, info.white)
+                method.keyframe(raw, srgb)
+            elif last_done is not None and i <= last_done:
+                # resuming: frames up to the last complete one are on disk; the chain restarts from it
+                mosaic = None
+                if i == last_done:
+                    mosaic, _ = read_dng(out / frame_name(i))
+                raw = None if mosaic is None else normalise(pack(mosaic, info.cfa), info.black, info.white)
+            else:
+                pred = method.predict(prev_raw, prev_srgb, srgb)
+                planes = denormalise(pred, info.black, info.white, info.bits)
+                mosaic = unpack(planes, info.cfa)
+                raw = normalise(planes, info.black, info.white)  # chain exactly what is written
+            if i >= first_write:
+                t = time.perf_counter()
+                ts = m.get("timestamps_us", [None] * count)[i]
+                write_dng(out / frame_name(i), mosaic, info, compress=opts.compress, timestamp_us=ts)
+                timings.add("dng", time.perf_counter() - t)
+                written += 1
+                if progress:
+                    progress(i + 1 - first_write, total)
+            prev_raw, prev_srgb = raw, srgb
+            t = time.perf_counter()
+    finally:
+        reader.close()
+    return DecodeResult(out, written, time.perf_counter() - t_start, method.name, device, vars(timings), notes)

@@ -77,3 +77,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     """Run the real ``rawvid`` command line in a subprocess."""
     return subprocess.run([sys.executable, "-m", "rawvid", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout)
+
+
+def assert_clean_error_text(res: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A bad-input run: exit code 2, one error line naming the problem, no traceback."""
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert sum("error:" in ln for ln in res.stderr.splitlines()) == 1, res.stderr
+    joined = " ".join(res.stderr.split())
+    for frag in fragments:
+        assert frag in joined, (frag, res.stderr)

@@ -1,0 +1,215 @@
+"""Reconstruction methods: how a RAW frame is rebuilt from sRGB and the previous RAW.
+
+Every method has one small interface (after CompressAI's bench codecs), so decode's
+``--method`` and the bench treat them alike. All arrays are at half resolution:
+packed RAW normalised to [0, 1] (4 x h x w, float32) and sRGB in [0, 1] (3 x h x w).
+
+* ``global-fit``: no network. On each keyframe pair it fits a global sRGB-to-RAW map
+  (per-channel tone curve that linearises sRGB, then a 4x3 colour matrix plus offset)
+  and applies it to every frame. Fast; the baseline the network must beat.
+* ``network``: FAGDN, chained: frame t+1 from the previous output and the flow between
+  the two sRGB frames.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .flow import backward_warp, dis_flow, flow_to_tensor
+from .model import FAGDN, run_network
+
+CURVE_KNOTS = 33
+
+
+@dataclass
+class Timings:
+    """Seconds spent per decode stage."""
+
+    video: float = 0.0
+    flow: float = 0.0
+    network: float = 0.0
+    dng: float = 0.0
+    other: float = 0.0
+
+    def add(self, stage: str, seconds: float) -> None:
+        setattr(self, stage, getattr(self, stage) + seconds)
+
+
+class Method:
+    """A reconstruction method: ``keyframe`` at every RAW keyframe, ``predict`` for the others."""
+
+    name = "method"
+
+    def __init__(self) -> None:
+        self.timings = Timings()
+
+    def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
+        """Called with the true RAW and its sRGB at every keyframe (frame 0 included)."""
+
+    def predict(self, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- global fit
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """The sRGB inverse transfer function (IEC 61966-2-1)."""
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def _hat_weights(x: np.ndarray, knots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Piecewise-linear basis on [0, 1]: for each value, its left knot index and the right weight."""
+    pos = np.clip(x, 0.0, 1.0) * (knots - 1)
+    left = np.minimum(pos.astype(np.int64), knots - 2)
+    return left, pos - left
+
+
+@dataclass
+class GlobalMap:
+    """RAW ~ M @ [curve_c(sRGB_c)] + b: per-channel tone curves, a 4x3 matrix and an offset."""
+
+    curves: np.ndarray  # 3 x K, values of the linearising curve at K evenly spaced sRGB levels
+    matrix: np.ndarray  # 4 x 3
+    offset: np.ndarray  # 4
+
+    def linearise(self, srgb: np.ndarray) -> np.ndarray:
+        k = self.curves.shape[1]
+        out = np.empty(srgb.shape, dtype=np.float64)
+        for c in range(3):
+            left, t = _hat_weights(srgb[c], k)
+            out[c] = self.curves[c, left] * (1 - t) + self.curves[c, left + 1] * t
+        return out
+
+    def apply(self, srgb: np.ndarray) -> np.ndarray:
+        """sRGB 3 x h x w -> packed RAW 4 x h x w (normalised, clipped to [0, 1])."""
+        lin = self.linearise(srgb).reshape(3, -1)
+        raw = self.matrix @ lin + self.offset[:, None]
+        return np.clip(raw, 0.0, 1.0).reshape((4,) + srgb.shape[1:]).astype(np.float32)
+
+    def to_list(self) -> list[float]:
+        return [*self.curves.ravel(), *self.matrix.ravel(), *self.offset.ravel()]
+
+
+def fit_global_map(srgb: np.ndarray, raw: np.ndarray, knots: int = CURVE_KNOTS, iterations: int = 6,
+                   max_samples: int = 200_000, smooth: float = 1e-3, seed: int = 0) -> GlobalMap:
+    """Fit :class:`GlobalMap` to one (sRGB, RAW) pair by alternating least squares.
+
+    Pixels clipped in either image carry no information about the map and are left out.
+    The tone curves start from the sRGB transfer function, are kept monotone and
+    normalised (curve(1) = 1, the scale goes into the matrix).
+    """
+    x = srgb.reshape(3, -1).astype(np.float64)
+    y = raw.reshape(4, -1).astype(np.float64)
+    keep = (x.max(0) < 0.985) & (y.max(0) < 0.98)
+    if keep.sum() < 64:
+        keep = np.ones(x.shape[1], bool)
+    idx = np.flatnonzero(keep)
+    if idx.size > max_samples:
+        idx = np.random.default_rng(seed).choice(idx, max_samples, replace=False)
+    x, y = x[:, idx], y[:, idx]
+    n = x.shape[1]
+    grid = np.linspace(0, 1, knots)
+    curves = np.stack([srgb_to_linear(grid)] * 3)
+    basis = [_hat_weights(x[c], knots) for c in range(3)]
+    # The basis is 2-sparse per sample, so every normal-equation term is a bincount.
+    pairs = [(lambda lt: ((lt[0], 1 - lt[1]), (lt[0] + 1, lt[1])))(b) for b in basis]
+
+    def gram(c: int, d: int) -> np.ndarray:  # Phi_c^T Phi_d, K x K
+        g = np.zeros(knots * knots)
+        for ia, wa in pairs[c]:
+            for ib, wb in pairs[d]:
+                g += np.bincount(ia * knots + ib, wa * wb, minlength=knots * knots)
+        return g.reshape(knots, knots)
+
+    def project(c: int, z: np.ndarray) -> np.ndarray:  # Phi_c^T z
+        return sum(np.bincount(i, w * z, minlength=knots) for i, w in pairs[c])
+
+    def lin_of(theta: np.ndarray) -> np.ndarray:  # Phi_c theta_c for every channel, 3 x n
+        return np.stack([theta[c, basis[c][0]] * (1 - basis[c][1]) + theta[c, basis[c][0] + 1] * basis[c][1]
+                         for c in range(3)])
+
+    grams = {(c, d): gram(c, d) for c in range(3) for d in range(c, 3)}
+    phi_y = np.array([[project(c, y[k]) for k in range(4)] for c in range(3)])  # 3 x 4 x K
+    phi_1 = np.array([project(c, np.ones(n)) for c in range(3)])  # 3 x K
+    d2 = np.diff(np.eye(knots), 2, axis=0)
+    reg = smooth * n * (d2.T @ d2)
+    for _ in range(iterations):
+        a = np.vstack([lin_of(curves), np.ones(n)]).T  # n x 4
+        sol, *_ = np.linalg.lstsq(a, y.T, rcond=None)
+        matrix, offset = sol[:3].T, sol[3]
+        # curves given the matrix: y_k - b_k = sum_c M_kc Phi_c theta_c, linear in theta
+        lhs = np.zeros((3 * knots, 3 * knots))
+        rhs = np.zeros(3 * knots)
+        for c in range(3):
+            sc = slice(c * knots, (c + 1) * knots)
+            rhs[sc] = sum(matrix[k, c] * (phi_y[c, k] - offset[k] * phi_1[c]) for k in range(4))
+            lhs[sc, sc] += reg
+            for d in range(c, 3):
+                sd = slice(d * knots, (d + 1) * knots)
+                block = (matrix[:, c] @ matrix[:, d]) * grams[(c, d)]
+                lhs[sc, sd] += block
+                if d != c:
+                    lhs[sd, sc] += block.T
+        theta = np.linalg.solve(lhs + 1e-9 * np.eye(3 * knots), rhs).reshape(3, knots)
+        theta = np.maximum.accumulate(np.maximum(theta, 0.0), axis=1)
+        top = np.where(theta[:, -1] > 1e-6, theta[:, -1], 1.0)
+        curves = theta / top[:, None]
+    sol, *_ = np.linalg.lstsq(np.vstack([lin_of(curves), np.ones(n)]).T, y.T, rcond=None)
+    return GlobalMap(curves, sol[:3].T.copy(), sol[3].copy())
+
+
+class GlobalFit(Method):
+    """Keyframe-calibrated global sRGB-to-RAW mapping (no network)."""
+
+    name = "global-fit"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.map: GlobalMap | None = None
+
+    def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
+        t = time.perf_counter()
+        self.map = fit_global_map(srgb, raw)
+        self.timings.add("network", time.perf_counter() - t)
+
+    def predict(self, prev_raw, prev_srgb, srgb):
+        assert self.map is not None, "keyframe() first"
+        t = time.perf_counter()
+        out = self.map.apply(srgb)
+        self.timings.add("network", time.perf_counter() - t)
+        return out
+
+
+# --------------------------------------------------------------------------- network
+class Network(Method):
+    """FAGDN chained from the previous output along DIS optical flow."""
+
+    name = "network"
+
+    def __init__(self, model: FAGDN, device: str = "cpu", tile: int | None = None, flow_preset: str = "fast"):
+        super().__init__()
+        self.model = model.to(device).eval()
+        self.device, self.tile, self.flow_preset = device, tile, flow_preset
+
+    def _t(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(0).to(self.device)
+
+    @torch.no_grad()
+    def predict(self, prev_raw, prev_srgb, srgb):
+        t = time.perf_counter()
+        flow = dis_flow(srgb.transpose(1, 2, 0), prev_srgb.transpose(1, 2, 0), self.flow_preset)
+        self.timings.add("flow", time.perf_counter() - t)
+        t = time.perf_counter()
+        cur, prev, praw = self._t(srgb), self._t(prev_srgb), self._t(prev_raw)
+        f = flow_to_tensor(flow).to(self.device)
+        wraw, _ = backward_warp(praw, f)
+        wsrgb, _ = backward_warp(prev, f)
+        pred = run_network(self.model, [cur, prev, praw, wraw, wsrgb], tile=self.tile)
+        out = pred[0].float().cpu().numpy()
+        self.timings.add("network", time.perf_counter() - t)
+        return out
+
+
+METHODS = ("auto", "network", "global-fit")

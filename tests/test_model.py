@@ -1,0 +1,134 @@
+"""The FAGDN network plumbing with small random models: shapes, CFA packing, padding, tiling, weights, flow."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rawvid.bayer import PLANE_OFFSETS, denormalise, normalise, pack, srgb_half, unpack
+from rawvid.errors import RawvidError
+from rawvid.flow import backward_warp, dis_flow, flow_to_tensor
+from rawvid.model import CONFIGS, FAGDN, FAGDNConfig, count_parameters, load_model, run_network, save_model
+
+LOCAL_ONLY = FAGDNConfig(widths=(4, 8), bottleneck=8, patches=(4, 4), conf_width=4, global_attention=False)
+
+
+def _inputs(h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand((1, c, h, w), generator=g) for c in (3, 3, 4, 4, 3)]
+
+
+@pytest.mark.parametrize("cfa", list(PLANE_OFFSETS))
+def test_cfa_pack_round_trip(cfa):
+    m = np.random.default_rng(1).integers(0, 1 << 14, (6, 10)).astype(np.uint16)
+    planes = pack(m, cfa)
+    assert planes.shape == (4, 3, 5)
+    assert np.array_equal(unpack(planes, cfa), m)
+    r, gr, gb, b = (m[dy, dx] for dy, dx in PLANE_OFFSETS[cfa])
+    # the R plane sits where the pattern says red is, whatever the layout
+    assert planes[0, 0, 0] == r and planes[3, 0, 0] == b and {planes[1, 0, 0], planes[2, 0, 0]} == {gr, gb}
+
+
+def test_normalise_round_trip_is_exact_for_in_range_values():
+    v = np.arange(2048, 15001, dtype=np.uint16).reshape(1, 1, -1)
+    assert np.array_equal(denormalise(normalise(v, 2048, 15000), 2048, 15000, 14), v)
+    assert denormalise(np.array([1.7, -0.3]), 2048, 15000, 14).tolist() == [16383, 0]
+
+
+def test_srgb_half_is_an_area_average():
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[0, 0] = 255
+    half = srgb_half(rgb)
+    assert half.shape == (3, 2, 3) and half[0, 0, 0] == pytest.approx(0.25)
+
+
+def test_forward_shapes_and_side_outputs():
+    net = FAGDN(CONFIGS["tiny"]).eval()
+    with torch.no_grad():
+        out = net(*_inputs(64, 96))
+    assert out["pred"].shape == (1, 4, 64, 96)
+    assert [tuple(s.shape[-2:]) for s in out["sides"]] == [(8, 12), (16, 24), (32, 48), (64, 96)]
+    assert out["confidence"].shape == (1, 1, 64, 96)
+    assert 0 <= float(out["pred"].min()) and float(out["pred"].max()) <= 1
+
+
+def test_paper_configuration_size():
+    # the authors' definition has about 10.6M parameters; ours must be of the same size
+    n = count_parameters(FAGDN(CONFIGS["paper"]))
+    assert 8e6 < n < 12e6
+    assert CONFIGS["paper"].widths == (32, 64, 128, 256) and CONFIGS["paper"].bottleneck == 512
+    assert count_parameters(FAGDN(CONFIGS["small"])) < n
+
+
+@pytest.mark.parametrize("h,w", [(45, 70), (33, 33), (64, 64)])
+def test_padding_any_size(h, w):
+    net = FAGDN(CONFIGS["tiny"]).eval()
+    with torch.no_grad():
+        assert run_network(net, _inputs(h, w)).shape == (1, 4, h, w)
+
+
+def test_tiling_equals_untiled_for_local_operators():
+    torch.manual_seed(0)
+    net = FAGDN(LOCAL_ONLY).eval()
+    ins = _inputs(160, 224)
+    with torch.no_grad():
+        full = run_network(net, ins)
+        tiled = run_network(net, ins, tile=128, overlap=128)
+    assert torch.allclose(full, tiled, atol=1e-5), float((full - tiled).abs().max())
+
+
+def test_tiling_with_global_attention_is_seamless():
+    # global guidance sees each tile, not the frame: close to untiled, and no seam at tile edges
+    torch.manual_seed(0)
+    net = FAGDN(CONFIGS["tiny"]).eval()
+    ins = _inputs(192, 256)
+    with torch.no_grad():
+        full = run_network(net, ins)
+        tiled = run_network(net, ins, tile=128, overlap=64)
+    diff = (full - tiled).abs()
+    assert float(diff.mean()) < 0.02
+    step = (tiled[..., :, 1:] - tiled[..., :, :-1]).abs().mean(dim=(0, 1, 2))
+    assert float(step.max()) < 4 * float(step.median()) + 1e-3
+
+
+def test_weights_round_trip_and_mismatch(tmp_path):
+    torch.manual_seed(3)
+    net = FAGDN(CONFIGS["tiny"])
+    save_model(net, tmp_path / "m.safetensors")
+    back = load_model(str(tmp_path / "m.safetensors"))
+    assert back.config == net.config
+    for (k, a), (_, b) in zip(net.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(RawvidError, match="do not match the configuration"):
+        load_model(str(tmp_path / "m.safetensors"), config=CONFIGS["small"])
+    (tmp_path / "bad.safetensors").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(RawvidError, match="not a safetensors"):
+        load_model(str(tmp_path / "bad.safetensors"))
+    with pytest.raises(RawvidError, match="model not found"):
+        load_model("no-such-model")
+
+
+def test_warp_identity_and_shift():
+    img = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(1, 2, 5, 7)
+    same, valid = backward_warp(img, torch.zeros(1, 2, 5, 7))
+    assert torch.allclose(same, img) and bool(valid.all())
+    flow = torch.zeros(1, 2, 5, 7)
+    flow[:, 0] = -2  # take each pixel from two columns to the left
+    moved, valid = backward_warp(img, flow)
+    assert torch.allclose(moved[..., 2:], img[..., :-2])
+    assert float(valid[..., :2].sum()) == 0 and float(moved[..., :2].abs().sum()) == 0
+
+
+def test_dis_flow_recovers_a_shift():
+    rng = np.random.default_rng(0)
+    base = (rng.random((140, 200, 3)) * 255).astype(np.uint8)
+    import cv2
+
+    base = cv2.GaussianBlur(base, (9, 9), 2)
+    source = base[10:130, 10:190]
+    target = base[10:130, 7:187]  # target[x] = source[x - 3]
+    flow = dis_flow(target, source)
+    assert flow.shape == (120, 180, 2)
+    assert np.median(flow[20:-20, 20:-20, 0]) == pytest.approx(-3, abs=0.3)
+    assert abs(np.median(flow[20:-20, 20:-20, 1])) < 0.3
+    assert flow_to_tensor(flow).shape == (1, 2, 120, 180)
