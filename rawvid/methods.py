@@ -32,7 +32,6 @@ class Timings:
     flow: float = 0.0
     network: float = 0.0
     dng: float = 0.0
-    other: float = 0.0
 
     def add(self, stage: str, seconds: float) -> None:
         setattr(self, stage, getattr(self, stage) + seconds)
