@@ -129,8 +129,9 @@ def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf
 @main.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the DNG frames.")
-@click.option("--method", default="auto", show_default=True, type=click.Choice(["auto", "network", "global-fit"]),
-              help="auto: the network when its weights are installed, else global-fit.")
+@click.option("--method", default="auto", show_default=True,
+              type=click.Choice(["auto", "network", "global-fit", "warp"]),
+              help="auto: the network when its weights are installed, else global-fit; warp: flow-warp baseline.")
 @click.option("--model", default=None, help="Weights name in models/ or a .safetensors path (default: the manifest's).")
 @click.option("--frames", "frame_range", default=None, metavar="START:END",
               help="Decode only these frames (decoding starts at the keyframe before START).")
@@ -155,6 +156,99 @@ def decode(input, output, method, model, frame_range, compress, device, tile, re
     console.print(f"wrote {result.frames} DNG frames to [bold]{result.output}[/] in {result.seconds:.1f} s "
                   f"({result.fps:.2f} fps, {result.method} on {result.device}; video {t['video']:.1f} s, "
                   f"flow {t['flow']:.1f} s, network {t['network']:.1f} s, DNG {t['dng']:.1f} s)", highlight=False)
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of integers, got {text!r}") from None
+
+
+def _fmt(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--model", "models", multiple=True, help="Bench the network with these weights (repeatable).")
+@click.option("--methods", default=None,
+              help="Comma-separated: network, global-fit, warp (default: all; network when weights exist).")
+@click.option("--crf", default=None, help="Comma-separated CRF values to sweep (default 16).")
+@click.option("--lossless", is_flag=True, help="Add a lossless (FFV1) sRGB point to the sweep.")
+@click.option("--codec", default="h265", show_default=True, type=click.Choice(["h265", "h264"]))
+@click.option("--keyframe-interval", "kfi", default="0", show_default=True, help="Comma-separated intervals (0 = first frame only).")
+@click.option("--render", "renders", default="stable", show_default=True, help="Comma-separated: stable, rvd.")
+@click.option("--reencode", is_flag=True, help="RVD layout: pass the given sRGB through the lossy settings.")
+@click.option("--frames", "max_frames", type=int, default=None, help="Bench only the first N frames of each clip.")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure to this JSON file.")
+@click.option("--plots", "plots_dir", type=click.Path(path_type=Path), help="Write PSNR-over-frames and rate-distortion PNGs here.")
+@handle_errors
+def bench(paths, models, methods, crf, lossless, codec, kfi, renders, reencode, max_frames, device, json_path, plots_dir):
+    """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
+
+    PATHS: RVD-layout folders (data.json, RAW/, sRGB/), MLV files, DNG folders, or folders of those
+    (default: the shipped examples).
+    """
+    from .atomic import atomic_write
+    from .bench import MethodSpec, run_bench, sweep, write_plots
+    from .model import DEFAULT_MODEL, MODELS_DIR, resolve_model
+
+    if not paths:
+        paths = (MODELS_DIR.parent / "examples",)
+    names = [m.strip() for m in methods.split(",")] if methods else None
+    for n in names or []:
+        if n not in ("network", "global-fit", "warp"):
+            raise ValueError(f"unknown method {n!r} (network, global-fit, warp)")
+    specs = [MethodSpec("network", m) for m in models]
+    if not specs and (names is None or "network" in names):
+        try:
+            resolve_model(DEFAULT_MODEL)
+            specs.append(MethodSpec("network", DEFAULT_MODEL))
+        except RawvidError:
+            if names and "network" in names:
+                raise
+            console.print(f"[yellow]note:[/] no weights for {DEFAULT_MODEL!r}: benching global-fit and warp only")
+    specs += [MethodSpec(m) for m in ("global-fit", "warp") if names is None or m in names]
+    for r in renders.split(","):
+        if r not in ("stable", "rvd"):
+            raise ValueError(f"unknown render mode {r!r} (stable, rvd)")
+    settings = sweep(_int_list(crf), lossless, _int_list(kfi) or [0], renders.split(","), codec)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        jobs = bar.add_task("clips x settings", total=None)
+        frames = bar.add_task("frames", total=None)
+
+        def on_frames(desc: str, done: int, total: int) -> None:
+            if done == 1:
+                bar.reset(frames, total=total, description=desc)
+            bar.update(frames, completed=done, total=total)
+
+        results = run_bench(list(paths), specs, settings, reencode=reencode, max_frames=max_frames, device=device,
+                            progress=on_frames, clip_done=lambda d, n: bar.update(jobs, completed=d, total=n))
+    t = Table(title=f"rawvid bench: {len({r['clip'] for r in results['runs']})} clip(s)", title_justify="left")
+    for col in ("setting", "method", "clips", "PSNR paper", "PSNR black", "SSIM", "last-frame PSNR black",
+                "bits/px", "x vs LJ92 DNG", "enc fps", "dec fps"):
+        t.add_column(col, justify="left" if col in ("setting", "method") else "right")
+    for s in results["summary"]:
+        t.add_row(s["setting"], s["method"], str(s["clips"]), _fmt(s["psnr_paper"]), _fmt(s["psnr_black"]),
+                  _fmt(s["ssim"], 4), _fmt(s["last_frame_psnr_black"]), _fmt(s["bits_per_pixel"], 3),
+                  _fmt(s["ratio_vs_lj92_dng"], 1), _fmt(s["encode_fps"]), _fmt(s["decode_fps"]))
+    wide = out if out.is_terminal else Console(width=200)  # a pipe or file gets the whole table
+    wide.print(t)
+    for tag, rows in results["tags"].items():
+        wide.print(f"[bold]{tag}[/]: " + "; ".join(f"{r['method']} ({r['setting']}) {_fmt(r['psnr_paper'])} / "
+                                                    f"{_fmt(r['psnr_black'])} dB over {r['clips']} clip(s)" for r in rows))
+    if json_path:
+        with atomic_write(json_path) as f:
+            f.write(json.dumps(results, indent=1, allow_nan=False, default=str).encode())
+        console.print(f"wrote {json_path}")
+    if plots_dir:
+        for p in write_plots(results, plots_dir):
+            console.print(f"wrote {p}")
 
 
 def _human(n: int) -> str:

@@ -1,6 +1,7 @@
 """Encoding: RAW clip -> .rvd (sRGB video + RAW keyframes + manifest), streaming and atomic."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -24,6 +25,8 @@ from .source import Source, SourceFrame, open_source
 from .video import VideoSettings, VideoWriter, ffmpeg_version
 
 Progress = Callable[[int, int], None]
+#: Sources whose sRGB comes with them (a camera's video, RVD's PNGs) instead of being rendered here.
+GIVEN_SRGB = ("video+dng", "rvd-layout")
 
 
 @dataclass
@@ -76,16 +79,21 @@ def parse_range(text: str | None) -> tuple[int, int | None]:
     return start, stop
 
 
+def _given_rgb(fr: SourceFrame) -> np.ndarray:
+    return fr.rgb  # type: ignore[return-value]
+
+
 def _rendered(src: Source, frames: Iterator[SourceFrame], mode: str) -> Iterator[tuple[SourceFrame, np.ndarray]]:
-    """Render frames to sRGB, one frame ahead in a worker thread (LibRaw releases the GIL)."""
-    if not src.has_raw:
-        for fr in frames:
-            yield fr, fr.rgb  # type: ignore[misc]
-        return
+    """sRGB for every frame: the source's own (camera video, RVD PNGs) or rendered with LibRaw.
+
+    Rendering runs one frame ahead in a worker thread (LibRaw releases the GIL)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for fr in frames:
-            fut = pool.submit(render, fr.mosaic, src.info, mode)
+            if fr.rgb is not None:
+                fut = pool.submit(_given_rgb, fr)
+            else:
+                fut = pool.submit(render, fr.mosaic, src.info, mode)
             if pending is not None:
                 yield pending[0], pending[1].result()
             pending = (fr, fut)
@@ -97,7 +105,8 @@ def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamp
                    numbers: list[int], keyframes: list[int], attachments: dict[str, str],
                    audio: dict | None) -> dict:
     info = src.info.to_dict()
-    render_mode = opts.render if src.has_raw else "camera"
+    given = src.kind in GIVEN_SRGB
+    render_mode = {"video+dng": "camera", "rvd-layout": "given"}.get(src.kind, opts.render)
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -114,7 +123,7 @@ def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamp
         "keyframe_interval": opts.keyframe_interval,
         "keyframes": [{"index": k, "file": f"key_{k:06d}.dng"} for k in keyframes],
         "render": {"mode": render_mode,
-                   "params": render_params(opts.render) if src.has_raw else None,
+                   "params": None if given else render_params(opts.render),
                    "libraw": libraw_version()},
         "video": {**opts.video.to_dict(), "ffmpeg": ffmpeg_version()},
         "audio": audio,
@@ -123,8 +132,8 @@ def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamp
     }
 
 
-def encode(input: str | os.PathLike | None, output: str | os.PathLike, options: EncodeOptions | None = None, *,
-           video: str | os.PathLike | None = None, raw: str | os.PathLike | None = None,
+def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, options: EncodeOptions | None = None,
+           *, video: str | os.PathLike | None = None, raw: str | os.PathLike | None = None,
            force: bool = False, progress: Progress | None = None) -> EncodeResult:
     """Encode an MLV, a DNG folder, or ``video`` + ``raw`` into one .rvd file.
 
@@ -139,9 +148,13 @@ def encode(input: str | os.PathLike | None, output: str | os.PathLike, options: 
         raise RawvidError(output, "output is a folder, expected a file name")
     if not output.parent.is_dir():
         raise RawvidError(output, "output folder does not exist")
-    render_params(opts.render)  # validate early
     t0 = time.perf_counter()
-    with open_source(input, video=video, raw=raw, fps=opts.fps) as src:
+    # a Source handed in belongs to the caller, who closes it
+    src_cm = contextlib.nullcontext(input) if isinstance(input, Source) else \
+        open_source(input, video=video, raw=raw, fps=opts.fps)
+    with src_cm as src:
+        if src.kind not in GIVEN_SRGB:
+            render_params(opts.render)  # validate before any work
         start = opts.start
         stop = src.frame_count if opts.stop is None else min(opts.stop, src.frame_count)
         if start >= stop:
@@ -257,7 +270,7 @@ def _select_device(device: str) -> str:
 
 def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str]):
     """Build the reconstruction method; ``auto`` is the network when its weights exist."""
-    from .methods import GlobalFit, Network
+    from .methods import GlobalFit, Network, Warp
     from .model import DEFAULT_MODEL, load_model, resolve_model
 
     method = opts.method
@@ -271,12 +284,14 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
             notes.append(f"no weights for model {name!r} in models/: decoding with global-fit")
     if method == "global-fit":
         return GlobalFit()
+    if method == "warp":
+        return Warp()
     if method == "network":
         tile = opts.tile
         if tile is None:  # tile only frames whose half resolution exceeds ~2K x 1K
             tile = 1024 if manifest["width"] * manifest["height"] // 4 > 2048 * 1152 else None
         return Network(load_model(name, device=device), device=device, tile=tile)
-    raise RawvidError(None, f"unknown method {method!r} (auto, network or global-fit)")
+    raise RawvidError(None, f"unknown method {method!r} (auto, network, global-fit or warp)")
 
 
 def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_name: str) -> int | None:

@@ -181,6 +181,33 @@ class GlobalFit(Method):
         return out
 
 
+# --------------------------------------------------------------------------- warp
+class Warp(GlobalFit):
+    """Flow-warp chain from the keyframe: RAW(t) warped onto t+1; out-of-view holes from global-fit.
+
+    It carries everything the keyframe knows (highlights clipped in sRGB included) but
+    cannot follow exposure or white-balance changes.
+    """
+
+    name = "warp"
+
+    def __init__(self, flow_preset: str = "fast"):
+        super().__init__()
+        self.flow_preset = flow_preset
+
+    def predict(self, prev_raw, prev_srgb, srgb):
+        t = time.perf_counter()
+        flow = dis_flow(srgb.transpose(1, 2, 0), prev_srgb.transpose(1, 2, 0), self.flow_preset)
+        self.timings.add("flow", time.perf_counter() - t)
+        t = time.perf_counter()
+        warped, valid = backward_warp(torch.from_numpy(np.ascontiguousarray(prev_raw)).unsqueeze(0), flow_to_tensor(flow))
+        holes = self.map.apply(srgb)  # type: ignore[union-attr]
+        v = valid[0].numpy()
+        out = warped[0].numpy() * v + holes * (1 - v)
+        self.timings.add("network", time.perf_counter() - t)
+        return out.astype(np.float32)
+
+
 # --------------------------------------------------------------------------- network
 class Network(Method):
     """FAGDN chained from the previous output along DIS optical flow."""
@@ -211,4 +238,4 @@ class Network(Method):
         return out
 
 
-METHODS = ("auto", "network", "global-fit")
+METHODS = ("auto", "network", "global-fit", "warp")

@@ -144,7 +144,7 @@ class GLA(nn.Module):
         q = windows(self.l_q(cur))
         k, v = windows(self.l_kv(prev)).chunk(2, dim=-1)
         out = torch.empty_like(q)
-        step = 4096  # windows per attention call: bounds memory on large frames
+        step = 1024  # windows per attention call: bounds memory on large frames (256 MB at 16x16)
         for s in range(0, q.shape[0], step):
             out[s : s + step] = attention(q[s : s + step], k[s : s + step], v[s : s + step])
         out = out.reshape(n, h // p, w // p, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
