@@ -251,6 +251,55 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, reencode, 
             console.print(f"wrote {p}")
 
 
+@main.group()
+def dataset() -> None:
+    """Build training and test data in the RVD layout."""
+
+
+@dataset.command("build")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Folder to write: OUTPUT/<render>/{train,test}/ in the RVD layout.")
+@click.option("--shared", "shared_root", type=click.Path(path_type=Path), default=None,
+              help="The real camera data folder (default: ../shared/data beside the repository).")
+@click.option("--raw", "raws", multiple=True, type=click.Path(path_type=Path), help="Extra RAW stills (DNG), repeatable.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--size", default="512x320", show_default=True, help="Clip size WxH in Bayer pixels.")
+@click.option("--frames", default=24, show_default=True, type=click.IntRange(2), help="Frames per training clip.")
+@click.option("--test-frames", default=32, show_default=True, type=click.IntRange(2), help="Frames per test clip.")
+@click.option("--clips-per-scene", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--test-fraction", default=0.25, show_default=True, type=click.FloatRange(0, 0.9))
+@click.option("--render", "renders", default="stable,rvd", show_default=True, help="Comma-separated render modes.")
+@handle_errors
+def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, clips_per_scene, test_fraction, renders):
+    """Synthetic RAW video clips over real sensor stills, split by source scene."""
+    from .dataset import build_dataset
+    from .model import MODELS_DIR
+    from .scenes import load_shared_scenes, scene_from_dng
+
+    root = shared_root or MODELS_DIR.parent.parent / "shared" / "data"
+    scenes = load_shared_scenes(root) if root.is_dir() else []
+    scenes += [scene_from_dng(p) for p in raws]
+    if not scenes:
+        raise RawvidError(root, "no RAW stills found (give --shared or --raw)")
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size {size!r} is not WxH") from None
+    modes = tuple(r.strip() for r in renders.split(","))
+    for r in modes:
+        if r not in ("stable", "rvd"):
+            raise ValueError(f"unknown render mode {r!r} (stable, rvd)")
+    console.print(f"{len(scenes)} scenes from {root}" + (f" and {len(raws)} extra RAW file(s)" if raws else ""))
+    with FrameProgress("clips") as progress:
+        rep = build_dataset(output, scenes, seed=seed, frames=frames, test_frames=test_frames, size=(w, h),
+                            clips_per_scene=clips_per_scene, test_fraction=test_fraction, renders=modes,
+                            progress=progress)
+    for r, splits in rep.splits.items():
+        for sp, c in splits.items():
+            console.print(f"{output}/{r}/{sp}: {c['clips']} clips, {c['frames']} frames")
+    console.print(f"test scenes: {', '.join(rep.test_scenes)}", highlight=False, soft_wrap=True)
+
+
 def _human(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":

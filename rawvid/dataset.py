@@ -45,13 +45,8 @@ class RVDVideo:
     tags: list[str] = field(default_factory=list)
 
 
-@dataclass
 class RVDLayout:
-    """One split (for example RVD/Part1/test): its clips and the sensor facts of its camera."""
-
-    root: Path
-    videos: list[RVDVideo]
-    info: RawInfo
+    """One split (for example RVD/Part1/test): its clips and the sensor facts of their cameras."""
 
     @classmethod
     def is_layout(cls, path: str | os.PathLike) -> bool:
@@ -85,16 +80,38 @@ class RVDLayout:
             videos.append(RVDVideo(name, frames, [str(x) for x in (t if isinstance(t, list) else [t])]))
         meta = dict(PART1_LEVELS, color_matrix=PART1_MATRIX)
         if (root / "meta.json").is_file():
-            meta.update(json.loads((root / "meta.json").read_text()))
-        cam = meta.pop("camera", {}) or {}
-        first = videos[0] if videos else None
-        h = w = 0
-        if first and first.frames:
-            raw = read_raw_tiff(root / "RAW" / first.name / f"{first.frames[0]}.tiff")
-            h, w = raw.shape
-        keys = {"bits", "black", "white", "cfa", "fps", "color_matrix", "as_shot_neutral", "calibration_illuminant"}
-        info = RawInfo(width=w, height=h, camera=Camera(**cam), **{k: v for k, v in meta.items() if k in keys})
-        return cls(root, videos, info)
+            try:
+                meta.update(json.loads((root / "meta.json").read_text()))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise FormatError(root / "meta.json", f"not valid JSON ({exc})") from None
+        per_video = meta.pop("videos", {}) or {}
+        layout = cls(root, videos, RawInfo(width=2, height=2, bits=14, black=2048, white=15000), meta, per_video)
+        if videos:
+            layout.info = layout.video_info(videos[0])
+        return layout
+
+    def __init__(self, root: Path, videos: list[RVDVideo], info: RawInfo, meta: dict | None = None,
+                 per_video: dict | None = None):
+        self.root, self.videos, self.info = root, videos, info
+        self._meta = meta or {}
+        self._per_video = per_video or {}
+        self._infos: dict[str, RawInfo] = {}
+
+    def video_info(self, video: RVDVideo) -> RawInfo:
+        """The sensor facts of one clip: the split's defaults, overridden per video in meta.json."""
+        if video.name not in self._infos:
+            meta = {**self._meta, **self._per_video.get(video.name, {})}
+            cam = meta.get("camera") or {}
+            keys = {"bits", "black", "white", "cfa", "fps", "color_matrix", "as_shot_neutral", "calibration_illuminant"}
+            h = w = 2
+            if video.frames:
+                h, w = read_raw_tiff(self.raw_path(video, video.frames[0])).shape
+            try:
+                self._infos[video.name] = RawInfo(width=w, height=h, camera=Camera(**cam),
+                                                  **{k: v for k, v in meta.items() if k in keys})
+            except (TypeError, ValueError) as exc:
+                raise FormatError(self.root / "meta.json", f"bad sensor facts for {video.name!r}: {exc}") from None
+        return self._infos[video.name]
 
     def raw_path(self, video: RVDVideo, frame: str) -> Path:
         return self.root / "RAW" / video.name / f"{frame}.tiff"
@@ -104,13 +121,15 @@ class RVDLayout:
 
     def read_raw(self, video: RVDVideo, frame: str) -> np.ndarray:
         raw = read_raw_tiff(self.raw_path(video, frame))
-        if raw.shape != (self.info.height, self.info.width):
-            raise FormatError(self.raw_path(video, frame), f"frame is {raw.shape[1]}x{raw.shape[0]}, the split is "
-                              f"{self.info.width}x{self.info.height}")
+        info = self.video_info(video)
+        if raw.shape != (info.height, info.width):
+            raise FormatError(self.raw_path(video, frame), f"frame is {raw.shape[1]}x{raw.shape[0]}, the clip is "
+                              f"{info.width}x{info.height}")
         return raw
 
     def read_srgb(self, video: RVDVideo, frame: str) -> np.ndarray:
-        return read_png(self.srgb_path(video, frame), self.info.width, self.info.height)
+        info = self.video_info(video)
+        return read_png(self.srgb_path(video, frame), info.width, info.height)
 
     def size_bytes(self, video: RVDVideo) -> int:
         return sum(self.raw_path(video, f).stat().st_size for f in video.frames)
@@ -152,6 +171,26 @@ def read_png(path: Path, width: int | None = None, height: int | None = None) ->
     return rgb
 
 
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """An 8-bit RGB PNG, written atomically."""
+    import cv2
+
+    from .atomic import atomic_path
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:
+        raise FormatError(path, "PNG encoding failed")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+
+
+def _sensor_facts(info: RawInfo) -> dict:
+    d = {k: getattr(info, k) for k in ("bits", "black", "white", "cfa", "fps", "color_matrix", "as_shot_neutral",
+                                       "calibration_illuminant")}
+    d["camera"] = dict(vars(info.camera))
+    return d
+
+
 class RVDWriter:
     """Write an RVD-layout split: RAW TIFFs, sRGB PNGs, data.json, tags.json and meta.json.
 
@@ -159,17 +198,16 @@ class RVDWriter:
     build leaves a readable split of the clips completed so far.
     """
 
-    def __init__(self, root: str | os.PathLike, info: RawInfo):
+    def __init__(self, root: str | os.PathLike, info: RawInfo | None = None):
         self.root = Path(root)
-        self.info = info
         self.entries: list[dict] = []
         self.tags: dict[str, list[str]] = {}
         (self.root / "RAW").mkdir(parents=True, exist_ok=True)
         (self.root / "sRGB").mkdir(parents=True, exist_ok=True)
-        meta = {k: getattr(info, k) for k in ("bits", "black", "white", "cfa", "fps", "color_matrix",
-                                              "as_shot_neutral", "calibration_illuminant")}
-        meta["camera"] = {k: v for k, v in vars(info.camera).items()}
-        self._write_json("meta.json", meta)
+        self.meta: dict = {"videos": {}}
+        if info is not None:
+            self.meta.update(_sensor_facts(info))
+        self._write_json("meta.json", self.meta)
 
     def _write_json(self, name: str, obj) -> None:
         from .atomic import atomic_write
@@ -177,9 +215,10 @@ class RVDWriter:
         with atomic_write(self.root / name) as f:
             f.write(json.dumps(obj, indent=1).encode())
 
-    def add_video(self, name: str, frames, tags: list[str] | None = None) -> int:
-        """``frames``: iterable of (mosaic uint16 H x W, sRGB uint8 H x W x 3). Returns the frame count."""
-        import cv2
+    def add_video(self, name: str, frames, tags: list[str] | None = None, info: RawInfo | None = None) -> int:
+        """``frames``: iterable of (mosaic uint16 H x W, sRGB uint8 H x W x 3). Returns the frame count.
+
+        ``info`` records this clip's own sensor facts (a split may mix cameras)."""
         import tifffile
 
         from .atomic import atomic_path
@@ -192,13 +231,123 @@ class RVDWriter:
             fname = f"{i:05d}"
             with atomic_path(self.root / "RAW" / name / f"{fname}.tiff") as tmp:
                 tifffile.imwrite(tmp, np.ascontiguousarray(mosaic, dtype=np.uint16), metadata=None)
-            with atomic_path(self.root / "sRGB" / name / f"{fname}.png") as tmp:
-                ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-                tmp.write_bytes(buf.tobytes())
+            write_png(self.root / "sRGB" / name / f"{fname}.png", rgb)
             names.append(fname)
+        return self._finish(name, names, tags, info)
+
+    def add_video_linked(self, name: str, raw_root: Path, srgb_frames, tags: list[str] | None = None,
+                         info: RawInfo | None = None) -> int:
+        """Add a clip whose RAW TIFFs already exist in another split (hard links), with its own sRGB."""
+        name = safe_name(name, self.root)
+        (self.root / "RAW" / name).mkdir(exist_ok=True)
+        (self.root / "sRGB" / name).mkdir(exist_ok=True)
+        names = []
+        for i, rgb in enumerate(srgb_frames):
+            fname = f"{i:05d}"
+            target = self.root / "RAW" / name / f"{fname}.tiff"
+            target.unlink(missing_ok=True)
+            try:
+                os.link(raw_root / "RAW" / name / f"{fname}.tiff", target)
+            except OSError:
+                import shutil
+
+                shutil.copyfile(raw_root / "RAW" / name / f"{fname}.tiff", target)
+            write_png(self.root / "sRGB" / name / f"{fname}.png", rgb)
+            names.append(fname)
+        return self._finish(name, names, tags, info)
+
+    def _finish(self, name: str, names: list[str], tags: list[str] | None, info: RawInfo | None) -> int:
+        if info is not None:
+            self.meta["videos"][name] = _sensor_facts(info)
+            self._write_json("meta.json", self.meta)
         self.entries.append({"video_name": name, "frames": names})
         self._write_json("data.json", self.entries)
         if tags:
             self.tags[name] = list(tags)
             self._write_json("tags.json", self.tags)
         return len(names)
+
+
+# =========================================================================== building
+@dataclass
+class BuildReport:
+    root: Path
+    splits: dict  # render -> split -> {"clips": n, "frames": n}
+    test_scenes: list[str]
+    train_scenes: list[str]
+
+
+def split_groups(groups: list[str], seed: int, test_fraction: float) -> tuple[list[str], list[str]]:
+    """Assign whole source groups to train or test (deterministic from the seed): no still in both."""
+    rng = np.random.default_rng(seed)
+    order = [groups[i] for i in rng.permutation(len(groups))]
+    n_test = max(1, int(round(test_fraction * len(groups)))) if len(groups) > 1 else 0
+    test = sorted(order[:n_test])
+    return sorted(g for g in groups if g not in test), test
+
+
+def build_dataset(out: str | os.PathLike, scenes: list, *, seed: int = 0, frames: int = 24, test_frames: int = 32,
+                  size: tuple[int, int] = (512, 320), clips_per_scene: int = 3, test_fraction: float = 0.25,
+                  renders: tuple[str, ...] = ("stable", "rvd"), progress=None) -> BuildReport:
+    """Write RVD-layout splits ``out/<render>/{train,test}`` of synthetic clips over real scenes.
+
+    Every clip is drawn from ``seed`` and its name, so a rebuild gives the same data. The
+    RAW of one clip is written once and hard-linked into each render mode's split.
+    """
+    import zlib
+
+    from .isp import render
+    from .synth import make_clip, sensor_info
+
+    out = Path(out)
+    w, h = size
+    if w % 4 or h % 4 or w < 64 or h < 64:
+        raise ValueError(f"clip size {w}x{h}: both sides must be multiples of 4 and at least 64")
+    qh, qw = h // 2, w // 2
+    groups = sorted({s.source_group for s in scenes})
+    train_g, test_g = split_groups(groups, seed, test_fraction)
+    plan = []
+    for scene in scenes:
+        split = "test" if scene.source_group in test_g else "train"
+        area = scene.rgb.shape[0] * scene.rgb.shape[1] / (qh * qw)
+        n = 1 if split == "test" else int(np.clip(round(clips_per_scene * min(2.0, max(1.0, area / 4))), 1, 12))
+        for k in range(n):
+            plan.append((split, scene, f"{scene.name}_{k:02d}"))
+    writers = {(r, sp): RVDWriter(out / r / sp) for r in renders for sp in ("train", "test")}
+    counts = {r: {"train": {"clips": 0, "frames": 0}, "test": {"clips": 0, "frames": 0}} for r in renders}
+    for done, (split, scene, name) in enumerate(plan):
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        n = test_frames if split == "test" else frames
+        spec, mosaics = make_clip(scene, rng, n, qh, qw, hard=True)
+        info = sensor_info(scene, qh, qw)
+        tags = _tags(spec)
+        mosaics = list(mosaics)
+        first = renders[0]
+        for r in renders:
+            wr = writers[(r, split)]
+            frames_iter = ((m, render(m, info, r)) for m in mosaics)
+            if r == first:
+                wr.add_video(name, frames_iter, tags, info)
+            else:  # same RAW: hard-link the first render's TIFFs, write this render's PNGs
+                wr.add_video_linked(name, writers[(first, split)].root, (render(m, info, r) for m in mosaics), tags, info)
+            counts[r][split]["clips"] += 1
+            counts[r][split]["frames"] += n
+        if progress:
+            progress(done + 1, len(plan))
+    return BuildReport(out, counts, test_g, train_g)
+
+
+def _tags(spec) -> list[str]:
+    """Scenario tags of a synthetic clip, in the spirit of the RVD test tags."""
+    tags = []
+    speed = float(np.hypot(*spec.velocity))
+    tags.append("fast motion" if speed > 2.0 else "slow motion")
+    if spec.patches:
+        tags.append("moving objects")
+    if spec.bracket or max(spec.gains) / max(1e-6, min(spec.gains)) > 1.3:
+        tags.append("exposure change")
+    if spec.cut_at is not None:
+        tags.append("scene change")
+    if abs(spec.scale[1] - spec.scale[0]) > 0.1 or abs(spec.angle[1] - spec.angle[0]) > 1.5:
+        tags.append("zoom or rotation")
+    return tags

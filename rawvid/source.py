@@ -71,7 +71,7 @@ def _raw_frames(reader) -> FrameIter:
 
 def rvd_video_source(layout: RVDLayout, video: RVDVideo) -> Source:
     """One clip of an RVD-layout split: its RAW frames with the sRGB frames the split gives."""
-    info = layout.info
+    info = layout.video_info(video)
 
     def it(start: int, stop: int) -> Iterator[SourceFrame]:
         for i in range(start, stop):
