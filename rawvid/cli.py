@@ -300,6 +300,63 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
     console.print(f"test scenes: {', '.join(rep.test_scenes)}", highlight=False, soft_wrap=True)
 
 
+@main.command("train")
+@click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", default="runs/train", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for checkpoints, logs, weights and the model card.")
+@click.option("--arch", default="fast-prior", show_default=True,
+              help="paper, small, fast, tiny, fast-prior, small-prior, paper-prior (or a JSON configuration).")
+@click.option("--steps", default=2000, show_default=True, type=click.IntRange(1))
+@click.option("--batch", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--crop", default=128, show_default=True, type=click.IntRange(32), help="Crop side, half-resolution pixels.")
+@click.option("--unroll", default=6, show_default=True, type=click.IntRange(1), help="Frames chained per sample.")
+@click.option("--tbptt", default=2, show_default=True, type=click.IntRange(1), help="Backpropagate through this many steps.")
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--lr-step", default=800, show_default=True, type=click.IntRange(1))
+@click.option("--lr-gamma", default=0.3, show_default=True, type=float)
+@click.option("--ssim-weight", default=1.0, show_default=True, type=float, help="Weight of the SSIM(3x3) loss (paper: 1).")
+@click.option("--aux-weight", default=0.5, show_default=True, type=float, help="Weight of the side-output losses (paper: 0.5).")
+@click.option("--codec-prob", default=0.7, show_default=True, type=float, help="Share of samples with H.265-degraded sRGB.")
+@click.option("--val-every", default=250, show_default=True, type=click.IntRange(1))
+@click.option("--save-every", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--max-clips", type=int, default=None, help="Use only the first N clips of each folder.")
+@click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint instead of resuming from it.")
+@handle_errors
+def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step, lr_gamma, ssim_weight, aux_weight,
+              codec_prob, val_every, save_every, seed, device, max_clips, fresh):
+    """Train FAGDN on RVD-layout folders (resumes from OUTPUT/checkpoint.safetensors)."""
+    import shlex
+    import sys as _sys
+
+    from .codec import _select_device
+    from .train import TrainOptions, train
+
+    opts = TrainOptions(data=[str(d) for d in data], out=str(output), arch=arch, steps=steps, batch=batch, crop=crop,
+                        unroll=unroll, tbptt=tbptt, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, ssim_weight=ssim_weight,
+                        aux_weight=aux_weight, codec_prob=codec_prob, val_every=val_every, save_every=save_every,
+                        seed=seed, device=_select_device(device), max_clips=max_clips, resume=not fresh)
+    log_path = Path(output) / "train.log.jsonl"
+    Path(output).mkdir(parents=True, exist_ok=True)
+
+    def log(d: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(d) + "\n")
+        if d.get("event") == "step":
+            console.print(f"step {d['step']}: loss {d['loss']:.3g}, chain PSNR {d['psnr_first']:.2f} -> "
+                          f"{d['psnr_last']:.2f} dB, {d['sec_per_step']:.2f} s/step", highlight=False)
+        elif d.get("event") == "val":
+            console.print(f"[bold]validation[/] step {d['step']}: {d['val_psnr']:.2f} dB vs global-fit "
+                          f"{d['val_psnr_global_fit']:.2f} dB ({d['val_gain_db']:+.2f} dB)", highlight=False)
+        else:
+            console.print(json.dumps({k: v for k, v in d.items() if k != "options"}), highlight=False)
+
+    cmd = "rawvid train " + " ".join(shlex.quote(a) for a in _sys.argv[2:])
+    res = train(opts, log=log, command=cmd)
+    console.print(f"wrote {res.weights} and {res.card} after {res.steps} steps ({res.seconds / 60:.1f} min)")
+
+
 def _human(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .flow import backward_warp, dis_flow, flow_to_tensor
-from .model import FAGDN, run_network
+from .model import FAGDN, run_network, step_inputs
 
 CURVE_KNOTS = 33
 
@@ -209,8 +209,11 @@ class Warp(GlobalFit):
 
 
 # --------------------------------------------------------------------------- network
-class Network(Method):
-    """FAGDN chained from the previous output along DIS optical flow."""
+class Network(GlobalFit):
+    """FAGDN chained from the previous output along DIS optical flow.
+
+    It also keeps the keyframe's global-fit map: models trained with the prior use it.
+    """
 
     name = "network"
 
@@ -219,8 +222,12 @@ class Network(Method):
         self.model = model.to(device).eval()
         self.device, self.tile, self.flow_preset = device, tile, flow_preset
 
+    def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
+        if self.model.config.prior:
+            super().keyframe(raw, srgb)
+
     def _t(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(0).to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(0).to(self.device)
 
     @torch.no_grad()
     def predict(self, prev_raw, prev_srgb, srgb):
@@ -228,11 +235,12 @@ class Network(Method):
         flow = dis_flow(srgb.transpose(1, 2, 0), prev_srgb.transpose(1, 2, 0), self.flow_preset)
         self.timings.add("flow", time.perf_counter() - t)
         t = time.perf_counter()
-        cur, prev, praw = self._t(srgb), self._t(prev_srgb), self._t(prev_raw)
-        f = flow_to_tensor(flow).to(self.device)
-        wraw, _ = backward_warp(praw, f)
-        wsrgb, _ = backward_warp(prev, f)
-        pred = run_network(self.model, [cur, prev, praw, wraw, wsrgb], tile=self.tile)
+        priors = {}
+        if self.model.config.prior:
+            priors = {"prior_cur": self._t(self.map.apply(srgb)), "prior_prev": self._t(self.map.apply(prev_srgb))}
+        inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw),
+                             flow_to_tensor(flow).to(self.device), **priors)
+        pred = run_network(self.model, inputs, tile=self.tile)
         out = pred[0].float().cpu().numpy()
         self.timings.add("network", time.perf_counter() - t)
         return out

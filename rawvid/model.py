@@ -43,6 +43,11 @@ class FAGDNConfig:
     conf_width: int = 16
     global_attention: bool = True
     local_attention: bool = True
+    #: GLA at encoder levels >= this (0: every level, the paper; 1 skips the finest, costliest level)
+    gla_from: int = 0
+    #: rawvid's extension: condition on the global-fit prediction A and predict RAW as
+    #: A + gated warped residual (RAW(t) - A(t)) + a learned correction (see PAPER.md, prototypes)
+    prior: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) != len(self.patches) or not self.widths:
@@ -57,7 +62,8 @@ class FAGDNConfig:
         """Input sides must be multiples of this (pooling levels times the coarsest window)."""
         need = 1
         for lvl, p in enumerate(self.patches):
-            need = max(need, (1 << lvl) * (p if self.local_attention else 1))
+            if lvl >= self.gla_from:
+                need = max(need, (1 << lvl) * (p if self.local_attention else 1))
         return max(need, 1 << self.depth)
 
     def to_dict(self) -> dict:
@@ -170,10 +176,15 @@ class FAGDN(nn.Module):
             nn.Conv2d(2 * SRGB_CH, cw, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(cw, cw, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cw, 1, 3, padding=1))
         self.refine = nn.Conv2d(RAW_CH, RAW_CH, 1)
-        self.enc_cur = Encoder(SRGB_CH + RAW_CH, cfg.widths)
+        if cfg.prior:  # start as "take the warped residual as it is"
+            nn.init.eye_(self.refine.weight.view(RAW_CH, RAW_CH))
+            nn.init.zeros_(self.refine.bias)
+        extra = RAW_CH if cfg.prior else 0
+        self.enc_cur = Encoder(SRGB_CH + RAW_CH + extra, cfg.widths)
         self.enc_prev = Encoder(SRGB_CH + RAW_CH, cfg.widths)
-        self.gla = nn.ModuleList(GLA(c, p, cfg.global_attention, cfg.local_attention)
-                                 for c, p in zip(cfg.widths, cfg.patches))
+        self.gla = nn.ModuleList(
+            GLA(c, p, cfg.global_attention, cfg.local_attention) if lvl >= cfg.gla_from else nn.Identity()
+            for lvl, (c, p) in enumerate(zip(cfg.widths, cfg.patches)))
         self.bottleneck = conv_block(cfg.widths[-1], cfg.bottleneck)
         ups, decs, sides = [], [], []
         below = cfg.bottleneck
@@ -183,25 +194,49 @@ class FAGDN(nn.Module):
             sides.append(nn.Conv2d(c, RAW_CH, 1))
             below = c
         self.ups, self.decs, self.sides = nn.ModuleList(ups), nn.ModuleList(decs), nn.ModuleList(sides)
+        if cfg.prior:  # the untrained network outputs exactly A(t+1) + gated warped residual
+            for side in self.sides:
+                nn.init.zeros_(side.weight)
+                nn.init.zeros_(side.bias)
 
     def forward(self, srgb_cur: torch.Tensor, srgb_prev: torch.Tensor, raw_prev: torch.Tensor,
-                warped_raw: torch.Tensor, warped_srgb: torch.Tensor) -> dict[str, torch.Tensor | list]:
-        """One chained step. Returns {"pred", "sides" (coarse to fine), "confidence"}."""
+                warped_raw: torch.Tensor, warped_srgb: torch.Tensor, prior_cur: torch.Tensor | None = None,
+                prior_prev_warped: torch.Tensor | None = None,
+                prior_prev: torch.Tensor | None = None) -> dict[str, torch.Tensor | list]:
+        """One chained step. Returns {"pred", "sides" (coarse to fine), "confidence"}.
+
+        With ``config.prior``: ``prior_cur`` is the global-fit prediction A(t+1), and
+        ``prior_prev_warped`` / ``prior_prev`` are A(t) warped / unwarped, so the reference is
+        the warped residual RAW(t) - A(t) and the output is A(t+1) + reference + correction.
+        """
+        cfg = self.config
         m = torch.sigmoid(self.confidence(torch.cat([warped_srgb, srgb_cur], 1)))
-        ref = self.refine(warped_raw) * m
-        x_cur = torch.cat([srgb_cur, ref], 1)
-        x_prev = torch.cat([srgb_prev, raw_prev], 1)
+        if cfg.prior:
+            ref = self.refine(warped_raw - prior_prev_warped) * m
+            x_cur = torch.cat([srgb_cur, prior_cur, ref], 1)
+            x_prev = torch.cat([srgb_prev, raw_prev - prior_prev], 1)
+            base = prior_cur + ref
+        else:
+            ref = self.refine(warped_raw) * m
+            x_cur = torch.cat([srgb_cur, ref], 1)
+            x_prev = torch.cat([srgb_prev, raw_prev], 1)
         skips = []
-        for i in range(self.config.depth):
+        for i in range(cfg.depth):
             x_cur = self.enc_cur.level(i, x_cur)
             x_prev = self.enc_prev.level(i, x_prev)
-            x_cur = self.gla[i](x_cur, x_prev)
+            x_cur = self.gla[i](x_cur, x_prev) if i >= cfg.gla_from else x_cur
             skips.append(x_cur)
         x = self.bottleneck(F.max_pool2d(x_cur, 2))
         sides = []
-        for up, dec, side, skip in zip(self.ups, self.decs, self.sides, reversed(skips)):
+        n_levels = len(self.sides)
+        for k, (up, dec, side, skip) in enumerate(zip(self.ups, self.decs, self.sides, reversed(skips))):
             x = dec(torch.cat([up(x), skip], 1))
-            sides.append(torch.sigmoid(side(x)))
+            if cfg.prior:
+                f = 1 << (n_levels - 1 - k)
+                b = F.avg_pool2d(base, f) if f > 1 else base
+                sides.append((b + side(x)).clamp(0.0, 1.0))
+            else:
+                sides.append(torch.sigmoid(side(x)))
         return {"pred": sides[-1], "sides": sides, "confidence": m}
 
 
@@ -303,8 +338,29 @@ def tile_weights(size: int, overlap: int, at_start: bool, at_end: bool) -> torch
     return w
 
 
+def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Tensor, raw_prev: torch.Tensor,
+                flow: torch.Tensor, prior_cur: torch.Tensor | None = None,
+                prior_prev: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The network's inputs for one chained step (N x C x H x W each), warps included.
+
+    Decode and training both build their inputs here, so the warp (bilinear) and the
+    order of inputs can never differ between the two.
+    """
+    from .flow import backward_warp
+
+    warped_raw, _ = backward_warp(raw_prev, flow)
+    warped_srgb, _ = backward_warp(srgb_prev, flow)
+    inputs = [srgb_cur, srgb_prev, raw_prev, warped_raw, warped_srgb]
+    if config.prior:
+        if prior_cur is None or prior_prev is None:
+            raise ValueError("this model needs the global-fit prior of both frames")
+        warped_prior, _ = backward_warp(prior_prev, flow)
+        inputs += [prior_cur, warped_prior, prior_prev]
+    return inputs
+
+
 def run_network(model: FAGDN, inputs: list[torch.Tensor], tile: int | None = None, overlap: int = 256) -> torch.Tensor:
-    """Predict RAW (1 x 4 x H x W) from [srgb_cur, srgb_prev, raw_prev, warped_raw, warped_srgb].
+    """Predict RAW (1 x 4 x H x W) from :func:`step_inputs`' list.
 
     Pads to the network's multiple and crops back. With ``tile`` (half-resolution pixels),
     processes overlapping tiles aligned to the multiple and blends them with linear ramps.

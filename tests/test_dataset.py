@@ -1,0 +1,118 @@
+"""rawvid dataset build: synthetic clips over real stills, in the RVD layout, split by scene, deterministic."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import EXAMPLE, SHARED, make_info, make_mosaic, run_cli
+
+from rawvid.dataset import RVDLayout, build_dataset, split_groups
+from rawvid.mlv import MLVReader
+from rawvid.scenes import Scene, Sensor, load_shared_scenes, quads_to_rgb, remosaic
+from rawvid.synth import draw_spec, expose, linear_frames
+
+
+def example_scenes() -> list[Scene]:
+    """Real sensor data from the shipped example (550D), cut into three separate scenes."""
+    with MLVReader(EXAMPLE) as clip:
+        m, info = clip.read(0), clip.info
+    rgb = quads_to_rgb(m, info.cfa, info.black, info.white)
+    sensor = Sensor(bits=14, black=info.black, white=info.white, color_matrix=info.color_matrix)
+    h, w = rgb.shape[:2]
+    return [Scene(f"part{i}", np.ascontiguousarray(rgb[:, i * w // 3 : (i + 1) * w // 3]), sensor) for i in range(3)]
+
+
+def test_quads_and_remosaic_round_trip():
+    info = make_info(cfa="GRBG")
+    m = make_mosaic(info)
+    rgb = quads_to_rgb(m, "GRBG", info.black, info.white)
+    assert rgb.shape == (32, 48, 3) and rgb.min() >= 0
+    back = remosaic(rgb, "GRBG") * (info.white - info.black) + info.black
+    from rawvid.bayer import pack
+
+    planes_true, planes_back = pack(m, "GRBG").astype(float), pack(back, "GRBG")
+    assert np.allclose(planes_back[0], planes_true[0], atol=0.01)  # R is kept exactly
+    assert np.allclose(planes_back[3], planes_true[3], atol=0.01)  # B too
+    assert np.allclose(planes_back[1], planes_back[2])  # both greens from the quad's mean green
+
+
+def test_noise_is_shot_plus_read_and_clips_at_white():
+    s = Scene("flat", np.zeros((32, 32, 3), np.float32), Sensor(bits=12, black=256, white=4095, full_well=5000))
+    rng = np.random.default_rng(0)
+    dark = expose(np.full((32, 32, 3), 0.05, np.float32), s, rng).astype(float)
+    bright = expose(np.full((32, 32, 3), 0.6, np.float32), s, rng).astype(float)
+    assert bright.std() > 2 * dark.std()  # shot noise grows with the signal
+    assert expose(np.full((8, 8, 3), 3.0, np.float32), s, rng).max() == 4095  # clipped at white
+
+
+def test_camera_path_moves_smoothly():
+    scene = example_scenes()[0]
+    rng = np.random.default_rng(3)
+    spec = draw_spec(scene, rng, 8, 64, 96, hard=False)
+    frames = list(linear_frames(scene, spec, np.random.default_rng(4)))
+    assert len(frames) == 8 and frames[0].shape == (64, 96, 3)
+    diffs = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:])]
+    assert 0 < max(diffs) < 0.2  # consecutive frames differ, but are the same scene
+
+
+def test_build_splits_by_scene_and_is_deterministic(tmp_path):
+    scenes = example_scenes()
+    kw = dict(seed=7, frames=4, test_frames=5, size=(128, 96), clips_per_scene=1, test_fraction=0.34)
+    rep = build_dataset(tmp_path / "a", scenes, **kw)
+    build_dataset(tmp_path / "b", scenes, **kw)
+    assert len(rep.test_scenes) == 1 and not set(rep.test_scenes) & set(rep.train_scenes)
+    for render in ("stable", "rvd"):
+        for split in ("train", "test"):
+            lay = RVDLayout.open(tmp_path / "a" / render / split)
+            for v in lay.videos:
+                scene = v.name.rsplit("_", 1)[0]
+                assert (scene in rep.test_scenes) == (split == "test")
+                assert len(v.frames) == (5 if split == "test" else 4)
+                info = lay.video_info(v)
+                assert (info.width, info.height, info.bits, info.black) == (128, 96, 14, 2056)
+                raw = lay.read_raw(v, v.frames[0])
+                assert raw.max() <= info.white
+    a = tmp_path / "a" / "stable" / "test"
+    b = tmp_path / "b" / "stable" / "test"
+    name = json.loads((a / "data.json").read_text())[0]["video_name"]
+    assert (a / "RAW" / name / "00000.tiff").read_bytes() == (b / "RAW" / name / "00000.tiff").read_bytes()
+    assert (a / "sRGB" / name / "00003.png").read_bytes() == (b / "sRGB" / name / "00003.png").read_bytes()
+    # one RAW for both render modes (hard link), two different sRGB renderings
+    ra, rb = a / "RAW" / name / "00000.tiff", tmp_path / "a" / "rvd" / "test" / "RAW" / name / "00000.tiff"
+    assert os.stat(ra).st_ino == os.stat(rb).st_ino
+    assert (a / "sRGB" / name / "00000.png").read_bytes() != (tmp_path / "a" / "rvd" / "test" / "sRGB" / name / "00000.png").read_bytes()
+
+
+def test_split_groups():
+    train, test = split_groups([f"s{i}" for i in range(8)], seed=1, test_fraction=0.25)
+    assert len(test) == 2 and len(train) == 6 and not set(train) & set(test)
+    assert split_groups([f"s{i}" for i in range(8)], seed=1, test_fraction=0.25) == (train, test)
+
+
+def test_shared_scenes_load():
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data not available")
+    scenes = {s.name: s for s in load_shared_scenes(SHARED)}
+    assert "canon550d_colorchart" in scenes and scenes["canon550d_colorchart"].sensor.cfa == "RGGB"
+    isp = [s for n, s in scenes.items() if n.startswith("infiniteisp_")]
+    assert isp and all(s.sensor.cfa == "GRBG" for s in isp)
+    if "tcl_bracket" in scenes:
+        b = scenes["tcl_bracket"]
+        assert len(b.exposures) == 8 and b.exposures[0].mean() < b.exposures[-1].mean()
+    assert all(s.rgb.ndim == 3 and s.rgb.dtype == np.float32 for s in scenes.values())
+
+
+def test_cli_dataset_build(tmp_path):
+    from rawvid.dng import write_dng
+
+    info = make_info(width=256, height=192)
+    for i in range(2):
+        write_dng(tmp_path / f"still{i}.dng", make_mosaic(info, seed=i), info)
+    res = run_cli("dataset", "build", "-o", tmp_path / "ds", "--shared", tmp_path / "none", "--raw",
+                  tmp_path / "still0.dng", "--raw", tmp_path / "still1.dng", "--size", "128x96", "--frames", "3",
+                  "--test-frames", "4", "--clips-per-scene", "1", "--test-fraction", "0.5", "--render", "stable")
+    assert res.returncode == 0, res.stderr
+    assert RVDLayout.open(tmp_path / "ds" / "stable" / "test").videos
+    assert RVDLayout.open(tmp_path / "ds" / "stable" / "train").videos
