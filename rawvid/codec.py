@@ -349,12 +349,12 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     method = _make_method(opts, m, device, notes)
     out = Path(output)
-    digest = hashlib.sha256(rvd.attachment("manifest.json") if "manifest.json" in m.get("attachments", {})
-                            else json.dumps(m, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()  # identifies the clip
     last_done = _prepare_output(out, digest, opts, Path(rvd_path).name)
     first_write = opts.start if last_done is None else max(opts.start, last_done + 1)
     key_from = max(k for k in keyframes if k <= first_write)
     timings = method.timings
+    timestamps = m.get("timestamps_us") or [None] * count
     written = 0
     prev_raw = prev_srgb = None
     total = stop - first_write
@@ -390,8 +390,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                 raw = normalise(planes, info.black, info.white)  # chain exactly what is written
             if i >= first_write:
                 t = time.perf_counter()
-                ts = m.get("timestamps_us", [None] * count)[i]
-                write_dng(out / frame_name(i), mosaic, info, compress=opts.compress, timestamp_us=ts)
+                write_dng(out / frame_name(i), mosaic, info, compress=opts.compress, timestamp_us=timestamps[i])
                 timings.add("dng", time.perf_counter() - t)
                 written += 1
                 if progress:

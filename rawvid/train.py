@@ -100,6 +100,34 @@ def _codec_variant(frames_rgb: list[np.ndarray], crf: int, fps: float) -> list[n
 
 
 def load_clips(folders: list[str], rng: np.random.Generator, opts: TrainOptions, log: Log) -> list[ClipData]:
+    """Every clip of every folder, with its codec-augmented sRGB; cached in OUT/cache as .npy files
+    (plain arrays, loaded with allow_pickle=False), so a resumed run starts in seconds."""
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([sorted(str(Path(f).resolve()) for f in folders), opts.seed, opts.max_clips,
+                                     opts.codec_prob > 0, list(opts.codec_crf)]).encode()).hexdigest()[:16]
+    cache = Path(opts.out) / "cache" / key
+    index = cache / "index.json"
+    if index.is_file():
+        names = json.loads(index.read_text())
+        clips = []
+        for i, name in enumerate(names):
+            raw = np.load(cache / f"{i:05d}_raw.npy", allow_pickle=False)
+            variants = sorted(cache.glob(f"{i:05d}_srgb*.npy"))
+            clips.append(ClipData(name, raw, [np.load(v, allow_pickle=False) for v in variants]))
+        log({"event": "cache", "clips": len(clips), "path": str(cache)})
+        return clips
+    clips = _load_clips(folders, rng, opts, log)
+    cache.mkdir(parents=True, exist_ok=True)
+    for i, c in enumerate(clips):
+        np.save(cache / f"{i:05d}_raw.npy", c.raw)
+        for j, v in enumerate(c.srgb):
+            np.save(cache / f"{i:05d}_srgb{j}.npy", v)
+    index.write_text(json.dumps([c.name for c in clips]))
+    return clips
+
+
+def _load_clips(folders: list[str], rng: np.random.Generator, opts: TrainOptions, log: Log) -> list[ClipData]:
     clips = []
     for folder in folders:
         layout = RVDLayout.open(folder)
