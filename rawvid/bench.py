@@ -43,16 +43,18 @@ class Setting:
     video: VideoSettings
     keyframe_interval: int = 0
     render: str = "stable"
+    calibration: str = "auto"
 
     @property
     def label(self) -> str:
         v = "lossless" if self.video.lossless else f"{self.video.codec}-crf{self.video.crf}"
         kf = f"kf{self.keyframe_interval}" if self.keyframe_interval else "kf-first"
-        return f"{v} {kf} {self.render}"
+        cal = "" if self.calibration == "auto" else f" cal-{self.calibration}"
+        return f"{v} {kf} {self.render}{cal}"
 
     def to_dict(self) -> dict:
         return {"label": self.label, "video": self.video.to_dict(), "keyframe_interval": self.keyframe_interval,
-                "render": self.render}
+                "render": self.render, "calibration": self.calibration}
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,13 @@ class Clip:
 
 
 def sweep(crfs: list[int] | None, lossless: bool, keyframe_intervals: list[int], renders: list[str],
-          codec: str = "h265") -> list[Setting]:
+          codec: str = "h265", calibrations: list[str] | None = None) -> list[Setting]:
     """Every combination of the swept options (``--lossless`` adds a lossless point)."""
     videos = [VideoSettings.make(codec, c) for c in (crfs or ([] if lossless else [16]))]
     if lossless:
         videos.append(VideoSettings.make(lossless=True))
-    return [Setting(v, k, r) for v, k, r in itertools.product(videos, keyframe_intervals, renders)]
+    return [Setting(v, k, r, c) for v, k, r, c in
+            itertools.product(videos, keyframe_intervals, renders, calibrations or ["auto"])]
 
 
 def discover(paths: list[Path]) -> list[Clip]:
@@ -128,14 +131,16 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
         rvd_path = work / "clip.rvd"
         t0 = time.perf_counter()
         enc = encode(src, rvd_path, EncodeOptions(keyframe_interval=setting.keyframe_interval, render=setting.render,
-                                                  video=setting.video, stop=stop), force=True,
+                                                  video=setting.video, stop=stop, calibration=setting.calibration),
+                     force=True,
                      progress=(lambda d, n: progress(f"{clip.name}: encode", d, n)) if progress else None)
         encode_s = time.perf_counter() - t0
         info = src.info
         if clip.name not in lj92_cache:
             lj92_cache[clip.name] = lj92_dng_bytes(src, stop)
-        sizes = RvdFile(rvd_path).sizes()
-        keyframes = {k["index"] for k in RvdFile(rvd_path).manifest["keyframes"]}
+        rvd = RvdFile(rvd_path)
+        sizes, manifest = rvd.sizes(), rvd.manifest
+        keyframes = {k["index"] for k in manifest["keyframes"]}
         samples = stop * info.width * info.height
         rate = {
             "bits_per_pixel": sizes["bits_per_pixel"],
@@ -170,6 +175,7 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
             last = per_frame[-1]
             runs.append({
                 "clip": clip.name, "kind": clip.kind, "tags": clip.tags, "setting": setting.label,
+                "calibration": manifest.get("calibration", {}).get("mode", "keyframe"),
                 "method": spec.label, "model": spec.model, "frames": stop, "scored_frames": len(scored),
                 "psnr_paper": _mean([f["psnr_paper"] for f in scored]),
                 "psnr_black": _mean([f["psnr_black"] for f in scored]),
@@ -247,7 +253,8 @@ def run_bench(paths: list[Path], methods: list[MethodSpec], settings: list[Setti
         for s in settings:
             if clip.kind == "rvd-layout":
                 # the sRGB is given: render does not apply; the paper's protocol keeps it lossless
-                s = Setting(s.video if reencode else VideoSettings.make(lossless=True), s.keyframe_interval, "given")
+                s = Setting(s.video if reencode else VideoSettings.make(lossless=True), s.keyframe_interval, "given",
+                            s.calibration)
             if s.label not in seen:
                 seen.add(s.label)
                 jobs.append((clip, s))

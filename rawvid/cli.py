@@ -106,17 +106,21 @@ def main() -> None:
 @click.option("--lossless", is_flag=True, help="Store the sRGB stream losslessly (FFV1), as the paper did.")
 @click.option("--frames", "frame_range", default=None, metavar="START:END", help="Encode only these frames (END exclusive).")
 @click.option("--fps", type=float, default=None, help="Override the frame rate (DNG folders default to 25).")
+@click.option("--calibration", default="auto", show_default=True, type=click.Choice(["auto", "keyframe", "per-frame"]),
+              help="per-frame: store every frame's global sRGB-to-RAW map (230 bytes a frame); "
+                   "auto: per-frame for rvd rendering, keyframe for stable.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
 def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf, preset, lossless, frame_range,
-           fps, force):
+           fps, calibration, force):
     """Encode an MLV clip, a folder of DNG frames, or --video + --raw into one .rvd file."""
     from .codec import EncodeOptions, encode as run_encode, parse_range
     from .video import VideoSettings
 
     start, stop = parse_range(frame_range)
     opts = EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
-                         video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps)
+                         video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
+                         calibration=calibration)
     with FrameProgress("encoding") as progress:
         result = run_encode(input, output, opts, video=video, raw=raw, force=force, progress=progress)
     s = result.sizes
@@ -181,13 +185,16 @@ def _fmt(v, digits: int = 2) -> str:
 @click.option("--codec", default="h265", show_default=True, type=click.Choice(["h265", "h264"]))
 @click.option("--keyframe-interval", "kfi", default="0", show_default=True, help="Comma-separated intervals (0 = first frame only).")
 @click.option("--render", "renders", default="stable", show_default=True, help="Comma-separated: stable, rvd.")
+@click.option("--calibration", "calibrations", default="auto", show_default=True,
+              help="Comma-separated: auto, keyframe (the paper's mode), per-frame.")
 @click.option("--reencode", is_flag=True, help="RVD layout: pass the given sRGB through the lossy settings.")
 @click.option("--frames", "max_frames", type=int, default=None, help="Bench only the first N frames of each clip.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure to this JSON file.")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), help="Write PSNR-over-frames and rate-distortion PNGs here.")
 @handle_errors
-def bench(paths, models, methods, crf, lossless, codec, kfi, renders, reencode, max_frames, device, json_path, plots_dir):
+def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, reencode, max_frames, device,
+          json_path, plots_dir):
     """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
 
     PATHS: RVD-layout folders (data.json, RAW/, sRGB/), MLV files, DNG folders, or folders of those
@@ -216,7 +223,11 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, reencode, 
     for r in renders.split(","):
         if r not in ("stable", "rvd"):
             raise ValueError(f"unknown render mode {r!r} (stable, rvd)")
-    settings = sweep(_int_list(crf), lossless, _int_list(kfi) or [0], renders.split(","), codec)
+    cals = [c.strip() for c in calibrations.split(",")]
+    for c in cals:
+        if c not in ("auto", "keyframe", "per-frame"):
+            raise ValueError(f"unknown calibration {c!r} (auto, keyframe, per-frame)")
+    settings = sweep(_int_list(crf), lossless, _int_list(kfi) or [0], renders.split(","), codec, cals)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(),
                   TimeRemainingColumn(), console=console) as bar:
         jobs = bar.add_task("clips x settings", total=None)

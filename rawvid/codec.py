@@ -39,6 +39,9 @@ class EncodeOptions:
     start: int = 0
     stop: int | None = None
     fps: float | None = None  # override the source frame rate
+    #: keyframe | per-frame (store every frame's global map, 230 bytes a frame) | auto: per-frame where it
+    #: measurably pays (renderings that move per frame: rvd, given sRGB), keyframe for stable rendering
+    calibration: str = "auto"
 
 
 @dataclass
@@ -99,6 +102,50 @@ def _rendered(src: Source, frames: Iterator[SourceFrame], mode: str) -> Iterator
             pending = (fr, fut)
         if pending is not None:
             yield pending[0], pending[1].result()
+
+
+def resolve_calibration(mode: str, src: Source, render_mode: str) -> str:
+    """The calibration an encode uses: ``auto`` picks per-frame where the rendering changes per frame.
+
+    Measured on the example clip (global-fit, H.265 CRF 16): per-frame calibration gains 8.5 dB
+    with rvd rendering (LibRaw's auto-brightness) and 0.03 dB with stable rendering, for 0.4%
+    more bytes. It needs the true RAW of every frame, so a video+DNG input keeps keyframe calibration.
+    """
+    if mode not in ("auto", "keyframe", "per-frame"):
+        raise RawvidError(None, f"unknown calibration {mode!r} (auto, keyframe or per-frame)")
+    if not src.has_raw:
+        if mode == "per-frame":
+            raise RawvidError(src.path, "per-frame calibration needs the RAW of every frame")
+        return "keyframe"
+    if mode == "auto":
+        return "per-frame" if (src.kind == "rvd-layout" or render_mode == "rvd") else "keyframe"
+    return mode
+
+
+CALIBRATION_NAME = "calibration.f16"
+MIME_BINARY = "application/octet-stream"
+
+
+def _calibrate(src: Source, video: Path, start: int, stop: int, out: Path) -> dict:
+    """Per-frame calibration: fit each frame's global map against the sRGB the decoder will see.
+
+    The encoder has every true RAW frame; it decodes its own video back and stores, per frame,
+    the map (33-knot curves, 4x3 matrix, offset: 115 float16 values, 230 bytes).
+    """
+    from .bayer import normalise, pack, srgb_half
+    from .methods import CURVE_KNOTS, fit_global_map
+    from .video import VideoReader
+
+    info = src.info
+    rows = []
+    with VideoReader(video, info.width, info.height) as reader:
+        for fr, rgb in zip(src.frames(start, stop), reader):
+            raw = normalise(pack(fr.mosaic, info.cfa), info.black, info.white)
+            rows.append(fit_global_map(srgb_half(rgb), raw).to_list())
+    arr = np.asarray(rows, dtype="<f2")
+    out.write_bytes(arr.tobytes())
+    return {"mode": "per-frame", "file": CALIBRATION_NAME, "frames": len(rows), "values_per_frame": arr.shape[1],
+            "knots": CURVE_KNOTS, "dtype": "float16-le"}
 
 
 def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamps: list[int],
@@ -188,14 +235,21 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                         progress(i + 1, count)
             if len(timestamps) != count:
                 raise RawvidError(src.path, f"expected {count} frames, read {len(timestamps)}")
+            calib = None
+            if resolve_calibration(opts.calibration, src, opts.render) == "per-frame":
+                calib = _calibrate(src, tdir / "video.mkv", start, stop, tdir / CALIBRATION_NAME)
+                attachments[CALIBRATION_NAME] = sha256_file(tdir / CALIBRATION_NAME)
             audio = None
             wav = tdir / "audio.wav"
             if start == 0 and stop == src.frame_count and src.write_wav(wav):
                 audio = {"codec": "flac", "source": "MLV WAVI/AUDF"}
             keylist = sorted(keys)
             manifest = build_manifest(src, opts, count, timestamps, numbers, keylist, attachments, audio)
+            manifest["calibration"] = calib or {"mode": "keyframe"}
             (tdir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
             files = [(tdir / MANIFEST_NAME, MIME_JSON)] + [(tdir / f"key_{k:06d}.dng", MIME_DNG) for k in keylist]
+            if calib:
+                files.append((tdir / CALIBRATION_NAME, MIME_BINARY))
             mux(tdir / "video.mkv", tmp_out, files, audio=wav if audio else None,
                 title=f"rawvid {src.path.name}")
     seconds = time.perf_counter() - t0
@@ -320,6 +374,21 @@ def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_na
     return None
 
 
+def _load_calibration(rvd: RvdFile, count: int):
+    """Per-frame global maps stored by ``--calibration per-frame`` (None for keyframe calibration)."""
+    from .methods import GlobalMap
+
+    c = rvd.manifest.get("calibration") or {}
+    if c.get("mode") != "per-frame":
+        return None
+    data = rvd.attachment(c.get("file", CALIBRATION_NAME))
+    n, k = int(c.get("values_per_frame", 0)), int(c.get("knots", 0))
+    if n <= 0 or len(data) != 2 * n * count or n != 3 * k + 16:
+        raise RawvidError(rvd.path, "calibration attachment does not match the manifest")
+    arr = np.frombuffer(data, dtype="<f2").reshape(count, n).astype(np.float64)
+    return [GlobalMap.from_list(row, k) for row in arr]
+
+
 def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: DecodeOptions | None = None, *,
            progress: Progress | None = None) -> DecodeResult:
     """Rebuild a DNG sequence from an .rvd: keyframes exactly, other frames chained by the method."""
@@ -355,6 +424,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     key_from = max(k for k in keyframes if k <= first_write)
     timings = method.timings
     timestamps = m.get("timestamps_us") or [None] * count
+    calib = _load_calibration(rvd, count)
     written = 0
     prev_raw = prev_srgb = None
     total = stop - first_write
@@ -384,6 +454,8 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                     mosaic, _ = read_dng(out / frame_name(i))
                 raw = None if mosaic is None else normalise(pack(mosaic, info.cfa), info.black, info.white)
             else:
+                if calib is not None:
+                    method.calibrate(calib[i])
                 pred = method.predict(prev_raw, prev_srgb, srgb)
                 planes = denormalise(pred, info.black, info.white, info.bits)
                 mosaic = unpack(planes, info.cfa)

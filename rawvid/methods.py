@@ -48,6 +48,9 @@ class Method:
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         """Called with the true RAW and its sRGB at every keyframe (frame 0 included)."""
 
+    def calibrate(self, gmap: "GlobalMap") -> None:
+        """Per-frame calibration: the encoder's global map for the frame about to be predicted."""
+
     def predict(self, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -89,6 +92,13 @@ class GlobalMap:
 
     def to_list(self) -> list[float]:
         return [*self.curves.ravel(), *self.matrix.ravel(), *self.offset.ravel()]
+
+    @classmethod
+    def from_list(cls, values, knots: int = CURVE_KNOTS) -> "GlobalMap":
+        v = np.asarray(values, dtype=np.float64)
+        if v.size != 3 * knots + 16:
+            raise ValueError(f"a global map has {3 * knots + 16} values, got {v.size}")
+        return cls(v[: 3 * knots].reshape(3, knots), v[3 * knots : 3 * knots + 12].reshape(4, 3), v[3 * knots + 12 :])
 
 
 def fit_global_map(srgb: np.ndarray, raw: np.ndarray, knots: int = CURVE_KNOTS, iterations: int = 6,
@@ -167,11 +177,15 @@ class GlobalFit(Method):
     def __init__(self) -> None:
         super().__init__()
         self.map: GlobalMap | None = None
+        self.prev_map: GlobalMap | None = None  # the map of the previous frame (per-frame calibration)
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         t = time.perf_counter()
-        self.map = fit_global_map(srgb, raw)
+        self.map = self.prev_map = fit_global_map(srgb, raw)
         self.timings.add("network", time.perf_counter() - t)
+
+    def calibrate(self, gmap: GlobalMap) -> None:
+        self.prev_map, self.map = self.map, gmap
 
     def predict(self, prev_raw, prev_srgb, srgb):
         assert self.map is not None, "keyframe() first"
@@ -226,6 +240,10 @@ class Network(GlobalFit):
         if self.model.config.prior:
             super().keyframe(raw, srgb)
 
+    def calibrate(self, gmap: GlobalMap) -> None:
+        if self.model.config.prior:
+            super().calibrate(gmap)
+
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(0).to(self.device)
 
@@ -237,7 +255,8 @@ class Network(GlobalFit):
         t = time.perf_counter()
         priors = {}
         if self.model.config.prior:
-            priors = {"prior_cur": self._t(self.map.apply(srgb)), "prior_prev": self._t(self.map.apply(prev_srgb))}
+            prev_map = self.prev_map or self.map
+            priors = {"prior_cur": self._t(self.map.apply(srgb)), "prior_prev": self._t(prev_map.apply(prev_srgb))}
         inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw),
                              flow_to_tensor(flow).to(self.device), **priors)
         pred = run_network(self.model, inputs, tile=self.tile)
