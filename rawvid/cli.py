@@ -333,10 +333,13 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--max-clips", type=int, default=None, help="Use only the first N clips of each folder.")
+@click.option("--per-frame-prob", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of samples whose global-fit prior is each frame's own map (per-frame calibration).")
+@click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from these weights (fine-tuning).")
 @click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint instead of resuming from it.")
 @handle_errors
 def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step, lr_gamma, ssim_weight, aux_weight,
-              codec_prob, val_every, save_every, seed, device, max_clips, fresh):
+              codec_prob, val_every, save_every, seed, device, max_clips, per_frame_prob, init, fresh):
     """Train FAGDN on RVD-layout folders (resumes from OUTPUT/checkpoint.safetensors)."""
     import shlex
     import sys as _sys
@@ -347,7 +350,8 @@ def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step
     opts = TrainOptions(data=[str(d) for d in data], out=str(output), arch=arch, steps=steps, batch=batch, crop=crop,
                         unroll=unroll, tbptt=tbptt, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, ssim_weight=ssim_weight,
                         aux_weight=aux_weight, codec_prob=codec_prob, val_every=val_every, save_every=save_every,
-                        seed=seed, device=_select_device(device), max_clips=max_clips, resume=not fresh)
+                        seed=seed, device=_select_device(device), max_clips=max_clips, resume=not fresh,
+                        per_frame_prob=per_frame_prob, init=str(init) if init else None)
     log_path = Path(output) / "train.log.jsonl"
     Path(output).mkdir(parents=True, exist_ok=True)
 

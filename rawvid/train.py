@@ -63,6 +63,8 @@ class TrainOptions:
     device: str = "cpu"
     max_clips: int | None = None
     resume: bool = True
+    per_frame_prob: float = 0.0  # share of samples whose prior uses each frame's own map (per-frame calibration)
+    init: str | None = None  # start from these weights (fine-tuning)
 
 
 #: Configurations train can build by name: the paper's, and rawvid's with the global-fit prior.
@@ -182,7 +184,9 @@ def draw_sample(clip: ClipData, rng: np.random.Generator, opts: TrainOptions, pr
     v = clip.srgb[1] if len(clip.srgb) > 1 and rng.random() < opts.codec_prob else clip.srgb[0]
     raw, srgb = clip.raw[s : s + n], v[s : s + n]
     pri = None
-    if prior:  # fitted on the keyframe's whole frame, as decode does, then applied to every frame
+    if prior and rng.random() < opts.per_frame_prob:  # per-frame calibration: each frame's own map
+        pri = np.stack([fit_global_map(x, r).apply(x) for x, r in zip(srgb, raw)])
+    elif prior:  # fitted on the keyframe's whole frame, as decode does, then applied to every frame
         gmap = fit_global_map(srgb[0], raw[0])
         pri = np.stack([gmap.apply(x) for x in srgb])
     c = min(opts.crop, h, w)
@@ -360,6 +364,13 @@ def train(opts: TrainOptions, log: Log | None = None, command: str = "") -> Trai
     log({"event": "data", "train_clips": len(train_clips), "val_clips": len(val_clips),
          "seconds": round(time.perf_counter() - t_load, 1)})
     model = FAGDN(cfg).to(opts.device)
+    if opts.init:
+        from .model import load_model
+
+        init = load_model(opts.init)
+        if init.config != cfg:
+            raise ValueError(f"--init weights have configuration {init.config}, not {cfg}")
+        model.load_state_dict(init.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.lr_step, gamma=opts.lr_gamma)
     ckpt = out / "checkpoint.safetensors"
@@ -417,7 +428,8 @@ Method: FAGDN (Zhang et al., "Leveraging Frame Affinity for sRGB-to-RAW Video De
 as implemented in rawvid/model.py{", with rawvid's global-fit prior (residual over the keyframe's global map)" if cfg.prior else ""}.
 
 - architecture: `{json.dumps(cfg.to_dict())}` ({params:,} parameters)
-- data: {", ".join(opts.data)}
+- data: {", ".join(opts.data)}{f" (initialised from {opts.init})" if opts.init else ""}
+- priors: keyframe global-fit map, or each frame's own map (per-frame calibration) for {opts.per_frame_prob:.0%} of samples
 - command: `{command}`
 - steps: {steps}, batch {opts.batch}, crop {opts.crop}, unrolled {opts.unroll} frames (truncated every {opts.tbptt}),
   loss L2 + {opts.ssim_weight} x SSIM(3x3) + {opts.aux_weight} x side outputs, Adam lr {opts.lr} x {opts.lr_gamma} every {opts.lr_step}
