@@ -199,10 +199,11 @@ def summarise(runs: list[dict]) -> dict:
     summary = []
     for (setting, method), rs in groups.items():
         n = max(r["frames"] for r in rs)
-        curve = []
-        for i in range(n):
-            vals = [r["per_frame"][i]["psnr_black"] for r in rs if i < len(r["per_frame"])]
-            curve.append(_mean(vals))
+
+        def by_frame(key: str) -> list[float | None]:
+            return [_mean([r["per_frame"][i][key] for r in rs if i < len(r["per_frame"])]) for i in range(n)]
+
+        curve, curve_paper = by_frame("psnr_black"), by_frame("psnr_paper")
         summary.append({
             "setting": setting, "method": method, "clips": len(rs),
             "psnr_paper": _mean([r["psnr_paper"] for r in rs]), "psnr_black": _mean([r["psnr_black"] for r in rs]),
@@ -216,6 +217,9 @@ def summarise(runs: list[dict]) -> dict:
             "decode_seconds_per_frame": {k: _mean([r["speed"]["decode_seconds_per_frame"][k] for r in rs])
                                          for k in rs[0]["speed"]["decode_seconds_per_frame"]},
             "psnr_black_by_frame": curve,
+            "psnr_paper_by_frame": curve_paper,
+            "at_frames": {str(i): {"psnr_black": curve[i], "psnr_paper": curve_paper[i]}
+                          for i in (1, 10, 30) if i < n},
         })
     tags: dict[str, list[dict]] = {}
     for tag in sorted({t for r in runs for t in r["tags"]}):

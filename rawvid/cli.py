@@ -241,12 +241,13 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
         results = run_bench(list(paths), specs, settings, reencode=reencode, max_frames=max_frames, device=device,
                             progress=on_frames, clip_done=lambda d, n: bar.update(jobs, completed=d, total=n))
     t = Table(title=f"rawvid bench: {len({r['clip'] for r in results['runs']})} clip(s)", title_justify="left")
-    for col in ("setting", "method", "clips", "PSNR paper", "PSNR black", "SSIM", "last-frame PSNR black",
-                "bits/px", "x vs LJ92 DNG", "enc fps", "dec fps"):
+    for col in ("setting", "method", "clips", "PSNR paper", "PSNR black", "SSIM", "PSNR black @1/10/30",
+                "last-frame PSNR black", "bits/px", "x vs LJ92 DNG", "enc fps", "dec fps"):
         t.add_column(col, justify="left" if col in ("setting", "method") else "right")
     for s in results["summary"]:
+        at = " / ".join(_fmt(v["psnr_black"], 1) for v in s["at_frames"].values())
         t.add_row(s["setting"], s["method"], str(s["clips"]), _fmt(s["psnr_paper"]), _fmt(s["psnr_black"]),
-                  _fmt(s["ssim"], 4), _fmt(s["last_frame_psnr_black"]), _fmt(s["bits_per_pixel"], 3),
+                  _fmt(s["ssim"], 4), at or "-", _fmt(s["last_frame_psnr_black"]), _fmt(s["bits_per_pixel"], 3),
                   _fmt(s["ratio_vs_lj92_dng"], 1), _fmt(s["encode_fps"]), _fmt(s["decode_fps"]))
     wide = out if out.is_terminal else Console(width=200)  # a pipe or file gets the whole table
     wide.print(t)

@@ -78,6 +78,8 @@ def test_bench_json_on_rvd_layout(rvd_split):
     assert run["speed"]["decode_fps"] > 0 and set(run["speed"]["decode_seconds_per_frame"]) >= {"video", "flow", "network", "dng"}
     assert set(res["tags"]) == {"motion", "static", "easy"}
     assert len(res["summary"]) == 2 and len(res["summary"][0]["psnr_black_by_frame"]) == 5
+    at = res["summary"][0]["at_frames"]
+    assert list(at) == ["1"] and at["1"]["psnr_paper"] > at["1"]["psnr_black"]  # a 5-frame clip has no frame 10
     json.dumps(res, allow_nan=False)  # strict JSON: no inf or nan anywhere
 
 
