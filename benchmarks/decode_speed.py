@@ -4,7 +4,7 @@ Encodes a 1600x900 14-bit clip built from the real Canon 550D still (see
 encode_speed.py), then decodes it with global-fit and with the network in each
 configuration (random weights: speed does not depend on the weights' values).
 
-    python benchmarks/decode_speed.py [--frames 6] [--configs paper,small,tiny] [--json out.json]
+    python benchmarks/decode_speed.py [--frames 6] [--configs paper,small,fast,tiny,fast-prior] [--json out.json]
 """
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ import torch
 
 from encode_speed import make_clip
 from rawvid.codec import DecodeOptions, decode, encode
-from rawvid.model import CONFIGS, FAGDN, count_parameters, save_model
+from rawvid.model import FAGDN, count_parameters, save_model
+from rawvid.train import TRAIN_CONFIGS as CONFIGS
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=6)
-    ap.add_argument("--configs", default="paper,small,tiny")
+    ap.add_argument("--configs", default="paper,small,fast,tiny,fast-prior")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     results = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "runs": {}}

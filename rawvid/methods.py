@@ -239,6 +239,8 @@ class Network(GlobalFit):
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         if self.model.config.prior:
             super().keyframe(raw, srgb)
+        if self.model.config.key_reference:  # residual of the true keyframe against its own map
+            self.key = (srgb, raw - self.map.apply(srgb))  # type: ignore[union-attr]
 
     def calibrate(self, gmap: GlobalMap) -> None:
         if self.model.config.prior:
@@ -257,6 +259,13 @@ class Network(GlobalFit):
         if self.model.config.prior:
             prev_map = self.prev_map or self.map
             priors = {"prior_cur": self._t(self.map.apply(srgb)), "prior_prev": self._t(prev_map.apply(prev_srgb))}
+        if self.model.config.key_reference:
+            t = time.perf_counter()
+            key_srgb, key_res = self.key
+            key_flow = dis_flow(srgb.transpose(1, 2, 0), key_srgb.transpose(1, 2, 0), self.flow_preset)
+            self.timings.add("flow", time.perf_counter() - t)
+            priors.update(key_srgb=self._t(key_srgb), key_residual=self._t(key_res),
+                          key_flow=flow_to_tensor(key_flow).to(self.device))
         inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw),
                              flow_to_tensor(flow).to(self.device), **priors)
         pred = run_network(self.model, inputs, tile=self.tile)

@@ -48,6 +48,9 @@ class FAGDNConfig:
     #: rawvid's extension: condition on the global-fit prediction A and predict RAW as
     #: A + gated warped residual (RAW(t) - A(t)) + a learned correction (see PAPER.md, prototypes)
     prior: bool = False
+    #: rawvid's extension (with ``prior``): a second, non-accumulating reference: the keyframe's residual
+    #: RAW(k) - A(k) warped by direct flow from frame t+1 to the keyframe, with its own confidence map
+    key_reference: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) != len(self.patches) or not self.widths:
@@ -180,6 +183,16 @@ class FAGDN(nn.Module):
             nn.init.eye_(self.refine.weight.view(RAW_CH, RAW_CH))
             nn.init.zeros_(self.refine.bias)
         extra = RAW_CH if cfg.prior else 0
+        if cfg.key_reference:
+            if not cfg.prior:
+                raise ValueError("key_reference needs prior")
+            extra += RAW_CH
+            self.key_confidence = nn.Sequential(
+                nn.Conv2d(2 * SRGB_CH, cw, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(cw, cw, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cw, 1, 3, padding=1))
+            self.key_refine = nn.Conv2d(RAW_CH, RAW_CH, 1)
+            nn.init.eye_(self.key_refine.weight.view(RAW_CH, RAW_CH))
+            nn.init.zeros_(self.key_refine.bias)
         self.enc_cur = Encoder(SRGB_CH + RAW_CH + extra, cfg.widths)
         self.enc_prev = Encoder(SRGB_CH + RAW_CH, cfg.widths)
         self.gla = nn.ModuleList(
@@ -202,7 +215,8 @@ class FAGDN(nn.Module):
     def forward(self, srgb_cur: torch.Tensor, srgb_prev: torch.Tensor, raw_prev: torch.Tensor,
                 warped_raw: torch.Tensor, warped_srgb: torch.Tensor, prior_cur: torch.Tensor | None = None,
                 prior_prev_warped: torch.Tensor | None = None,
-                prior_prev: torch.Tensor | None = None) -> dict[str, torch.Tensor | list]:
+                prior_prev: torch.Tensor | None = None, key_residual_warped: torch.Tensor | None = None,
+                key_srgb_warped: torch.Tensor | None = None) -> dict[str, torch.Tensor | list]:
         """One chained step. Returns {"pred", "sides" (coarse to fine), "confidence"}.
 
         With ``config.prior``: ``prior_cur`` is the global-fit prediction A(t+1), and
@@ -213,9 +227,15 @@ class FAGDN(nn.Module):
         m = torch.sigmoid(self.confidence(torch.cat([warped_srgb, srgb_cur], 1)))
         if cfg.prior:
             ref = self.refine(warped_raw - prior_prev_warped) * m
-            x_cur = torch.cat([srgb_cur, prior_cur, ref], 1)
             x_prev = torch.cat([srgb_prev, raw_prev - prior_prev], 1)
             base = prior_cur + ref
+            if cfg.key_reference:
+                mk = torch.sigmoid(self.key_confidence(torch.cat([key_srgb_warped, srgb_cur], 1)))
+                ref_key = self.key_refine(key_residual_warped) * mk
+                x_cur = torch.cat([srgb_cur, prior_cur, ref, ref_key], 1)
+                base = base + (1 - m) * ref_key  # the keyframe fills in where the chained reference is not trusted
+            else:
+                x_cur = torch.cat([srgb_cur, prior_cur, ref], 1)
         else:
             ref = self.refine(warped_raw) * m
             x_cur = torch.cat([srgb_cur, ref], 1)
@@ -340,7 +360,8 @@ def tile_weights(size: int, overlap: int, at_start: bool, at_end: bool) -> torch
 
 def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Tensor, raw_prev: torch.Tensor,
                 flow: torch.Tensor, prior_cur: torch.Tensor | None = None,
-                prior_prev: torch.Tensor | None = None) -> list[torch.Tensor]:
+                prior_prev: torch.Tensor | None = None, key_srgb: torch.Tensor | None = None,
+                key_residual: torch.Tensor | None = None, key_flow: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The network's inputs for one chained step (N x C x H x W each), warps included.
 
     Decode and training both build their inputs here, so the warp (bilinear) and the
@@ -356,6 +377,10 @@ def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Te
             raise ValueError("this model needs the global-fit prior of both frames")
         warped_prior, _ = backward_warp(prior_prev, flow)
         inputs += [prior_cur, warped_prior, prior_prev]
+    if config.key_reference:
+        if key_srgb is None or key_residual is None or key_flow is None:
+            raise ValueError("this model needs the keyframe (sRGB, residual) and the flow to it")
+        inputs += [backward_warp(key_residual, key_flow)[0], backward_warp(key_srgb, key_flow)[0]]
     return inputs
 
 

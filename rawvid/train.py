@@ -75,6 +75,8 @@ TRAIN_CONFIGS: dict[str, FAGDNConfig] = {
     "small-prior": FAGDNConfig(widths=(12, 24, 48, 96), bottleneck=96, patches=(16, 8, 4, 4), conf_width=8,
                                prior=True, gla_from=1),
     "paper-prior": FAGDNConfig(prior=True),
+    "fast-key": FAGDNConfig(widths=(8, 16, 32, 64), bottleneck=64, patches=(16, 8, 4, 4), conf_width=8,
+                            prior=True, gla_from=1, key_reference=True),
 }
 
 
@@ -231,16 +233,28 @@ def _flows(srgb: np.ndarray) -> list[torch.Tensor]:
             for t in range(1, srgb.shape[0])]
 
 
+def _key_flows(srgb: np.ndarray) -> list[torch.Tensor]:
+    """Backward flow from each frame straight to the keyframe (frame 0): the non-accumulating reference."""
+    return [flow_to_tensor(dis_flow(srgb[t].transpose(1, 2, 0), srgb[0].transpose(1, 2, 0)))
+            for t in range(1, srgb.shape[0])]
+
+
 def unrolled_loss(model: FAGDN, batch: list[Sample], opts: TrainOptions, device: str) -> tuple[torch.Tensor, list[float]]:
     """Chain each sample from its keyframe on the network's own outputs; mean loss over steps."""
     raw = torch.from_numpy(np.stack([s.raw for s in batch])).to(device)  # B x T x 4 x c x c
     srgb = torch.from_numpy(np.stack([s.srgb for s in batch])).to(device)
     prior = torch.from_numpy(np.stack([s.prior for s in batch])).to(device) if batch[0].prior is not None else None
     flows = [torch.cat(f, 0).to(device) for f in zip(*[_flows(s.srgb) for s in batch])]
+    key = model.config.key_reference
+    if key:
+        key_flows = [torch.cat(f, 0).to(device) for f in zip(*[_key_flows(s.srgb) for s in batch])]
+        key_res = raw[:, 0] - prior[:, 0]
     prev = raw[:, 0]
     losses, mses = [], []
     for t in range(1, raw.shape[1]):
         pri = {"prior_cur": prior[:, t], "prior_prev": prior[:, t - 1]} if prior is not None else {}
+        if key:
+            pri.update(key_srgb=srgb[:, 0], key_residual=key_res, key_flow=key_flows[t - 1])
         inputs = step_inputs(model.config, srgb[:, t], srgb[:, t - 1], prev, flows[t - 1], **pri)
         out = model(*inputs)
         losses.append(step_loss(out, raw[:, t], opts))
@@ -265,6 +279,8 @@ def validate(model: FAGDN, clips: list[ClipData], frames: int, device: str) -> d
         mult = model.config.multiple
         hh, ww = h // mult * mult, w // mult * mult
         prev = torch.from_numpy(raw[0][None, :, :hh, :ww]).to(device)
+        key_srgb = srgb[0][:, :hh, :ww]
+        key_res = raw[0][:, :hh, :ww] - gmap.apply(key_srgb)
         for t in range(1, raw.shape[0]):
             cur, prv = srgb[t][:, :hh, :ww], srgb[t - 1][:, :hh, :ww]
             flow = flow_to_tensor(dis_flow(cur.transpose(1, 2, 0), prv.transpose(1, 2, 0))).to(device)
@@ -273,6 +289,11 @@ def validate(model: FAGDN, clips: list[ClipData], frames: int, device: str) -> d
             if model.config.prior:
                 pri = {"prior_cur": torch.from_numpy(a_cur[None]).to(device),
                        "prior_prev": torch.from_numpy(a_prev[None]).to(device)}
+            if model.config.key_reference:
+                kf = flow_to_tensor(dis_flow(cur.transpose(1, 2, 0), key_srgb.transpose(1, 2, 0))).to(device)
+                pri.update(key_srgb=torch.from_numpy(key_srgb[None]).to(device),
+                           key_residual=torch.from_numpy(np.ascontiguousarray(key_res[None], np.float32)).to(device),
+                           key_flow=kf)
             inputs = step_inputs(model.config, torch.from_numpy(cur[None]).to(device),
                                  torch.from_numpy(prv[None]).to(device), prev, flow, **pri)
             pred = model(*inputs)["pred"].clamp(0, 1)
@@ -334,6 +355,30 @@ def load_checkpoint(path: Path, model: FAGDN, opt: torch.optim.Optimizer, sched)
     return int(meta["step"]), json.loads(meta.get("extra", "{}"))
 
 
+def warm_start(model: FAGDN, weights: str) -> tuple[int, int]:
+    """Initialise from other weights: tensors of the same shape are copied; a conv whose input
+    channels grew keeps the old channels and starts the new ones at zero; new modules stay fresh."""
+    from .model import load_model
+
+    src = load_model(weights).state_dict()
+    state = model.state_dict()
+    copied = 0
+    for k, v in state.items():
+        w = src.get(k)
+        if w is None:
+            continue
+        if w.shape == v.shape:
+            state[k] = w.clone()
+            copied += 1
+        elif w.dim() == 4 and w.shape[0] == v.shape[0] and w.shape[2:] == v.shape[2:] and w.shape[1] < v.shape[1]:
+            grown = torch.zeros_like(v)
+            grown[:, : w.shape[1]] = w
+            state[k] = grown
+            copied += 1
+    model.load_state_dict(state)
+    return copied, len(state)
+
+
 # --------------------------------------------------------------------------- main loop
 @dataclass
 class TrainResult:
@@ -365,12 +410,8 @@ def train(opts: TrainOptions, log: Log | None = None, command: str = "") -> Trai
          "seconds": round(time.perf_counter() - t_load, 1)})
     model = FAGDN(cfg).to(opts.device)
     if opts.init:
-        from .model import load_model
-
-        init = load_model(opts.init)
-        if init.config != cfg:
-            raise ValueError(f"--init weights have configuration {init.config}, not {cfg}")
-        model.load_state_dict(init.state_dict())
+        copied, total = warm_start(model, opts.init)
+        log({"event": "init", "weights": opts.init, "tensors_copied": copied, "tensors": total})
     opt = torch.optim.Adam(model.parameters(), lr=opts.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.lr_step, gamma=opts.lr_gamma)
     ckpt = out / "checkpoint.safetensors"
