@@ -142,3 +142,16 @@ def test_cli_decode_bad_input(example_rvd, tmp_path, tiny_model):
                             "newer than this rawvid reads")
     for d in ("o1", "o2", "o3", "o4"):
         assert not list((tmp_path / d).glob("*.dng")) if (tmp_path / d).exists() else True
+
+
+def test_auto_uses_shipped_weights_or_falls_back(example_rvd, tmp_path):
+    from rawvid.model import resolve_model
+
+    shipped = decode(example_rvd, tmp_path / "a", DecodeOptions(stop=2))
+    try:
+        resolve_model("fagdn-default")
+        assert shipped.method == "network" and not shipped.notes
+    except RawvidError:
+        assert shipped.method == "global-fit"
+    missing = decode(example_rvd, tmp_path / "b", DecodeOptions(stop=2, model="no-such-model"))
+    assert missing.method == "global-fit" and "no weights for model 'no-such-model'" in missing.notes[0]
