@@ -24,11 +24,18 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so temp files are removed
+    raise KeyboardInterrupt
+
+
 def handle_errors(fn):
     """Turn rawvid errors into one line on stderr and exit code 2 (no traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import signal
+
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", RawvidWarning)

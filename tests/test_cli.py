@@ -187,20 +187,23 @@ def test_bad_missing_input(tmp_path):
     assert_clean_error(run_cli("encode", tmp_path / "nope.MLV", "-o", tmp_path / "o.rvd"), "nope.MLV", "no such file")
 
 
-def test_interrupted_encode_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_encode_leaves_nothing(tmp_path, sig):
     info = make_info(width=640, height=360)
     from conftest import write_mlv
 
     src = tmp_path / "long.MLV"
-    write_mlv(src, info, n=60)
+    write_mlv(src, info, n=120)
     out = tmp_path / "out.rvd"
+    # a shell's background job inherits SIGINT as ignored: give the child the default handling a user has
     proc = subprocess.Popen([sys.executable, "-m", "rawvid", "encode", str(src), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]:
         time.sleep(0.05)  # wait until the encoder has started writing its temp files
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, err
     assert "Traceback" not in err
