@@ -13,7 +13,7 @@ packed RAW normalised to [0, 1] (4 x h x w, float32) and sRGB in [0, 1] (3 x h x
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch

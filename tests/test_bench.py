@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from conftest import make_info, make_mosaic, run_cli, write_mlv
+from conftest import make_info, make_mosaic, run_cli
 
 from rawvid.bench import MethodSpec, run_bench, sweep, write_plots
 from rawvid.dataset import RVDLayout, RVDWriter

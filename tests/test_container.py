@@ -11,7 +11,7 @@ import pytest
 import rawpy
 
 from rawvid.codec import EncodeOptions, encode, keyframe_indices, parse_range
-from rawvid.container import MIME_DNG, MIME_JSON, RvdFile, mux
+from rawvid.container import MIME_JSON, RvdFile, mux
 from rawvid.errors import FormatError, RawvidError, UnsupportedError
 from rawvid.video import VideoSettings, ffmpeg_exe, read_frames
 

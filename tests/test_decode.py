@@ -1,7 +1,6 @@
 """rawvid decode end to end: keyframes exact, chained frames, determinism, resume, ranges, bad input."""
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -77,6 +76,7 @@ def test_network_decode_is_deterministic(mlv_factory, tiny_model, tmp_path):
     a = decode(rvd, tmp_path / "a", DecodeOptions(method="network", model=tiny_model))
     b = decode(rvd, tmp_path / "b", DecodeOptions(method="network", model=tiny_model))
     assert a.method == "network" and a.frames == 5 and a.timings["network"] > 0 and a.timings["flow"] > 0
+    assert b.method == "network" and b.frames == 5
     for i in range(5):
         assert (tmp_path / "a" / frame_name(i)).read_bytes() == (tmp_path / "b" / frame_name(i)).read_bytes()
     got, _ = read_dng(tmp_path / "a" / frame_name(0))
