@@ -38,6 +38,11 @@ def normalise(planes: np.ndarray, black: int, white: int) -> np.ndarray:
     return np.clip(x, 0.0, 1.0)
 
 
+def raw_planes(mosaic: np.ndarray, info) -> np.ndarray:
+    """A mosaic as the network sees it: packed [R, Gr, Gb, B], normalised by the clip's levels."""
+    return normalise(pack(mosaic, info.cfa), info.black, info.white)
+
+
 def denormalise(x: np.ndarray, black: int, white: int, bits: int) -> np.ndarray:
     """float [0, 1] -> integer RAW values at the source's levels (rounded, clipped to the bit depth)."""
     v = np.round(np.asarray(x, dtype=np.float64) * (white - black) + black)

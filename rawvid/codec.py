@@ -132,7 +132,7 @@ def _calibrate(src: Source, video: Path, start: int, stop: int, out: Path) -> di
     The encoder has every true RAW frame; it decodes its own video back and stores, per frame,
     the map (33-knot curves, 4x3 matrix, offset: 115 float16 values, 230 bytes).
     """
-    from .bayer import normalise, pack, srgb_half
+    from .bayer import raw_planes, srgb_half
     from .methods import CURVE_KNOTS, fit_global_map
     from .video import VideoReader
 
@@ -140,7 +140,7 @@ def _calibrate(src: Source, video: Path, start: int, stop: int, out: Path) -> di
     rows = []
     with VideoReader(video, info.width, info.height) as reader:
         for fr, rgb in zip(src.frames(start, stop), reader):
-            raw = normalise(pack(fr.mosaic, info.cfa), info.black, info.white)
+            raw = raw_planes(fr.mosaic, info)
             rows.append(fit_global_map(srgb_half(rgb), raw).to_list())
     arr = np.asarray(rows, dtype="<f2")
     out.write_bytes(arr.tobytes())
@@ -396,7 +396,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
 
     import torch
 
-    from .bayer import denormalise, normalise, pack, srgb_half, unpack
+    from .bayer import denormalise, normalise, raw_planes, srgb_half, unpack
     from .dng import read_dng, read_dng_bytes
     from .video import VideoReader
 
@@ -445,14 +445,14 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
             t = time.perf_counter()
             if i in keyframes:
                 mosaic, _ = read_dng_bytes(rvd.attachment(keyframes[i]), keyframes[i])
-                raw = normalise(pack(mosaic, info.cfa), info.black, info.white)
+                raw = raw_planes(mosaic, info)
                 method.keyframe(raw, srgb)
             elif last_done is not None and i <= last_done:
                 # resuming: frames up to the last complete one are on disk; the chain restarts from it
                 mosaic = None
                 if i == last_done:
                     mosaic, _ = read_dng(out / frame_name(i))
-                raw = None if mosaic is None else normalise(pack(mosaic, info.cfa), info.black, info.white)
+                raw = None if mosaic is None else raw_planes(mosaic, info)
             else:
                 if calib is not None:
                     method.calibrate(calib[i])

@@ -187,6 +187,13 @@ class GlobalFit(Method):
     def calibrate(self, gmap: GlobalMap) -> None:
         self.prev_map, self.map = self.map, gmap
 
+    def _flow(self, target: np.ndarray, source: np.ndarray, preset: str) -> torch.Tensor:
+        """Backward DIS flow between two half-resolution sRGB frames (3 x h x w), timed as "flow"."""
+        t = time.perf_counter()
+        flow = dis_flow(target.transpose(1, 2, 0), source.transpose(1, 2, 0), preset)
+        self.timings.add("flow", time.perf_counter() - t)
+        return flow_to_tensor(flow)
+
     def predict(self, prev_raw, prev_srgb, srgb):
         assert self.map is not None, "keyframe() first"
         t = time.perf_counter()
@@ -210,11 +217,9 @@ class Warp(GlobalFit):
         self.flow_preset = flow_preset
 
     def predict(self, prev_raw, prev_srgb, srgb):
+        flow = self._flow(srgb, prev_srgb, self.flow_preset)
         t = time.perf_counter()
-        flow = dis_flow(srgb.transpose(1, 2, 0), prev_srgb.transpose(1, 2, 0), self.flow_preset)
-        self.timings.add("flow", time.perf_counter() - t)
-        t = time.perf_counter()
-        warped, valid = backward_warp(torch.from_numpy(np.ascontiguousarray(prev_raw)).unsqueeze(0), flow_to_tensor(flow))
+        warped, valid = backward_warp(torch.from_numpy(np.ascontiguousarray(prev_raw)).unsqueeze(0), flow)
         holes = self.map.apply(srgb)  # type: ignore[union-attr]
         v = valid[0].numpy()
         out = warped[0].numpy() * v + holes * (1 - v)
@@ -251,23 +256,19 @@ class Network(GlobalFit):
 
     @torch.no_grad()
     def predict(self, prev_raw, prev_srgb, srgb):
-        t = time.perf_counter()
-        flow = dis_flow(srgb.transpose(1, 2, 0), prev_srgb.transpose(1, 2, 0), self.flow_preset)
-        self.timings.add("flow", time.perf_counter() - t)
+        flow = self._flow(srgb, prev_srgb, self.flow_preset).to(self.device)
+        key_flow = None
+        if self.model.config.key_reference:
+            key_flow = self._flow(srgb, self.key[0], self.flow_preset).to(self.device)
         t = time.perf_counter()
         priors = {}
         if self.model.config.prior:
             prev_map = self.prev_map or self.map
             priors = {"prior_cur": self._t(self.map.apply(srgb)), "prior_prev": self._t(prev_map.apply(prev_srgb))}
-        if self.model.config.key_reference:
-            t = time.perf_counter()
+        if key_flow is not None:
             key_srgb, key_res = self.key
-            key_flow = dis_flow(srgb.transpose(1, 2, 0), key_srgb.transpose(1, 2, 0), self.flow_preset)
-            self.timings.add("flow", time.perf_counter() - t)
-            priors.update(key_srgb=self._t(key_srgb), key_residual=self._t(key_res),
-                          key_flow=flow_to_tensor(key_flow).to(self.device))
-        inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw),
-                             flow_to_tensor(flow).to(self.device), **priors)
+            priors.update(key_srgb=self._t(key_srgb), key_residual=self._t(key_res), key_flow=key_flow)
+        inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw), flow, **priors)
         pred = run_network(self.model, inputs, tile=self.tile)
         out = pred[0].float().cpu().numpy()
         self.timings.add("network", time.perf_counter() - t)

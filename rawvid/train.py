@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bayer import normalise, pack, srgb_half
+from .bayer import raw_planes, srgb_half
 from .dataset import RVDLayout
 from .flow import dis_flow, flow_to_tensor
 from .methods import fit_global_map
@@ -141,7 +141,7 @@ def _load_clips(folders: list[str], rng: np.random.Generator, opts: TrainOptions
             if info.width % 4 or info.height % 4:
                 continue
             rgbs = [layout.read_srgb(v, f) for f in v.frames]
-            raw = np.stack([normalise(pack(layout.read_raw(v, f), info.cfa), info.black, info.white) for f in v.frames])
+            raw = np.stack([raw_planes(layout.read_raw(v, f), info) for f in v.frames])
             variants = [np.stack([srgb_half(x) for x in rgbs])]
             if opts.codec_prob > 0:
                 crf = int(rng.integers(opts.codec_crf[0], opts.codec_crf[1] + 1))
