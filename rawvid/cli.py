@@ -371,7 +371,8 @@ def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step
                           f"{d['psnr_last']:.2f} dB, {d['sec_per_step']:.2f} s/step", highlight=False)
         elif d.get("event") == "val":
             console.print(f"[bold]validation[/] step {d['step']}: {d['val_psnr']:.2f} dB vs global-fit "
-                          f"{d['val_psnr_global_fit']:.2f} dB ({d['val_gain_db']:+.2f} dB)", highlight=False)
+                          f"{d['val_psnr_global_fit']:.2f} dB ({d['val_gain_db']:+.2f} dB; worst clip "
+                          f"{d['val_min_clip_gain_db']:+.2f} dB)", highlight=False)
         else:
             console.print(json.dumps({k: v for k, v in d.items() if k != "options"}), highlight=False)
 

@@ -244,8 +244,9 @@ class Network(GlobalFit):
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         if self.model.config.prior:
             super().keyframe(raw, srgb)
-        if self.model.config.key_reference:  # residual of the true keyframe against its own map
-            self.key = (srgb, raw - self.map.apply(srgb))  # type: ignore[union-attr]
+        if self.model.config.key_reference:  # the keyframe's sRGB, its prior A(k) and its residual against it
+            prior = self.map.apply(srgb)  # type: ignore[union-attr]
+            self.key = (srgb, raw - prior, prior)
 
     def calibrate(self, gmap: GlobalMap) -> None:
         if self.model.config.prior:
@@ -266,8 +267,9 @@ class Network(GlobalFit):
             prev_map = self.prev_map or self.map
             priors = {"prior_cur": self._t(self.map.apply(srgb)), "prior_prev": self._t(prev_map.apply(prev_srgb))}
         if key_flow is not None:
-            key_srgb, key_res = self.key
-            priors.update(key_srgb=self._t(key_srgb), key_residual=self._t(key_res), key_flow=key_flow)
+            key_srgb, key_res, key_prior = self.key
+            priors.update(key_srgb=self._t(key_srgb), key_residual=self._t(key_res), key_flow=key_flow,
+                          key_prior=self._t(key_prior))
         inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw), flow, **priors)
         pred = run_network(self.model, inputs, tile=self.tile)
         out = pred[0].float().cpu().numpy()

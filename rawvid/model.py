@@ -51,10 +51,19 @@ class FAGDNConfig:
     #: rawvid's extension (with ``prior``): a second, non-accumulating reference: the keyframe's residual
     #: RAW(k) - A(k) warped by direct flow from frame t+1 to the keyframe, with its own confidence map
     key_reference: bool = False
+    #: rawvid's extension (with ``prior``): scale both residual references by the local exposure
+    #: ratio of the priors, A(t+1) / warped A(ref), so that they stay valid across exposure changes
+    ratio_refs: bool = False
+    #: rawvid's extension (with ``prior``): a small gate net that sees the references' high-frequency
+    #: energy and the exposure ratios; it corrects both confidence maps and, per pixel, swaps part of
+    #: each reference for its low-passed copy, so that a noisy keyframe's noise is not copied forward
+    adaptive_refs: bool = False
 
     def __post_init__(self) -> None:
         if len(self.widths) != len(self.patches) or not self.widths:
             raise ValueError("widths and patches need one entry per level")
+        if (self.ratio_refs or self.adaptive_refs) and not self.key_reference:
+            raise ValueError("ratio_refs and adaptive_refs need key_reference (and prior)")
 
     @property
     def depth(self) -> int:
@@ -74,7 +83,7 @@ class FAGDNConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FAGDNConfig":
-        d = dict(d)
+        d = dict(d)  # weights saved before a flag existed load with its default (off)
         for k in ("widths", "patches"):
             d[k] = tuple(d[k])
         return cls(**d)
@@ -168,6 +177,24 @@ class GLA(nn.Module):
         return out
 
 
+#: the exposure ratio of two priors is clamped to exp(+-RATIO_LOG_MAX) (about 0.22x to 4.5x)
+RATIO_LOG_MAX = 1.5
+RATIO_EPS = 2e-3
+
+
+def log_exposure_ratio(a_cur: torch.Tensor, a_ref: torch.Tensor) -> torch.Tensor:
+    """log(A(t+1) / A(ref)) per pixel and channel, clamped: how much brighter the RAW is expected to be."""
+    return torch.log((a_cur + RATIO_EPS) / (a_ref + RATIO_EPS)).clamp(-RATIO_LOG_MAX, RATIO_LOG_MAX)
+
+
+def lowpass(x: torch.Tensor) -> torch.Tensor:
+    """Separable [1, 4, 6, 4, 1] / 16 blur per channel (replicate border): the reference without its noise."""
+    c = x.shape[1]
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=x.dtype, device=x.device) / 16.0
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
+
+
 class FAGDN(nn.Module):
     """The de-rendering network. Inputs and outputs are N x C x H x W at half resolution."""
 
@@ -193,6 +220,15 @@ class FAGDN(nn.Module):
             self.key_refine = nn.Conv2d(RAW_CH, RAW_CH, 1)
             nn.init.eye_(self.key_refine.weight.view(RAW_CH, RAW_CH))
             nn.init.zeros_(self.key_refine.bias)
+        if cfg.adaptive_refs:
+            # in: |r - lowpass(r)| for both references, A(t+1), both log exposure ratios (5 x 4 channels)
+            # out: confidence logit corrections for both references and their low-pass shares
+            self.ref_gate = nn.Sequential(
+                nn.Conv2d(5 * RAW_CH, cw, 3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(cw, cw, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cw, 4, 3, padding=1))
+            nn.init.zeros_(self.ref_gate[-1].weight)  # starts as "no correction, 2% low-pass"
+            with torch.no_grad():
+                self.ref_gate[-1].bias.copy_(torch.tensor([0.0, 0.0, -4.0, -4.0]))
         self.enc_cur = Encoder(SRGB_CH + RAW_CH + extra, cfg.widths)
         self.enc_prev = Encoder(SRGB_CH + RAW_CH, cfg.widths)
         self.gla = nn.ModuleList(
@@ -216,27 +252,46 @@ class FAGDN(nn.Module):
                 warped_raw: torch.Tensor, warped_srgb: torch.Tensor, prior_cur: torch.Tensor | None = None,
                 prior_prev_warped: torch.Tensor | None = None,
                 prior_prev: torch.Tensor | None = None, key_residual_warped: torch.Tensor | None = None,
-                key_srgb_warped: torch.Tensor | None = None) -> dict[str, torch.Tensor | list]:
+                key_srgb_warped: torch.Tensor | None = None,
+                key_prior_warped: torch.Tensor | None = None) -> dict[str, torch.Tensor | list]:
         """One chained step. Returns {"pred", "sides" (coarse to fine), "confidence"}.
 
         With ``config.prior``: ``prior_cur`` is the global-fit prediction A(t+1), and
         ``prior_prev_warped`` / ``prior_prev`` are A(t) warped / unwarped, so the reference is
         the warped residual RAW(t) - A(t) and the output is A(t+1) + reference + correction.
+        ``key_prior_warped`` (A of the keyframe, warped) is needed with ``config.ratio_refs``.
         """
         cfg = self.config
-        m = torch.sigmoid(self.confidence(torch.cat([warped_srgb, srgb_cur], 1)))
+        logit = self.confidence(torch.cat([warped_srgb, srgb_cur], 1))
         if cfg.prior:
-            ref = self.refine(warped_raw - prior_prev_warped) * m
+            r = warped_raw - prior_prev_warped
+            if cfg.key_reference:
+                rk = key_residual_warped
+                logit_k = self.key_confidence(torch.cat([key_srgb_warped, srgb_cur], 1))
+                if cfg.ratio_refs or cfg.adaptive_refs:
+                    lr = log_exposure_ratio(prior_cur, prior_prev_warped)
+                    lrk = log_exposure_ratio(prior_cur, key_prior_warped)
+                if cfg.ratio_refs:
+                    r, rk = r * torch.exp(lr), rk * torch.exp(lrk)
+                if cfg.adaptive_refs:
+                    r_lp, rk_lp = lowpass(r), lowpass(rk)
+                    g = self.ref_gate(torch.cat([(r - r_lp).abs(), (rk - rk_lp).abs(), prior_cur, lr, lrk], 1))
+                    logit, logit_k = logit + g[:, 0:1], logit_k + g[:, 1:2]
+                    r = r - torch.sigmoid(g[:, 2:3]) * (r - r_lp)
+                    rk = rk - torch.sigmoid(g[:, 3:4]) * (rk - rk_lp)
+            m = torch.sigmoid(logit)
+            ref = self.refine(r) * m
             x_prev = torch.cat([srgb_prev, raw_prev - prior_prev], 1)
             base = prior_cur + ref
             if cfg.key_reference:
-                mk = torch.sigmoid(self.key_confidence(torch.cat([key_srgb_warped, srgb_cur], 1)))
-                ref_key = self.key_refine(key_residual_warped) * mk
+                mk = torch.sigmoid(logit_k)
+                ref_key = self.key_refine(rk) * mk
                 x_cur = torch.cat([srgb_cur, prior_cur, ref, ref_key], 1)
                 base = base + (1 - m) * ref_key  # the keyframe fills in where the chained reference is not trusted
             else:
                 x_cur = torch.cat([srgb_cur, prior_cur, ref], 1)
         else:
+            m = torch.sigmoid(logit)
             ref = self.refine(warped_raw) * m
             x_cur = torch.cat([srgb_cur, ref], 1)
             x_prev = torch.cat([srgb_prev, raw_prev], 1)
@@ -361,7 +416,8 @@ def tile_weights(size: int, overlap: int, at_start: bool, at_end: bool) -> torch
 def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Tensor, raw_prev: torch.Tensor,
                 flow: torch.Tensor, prior_cur: torch.Tensor | None = None,
                 prior_prev: torch.Tensor | None = None, key_srgb: torch.Tensor | None = None,
-                key_residual: torch.Tensor | None = None, key_flow: torch.Tensor | None = None) -> list[torch.Tensor]:
+                key_residual: torch.Tensor | None = None, key_flow: torch.Tensor | None = None,
+                key_prior: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The network's inputs for one chained step (N x C x H x W each), warps included.
 
     Decode and training both build their inputs here, so the warp (bilinear) and the
@@ -381,6 +437,10 @@ def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Te
         if key_srgb is None or key_residual is None or key_flow is None:
             raise ValueError("this model needs the keyframe (sRGB, residual) and the flow to it")
         inputs += [backward_warp(key_residual, key_flow)[0], backward_warp(key_srgb, key_flow)[0]]
+    if config.ratio_refs or config.adaptive_refs:
+        if key_prior is None:
+            raise ValueError("this model needs the keyframe's global-fit prior A(k)")
+        inputs.append(backward_warp(key_prior, key_flow)[0])  # type: ignore[arg-type]
     return inputs
 
 

@@ -8,7 +8,8 @@ import torch
 from rawvid.bayer import PLANE_OFFSETS, denormalise, normalise, pack, srgb_half, unpack
 from rawvid.errors import RawvidError
 from rawvid.flow import backward_warp, dis_flow, flow_to_tensor
-from rawvid.model import CONFIGS, FAGDN, FAGDNConfig, count_parameters, load_model, run_network, save_model
+from rawvid.model import (CONFIGS, FAGDN, FAGDNConfig, count_parameters, load_model, log_exposure_ratio, lowpass,
+                          run_network, save_model)
 
 LOCAL_ONLY = FAGDNConfig(widths=(4, 8), bottleneck=8, patches=(4, 4), conf_width=4, global_attention=False)
 
@@ -132,3 +133,62 @@ def test_dis_flow_recovers_a_shift():
     assert np.median(flow[20:-20, 20:-20, 0]) == pytest.approx(-3, abs=0.3)
     assert abs(np.median(flow[20:-20, 20:-20, 1])) < 0.3
     assert flow_to_tensor(flow).shape == (1, 2, 120, 180)
+
+
+def test_lowpass_keeps_flat_planes_and_cuts_white_noise():
+    flat = torch.full((1, 4, 16, 16), 0.3)
+    assert torch.allclose(lowpass(flat), flat)
+    noise = torch.randn((1, 4, 160, 160), generator=torch.Generator().manual_seed(0))
+    kept = float(lowpass(noise)[..., 4:-4, 4:-4].var() / noise.var())
+    assert kept == pytest.approx((70 / 256) ** 2, rel=0.15)  # sum of the squared [1,4,6,4,1]/16 taps, per axis
+
+
+KEY_REF = FAGDNConfig(widths=(4, 8), bottleneck=8, patches=(4, 4), conf_width=4, prior=True, key_reference=True)
+
+
+def _key_step(cfg: FAGDNConfig, gain: float, seed: int = 0) -> list[torch.Tensor]:
+    """Inputs of one step whose chained reference is empty and whose keyframe prior is ``gain`` times darker."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda c: torch.rand((1, c, 16, 16), generator=g)  # noqa: E731
+    srgb_cur, srgb_prev, raw_prev, warped_srgb = r(3), r(3), r(4), r(3)
+    prior_cur = 0.2 + 0.5 * r(4)
+    warped_prior = r(4)
+    inputs = [srgb_cur, srgb_prev, raw_prev, warped_prior.clone(), warped_srgb, prior_cur, warped_prior, r(4),
+              0.05 * (r(4) - 0.5), r(3)]
+    if cfg.ratio_refs or cfg.adaptive_refs:
+        inputs.append(prior_cur / gain)
+    return inputs
+
+
+def test_ratio_references_follow_exposure():
+    """The keyframe residual is scaled by A(t+1) / A(k): twice the exposure, twice the correction."""
+    torch.manual_seed(0)
+    plain = FAGDN(KEY_REF).eval()
+    ratio = FAGDN(FAGDNConfig(**{**KEY_REF.to_dict(), "ratio_refs": True})).eval()
+    ratio.load_state_dict(plain.state_dict())  # the flag adds no weights
+    with torch.no_grad():
+        base = _key_step(plain.config, 1.0)
+        ref_plain = plain(*base)["pred"] - base[5]
+        doubled = ratio(*_key_step(ratio.config, 2.0))["pred"] - base[5]
+        same = ratio(*_key_step(ratio.config, 1.0))["pred"] - base[5]
+    assert float(ref_plain.abs().mean()) > 1e-3
+    assert torch.allclose(same, ref_plain, atol=1e-5)
+    scale = torch.exp(log_exposure_ratio(base[5], base[5] / 2))  # 2x up to the small epsilon of the ratio
+    assert float(scale.min()) > 1.95
+    assert torch.allclose(doubled, scale * ref_plain, atol=1e-5)
+    assert float(log_exposure_ratio(torch.tensor(1.0), torch.tensor(0.0))) == pytest.approx(1.5)  # clamped
+
+
+def test_adaptive_gate_starts_near_the_plain_references():
+    """Untrained, the gate changes nothing but a 2% low-pass share; trained models load strictly."""
+    torch.manual_seed(0)
+    ratio = FAGDN(FAGDNConfig(**{**KEY_REF.to_dict(), "ratio_refs": True})).eval()
+    adaptive = FAGDN(FAGDNConfig(**{**KEY_REF.to_dict(), "ratio_refs": True, "adaptive_refs": True})).eval()
+    missing = adaptive.load_state_dict(ratio.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("ref_gate.") for k in missing)
+    with torch.no_grad():
+        x = _key_step(adaptive.config, 1.5)
+        a, b = adaptive(*x)["pred"], ratio(*x)["pred"]
+    assert 0 < float((a - b).abs().max()) < 2e-3
+    with pytest.raises(ValueError, match="need key_reference"):
+        FAGDNConfig(prior=True, adaptive_refs=True)

@@ -48,15 +48,17 @@ def test_train_resume_export(small_dataset, tmp_path):
     assert "architecture" in card and "command: `test`" in card and "validation" in card
 
 
-@pytest.mark.parametrize("key_reference", [False, True], ids=["prior", "prior+keyframe-reference"])
-def test_prior_model_trains_and_decodes(small_dataset, tmp_path, key_reference):
+@pytest.mark.parametrize("extra", [{}, {"key_reference": True},
+                                   {"key_reference": True, "ratio_refs": True, "adaptive_refs": True}],
+                         ids=["prior", "prior+keyframe-reference", "adaptive-references"])
+def test_prior_model_trains_and_decodes(small_dataset, tmp_path, extra):
     """A model with the global-fit prior (and the keyframe reference) goes through the real decode path."""
     from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode
     from rawvid.dataset import RVDLayout
     from rawvid.source import rvd_video_source
 
     cfg = json.dumps({**TRAIN_CONFIGS["fast-prior"].to_dict(), "widths": [4, 8, 8, 8], "bottleneck": 8,
-                      "key_reference": key_reference})
+                      **extra})
     res = train(TrainOptions(data=[str(small_dataset / "train")], out=str(tmp_path / "p"), arch=cfg, steps=2, batch=1,
                              crop=64, unroll=3, val_every=2, save_every=10, val_fraction=0.5, codec_prob=0.0,
                              per_frame_prob=0.5),
