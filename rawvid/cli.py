@@ -324,7 +324,8 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
 @click.option("-o", "--output", default="runs/train", show_default=True, type=click.Path(path_type=Path),
               help="Folder for checkpoints, logs, weights and the model card.")
 @click.option("--arch", default="fast-prior", show_default=True,
-              help="paper, small, fast, tiny, fast-prior, small-prior, paper-prior (or a JSON configuration).")
+              help="paper, small, fast, tiny, fast-prior, small-prior, paper-prior, fast-key, fast-adaptive "
+                   "(or a JSON configuration).")
 @click.option("--steps", default=2000, show_default=True, type=click.IntRange(1))
 @click.option("--batch", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--crop", default=128, show_default=True, type=click.IntRange(32), help="Crop side, half-resolution pixels.")
@@ -337,6 +338,10 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
 @click.option("--aux-weight", default=0.5, show_default=True, type=float, help="Weight of the side-output losses (paper: 0.5).")
 @click.option("--codec-prob", default=0.7, show_default=True, type=float, help="Share of samples with H.265-degraded sRGB.")
 @click.option("--val-every", default=250, show_default=True, type=click.IntRange(1))
+@click.option("--val", "val_data", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Validate on these RVD-layout folders instead of scenes held out of DATA (repeatable).")
+@click.option("--val-frames", default=24, show_default=True, type=click.IntRange(2),
+              help="Frames chained per validation clip (use the test clips' length to see drift).")
 @click.option("--save-every", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
@@ -347,7 +352,8 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
 @click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint instead of resuming from it.")
 @handle_errors
 def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step, lr_gamma, ssim_weight, aux_weight,
-              codec_prob, val_every, save_every, seed, device, max_clips, per_frame_prob, init, fresh):
+              codec_prob, val_every, val_data, val_frames, save_every, seed, device, max_clips, per_frame_prob, init,
+              fresh):
     """Train FAGDN on RVD-layout folders (resumes from OUTPUT/checkpoint.safetensors)."""
     import shlex
     import sys as _sys
@@ -359,7 +365,8 @@ def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step
                         unroll=unroll, tbptt=tbptt, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma, ssim_weight=ssim_weight,
                         aux_weight=aux_weight, codec_prob=codec_prob, val_every=val_every, save_every=save_every,
                         seed=seed, device=_select_device(device), max_clips=max_clips, resume=not fresh,
-                        per_frame_prob=per_frame_prob, init=str(init) if init else None)
+                        per_frame_prob=per_frame_prob, init=str(init) if init else None,
+                        val_data=[str(v) for v in val_data], val_frames=val_frames)
     log_path = Path(output) / "train.log.jsonl"
     Path(output).mkdir(parents=True, exist_ok=True)
 

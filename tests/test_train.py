@@ -48,6 +48,22 @@ def test_train_resume_export(small_dataset, tmp_path):
     assert "architecture" in card and "command: `test`" in card and "validation" in card
 
 
+def test_validation_on_separate_folders(small_dataset, tmp_path):
+    """--val: every training clip trains; validation chains the given folder's clips over --val-frames."""
+    logs = []
+    res = train(_opts(small_dataset, tmp_path / "run", 2, val_data=[str(small_dataset / "test")]), log=logs.append,
+                command="test")
+    data = next(d for d in logs if d["event"] == "data")
+    from rawvid.dataset import RVDLayout
+
+    assert data["val_clips"] == len(RVDLayout.open(small_dataset / "test").videos) > 0
+    assert data["train_clips"] == len(RVDLayout.open(small_dataset / "train").videos)
+    val = [d for d in logs if d["event"] == "val"]
+    assert val and val[-1]["val_clips_ahead"] <= data["val_clips"]
+    assert val[-1]["val_min_clip_gain_db"] <= val[-1]["val_gain_db"] + 1e-9
+    assert "test" in res.card.read_text().split("validation (")[1].split(",")[0]
+
+
 @pytest.mark.parametrize("extra", [{}, {"key_reference": True},
                                    {"key_reference": True, "ratio_refs": True, "adaptive_refs": True}],
                          ids=["prior", "prior+keyframe-reference", "adaptive-references"])
