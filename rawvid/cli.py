@@ -14,6 +14,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import RawvidError, RawvidWarning
+from .meta import CALIBRATIONS
 
 console = Console(stderr=True)
 out = Console()
@@ -113,7 +114,7 @@ def main() -> None:
 @click.option("--lossless", is_flag=True, help="Store the sRGB stream losslessly (FFV1), as the paper did.")
 @click.option("--frames", "frame_range", default=None, metavar="START:END", help="Encode only these frames (END exclusive).")
 @click.option("--fps", type=float, default=None, help="Override the frame rate (DNG folders default to 25).")
-@click.option("--calibration", default="auto", show_default=True, type=click.Choice(["auto", "keyframe", "per-frame"]),
+@click.option("--calibration", default="auto", show_default=True, type=click.Choice(CALIBRATIONS),
               help="per-frame: store every frame's global sRGB-to-RAW map (230 bytes a frame); "
                    "auto: per-frame for rvd rendering, keyframe for stable.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
@@ -232,7 +233,7 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
             raise ValueError(f"unknown render mode {r!r} (stable, rvd)")
     cals = [c.strip() for c in calibrations.split(",")]
     for c in cals:
-        if c not in ("auto", "keyframe", "per-frame"):
+        if c not in CALIBRATIONS:
             raise ValueError(f"unknown calibration {c!r} (auto, keyframe, per-frame)")
     settings = sweep(_int_list(crf), lossless, _int_list(kfi) or [0], renders.split(","), codec, cals)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(),

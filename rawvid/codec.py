@@ -19,6 +19,7 @@ from .atomic import atomic_path
 from .container import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_DNG, MIME_JSON, RvdFile, mux, sha256_file
 from .dng import write_dng
 from .errors import RawvidError
+from .meta import CALIBRATIONS
 from .isp import libraw_version, render, render_params
 from .model import DEFAULT_MODEL
 from .source import Source, SourceFrame, open_source
@@ -111,7 +112,7 @@ def resolve_calibration(mode: str, src: Source, render_mode: str) -> str:
     with rvd rendering (LibRaw's auto-brightness) and 0.03 dB with stable rendering, for 0.4%
     more bytes. It needs the true RAW of every frame, so a video+DNG input keeps keyframe calibration.
     """
-    if mode not in ("auto", "keyframe", "per-frame"):
+    if mode not in CALIBRATIONS:
         raise RawvidError(None, f"unknown calibration {mode!r} (auto, keyframe or per-frame)")
     if not src.has_raw:
         if mode == "per-frame":

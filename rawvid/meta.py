@@ -107,3 +107,7 @@ class Frame:
     number: int  # the source's own frame number
     timestamp_us: int
     mosaic: np.ndarray
+
+
+#: calibration modes of an encode (and of the bench): ``auto``, the paper's ``keyframe``, ``per-frame``
+CALIBRATIONS = ("auto", "keyframe", "per-frame")

@@ -244,9 +244,10 @@ class Network(GlobalFit):
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         if self.model.config.prior:
             super().keyframe(raw, srgb)
-        if self.model.config.key_reference:  # the keyframe's sRGB, its prior A(k) and its residual against it
+        if self.model.config.key_reference:  # the keyframe's sRGB, its residual against A(k), and A(k), as tensors
             prior = self.map.apply(srgb)  # type: ignore[union-attr]
-            self.key = (srgb, raw - prior, prior)
+            self.key_srgb = srgb
+            self.key = {"key_srgb": self._t(srgb), "key_residual": self._t(raw - prior), "key_prior": self._t(prior)}
 
     def calibrate(self, gmap: GlobalMap) -> None:
         if self.model.config.prior:
@@ -260,16 +261,14 @@ class Network(GlobalFit):
         flow = self._flow(srgb, prev_srgb, self.flow_preset).to(self.device)
         key_flow = None
         if self.model.config.key_reference:
-            key_flow = self._flow(srgb, self.key[0], self.flow_preset).to(self.device)
+            key_flow = self._flow(srgb, self.key_srgb, self.flow_preset).to(self.device)
         t = time.perf_counter()
         priors = {}
         if self.model.config.prior:
             prev_map = self.prev_map or self.map
             priors = {"prior_cur": self._t(self.map.apply(srgb)), "prior_prev": self._t(prev_map.apply(prev_srgb))}
         if key_flow is not None:
-            key_srgb, key_res, key_prior = self.key
-            priors.update(key_srgb=self._t(key_srgb), key_residual=self._t(key_res), key_flow=key_flow,
-                          key_prior=self._t(key_prior))
+            priors.update(self.key, key_flow=key_flow)
         inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw), flow, **priors)
         pred = run_network(self.model, inputs, tile=self.tile)
         out = pred[0].float().cpu().numpy()

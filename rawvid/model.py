@@ -62,6 +62,8 @@ class FAGDNConfig:
     def __post_init__(self) -> None:
         if len(self.widths) != len(self.patches) or not self.widths:
             raise ValueError("widths and patches need one entry per level")
+        if self.key_reference and not self.prior:
+            raise ValueError("key_reference needs prior")
         if (self.ratio_refs or self.adaptive_refs) and not self.key_reference:
             raise ValueError("ratio_refs and adaptive_refs need key_reference (and prior)")
 
@@ -211,8 +213,6 @@ class FAGDN(nn.Module):
             nn.init.zeros_(self.refine.bias)
         extra = RAW_CH if cfg.prior else 0
         if cfg.key_reference:
-            if not cfg.prior:
-                raise ValueError("key_reference needs prior")
             extra += RAW_CH
             self.key_confidence = nn.Sequential(
                 nn.Conv2d(2 * SRGB_CH, cw, 3, padding=1), nn.ReLU(inplace=True),

@@ -231,15 +231,10 @@ def step_loss(out: dict, target: torch.Tensor, opts: TrainOptions) -> torch.Tens
 
 
 # --------------------------------------------------------------------------- chained forward
-def _flows(srgb: np.ndarray) -> list[torch.Tensor]:
-    """Backward flow from each frame to the previous one (as decode computes it)."""
-    return [flow_to_tensor(dis_flow(srgb[t].transpose(1, 2, 0), srgb[t - 1].transpose(1, 2, 0)))
-            for t in range(1, srgb.shape[0])]
-
-
-def _key_flows(srgb: np.ndarray) -> list[torch.Tensor]:
-    """Backward flow from each frame straight to the keyframe (frame 0): the non-accumulating reference."""
-    return [flow_to_tensor(dis_flow(srgb[t].transpose(1, 2, 0), srgb[0].transpose(1, 2, 0)))
+def _flows(srgb: np.ndarray, to_keyframe: bool = False) -> list[torch.Tensor]:
+    """Backward flow from each frame to the previous one (as decode computes it), or straight to the
+    keyframe (frame 0) for the non-accumulating reference."""
+    return [flow_to_tensor(dis_flow(srgb[t].transpose(1, 2, 0), srgb[0 if to_keyframe else t - 1].transpose(1, 2, 0)))
             for t in range(1, srgb.shape[0])]
 
 
@@ -251,7 +246,7 @@ def unrolled_loss(model: FAGDN, batch: list[Sample], opts: TrainOptions, device:
     flows = [torch.cat(f, 0).to(device) for f in zip(*[_flows(s.srgb) for s in batch])]
     key = model.config.key_reference
     if key:
-        key_flows = [torch.cat(f, 0).to(device) for f in zip(*[_key_flows(s.srgb) for s in batch])]
+        key_flows = [torch.cat(f, 0).to(device) for f in zip(*[_flows(s.srgb, to_keyframe=True) for s in batch])]
         key_res = raw[:, 0] - prior[:, 0]
     prev = raw[:, 0]
     losses, mses = [], []
