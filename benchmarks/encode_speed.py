@@ -2,7 +2,8 @@
 
 Builds a 1600x900 14-bit uncompressed MLV (a pan over the real Canon 550D still in
 ../shared/data, real sensor pixels, even offsets) in a temp folder, then times
-``rawvid.codec.encode`` on it per render mode with the default video codec.
+``rawvid.codec.encode`` on it per render mode, with block refinement off and on (the
+default), with the default video codec.
 
     python benchmarks/encode_speed.py [--frames 48] [--json out.json]
 """
@@ -51,17 +52,19 @@ def main() -> None:
         src = Path(td) / "pan1600.MLV"
         make_clip(src, args.frames)
         for mode in ("stable", "rvd"):
-            out = Path(td) / f"{mode}.rvd"
-            t0 = time.perf_counter()
-            res = encode(src, out, EncodeOptions(render=mode))
-            dt = time.perf_counter() - t0
-            s = RvdFile(out).sizes()
-            results[f"encode_1600x900_{mode}"] = {
-                "frames": res.frames, "seconds": round(dt, 2), "fps": round(res.frames / dt, 2),
-                "bits_per_pixel": round(s["bits_per_pixel"], 3), "rvd_bytes": s["file_bytes"],
-                "mlv_bytes": src.stat().st_size,
-            }
-            print(mode, results[f"encode_1600x900_{mode}"], flush=True)
+            for refine in ("off", "blocks"):  # blocks (the default) runs the network once per frame
+                out = Path(td) / f"{mode}-{refine}.rvd"
+                t0 = time.perf_counter()
+                res = encode(src, out, EncodeOptions(render=mode, refine=refine))
+                dt = time.perf_counter() - t0
+                s = RvdFile(out).sizes()
+                key = f"encode_1600x900_{mode}_refine-{refine}"
+                results[key] = {
+                    "frames": res.frames, "seconds": round(dt, 2), "fps": round(res.frames / dt, 2),
+                    "bits_per_pixel": round(s["bits_per_pixel"], 3), "rvd_bytes": s["file_bytes"],
+                    "side_info_bytes": s["side_info_bytes"], "mlv_bytes": src.stat().st_size,
+                }
+                print(key, results[key], flush=True)
         out = Path(td) / "example.rvd"
         encode(EXAMPLE, out)
         s = RvdFile(out).sizes()

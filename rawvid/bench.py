@@ -44,17 +44,19 @@ class Setting:
     keyframe_interval: int = 0
     render: str = "stable"
     calibration: str = "auto"
+    refine: str = "auto"
 
     @property
     def label(self) -> str:
         v = "lossless" if self.video.lossless else f"{self.video.codec}-crf{self.video.crf}"
         kf = f"kf{self.keyframe_interval}" if self.keyframe_interval else "kf-first"
         cal = "" if self.calibration == "auto" else f" cal-{self.calibration}"
-        return f"{v} {kf} {self.render}{cal}"
+        ref = "" if self.refine == "auto" else f" refine-{self.refine}"
+        return f"{v} {kf} {self.render}{cal}{ref}"
 
     def to_dict(self) -> dict:
         return {"label": self.label, "video": self.video.to_dict(), "keyframe_interval": self.keyframe_interval,
-                "render": self.render, "calibration": self.calibration}
+                "render": self.render, "calibration": self.calibration, "refine": self.refine}
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,13 @@ class Clip:
 
 
 def sweep(crfs: list[int] | None, lossless: bool, keyframe_intervals: list[int], renders: list[str],
-          codec: str = "h265", calibrations: list[str] | None = None) -> list[Setting]:
+          codec: str = "h265", calibrations: list[str] | None = None, refines: list[str] | None = None) -> list[Setting]:
     """Every combination of the swept options (``--lossless`` adds a lossless point)."""
     videos = [VideoSettings.make(codec, c) for c in (crfs or ([] if lossless else [16]))]
     if lossless:
         videos.append(VideoSettings.make(lossless=True))
-    return [Setting(v, k, r, c) for v, k, r, c in
-            itertools.product(videos, keyframe_intervals, renders, calibrations or ["auto"])]
+    return [Setting(v, k, r, c, f) for v, k, r, c, f in
+            itertools.product(videos, keyframe_intervals, renders, calibrations or ["auto"], refines or ["auto"])]
 
 
 def discover(paths: list[Path]) -> list[Clip]:
@@ -130,16 +132,22 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
         stop = src.frame_count if max_frames is None else min(max_frames, src.frame_count)
         rvd_path = work / "clip.rvd"
         t0 = time.perf_counter()
+        # block refinement is made for one model: the first network under test (decode skips it for others)
+        model = next((m.model for m in methods if m.method == "network" and m.model), None)
+        refine = setting.refine if model or setting.refine != "auto" else "off"
         enc = encode(src, rvd_path, EncodeOptions(keyframe_interval=setting.keyframe_interval, render=setting.render,
-                                                  video=setting.video, stop=stop, calibration=setting.calibration),
+                                                  video=setting.video, stop=stop, calibration=setting.calibration,
+                                                  refine=refine, model=model),
                      force=True,
-                     progress=(lambda d, n: progress(f"{clip.name}: encode", d, n)) if progress else None)
+                     progress=(lambda d, n, stage="encode": progress(f"{clip.name}: {stage}", d, n))
+                     if progress else None)
         encode_s = time.perf_counter() - t0
         info = src.info
         if clip.name not in lj92_cache:
             lj92_cache[clip.name] = lj92_dng_bytes(src, stop)
         rvd = RvdFile(rvd_path)
         sizes, manifest = rvd.sizes(), rvd.manifest
+        refine_mode = manifest.get("refine", {}).get("mode", "off")
         keyframes = {k["index"] for k in manifest["keyframes"]}
         samples = stop * info.width * info.height
         rate = {
@@ -148,6 +156,7 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
             "keyframe_bits_per_pixel": sizes["keyframe_bits_per_pixel"],
             "video_share": sizes["video_bytes"] / sizes["file_bytes"],
             "keyframe_share": sizes["keyframe_bytes"] / sizes["file_bytes"],
+            "side_info_share": sizes["side_info_bytes"] / sizes["file_bytes"],
             "rvd_bytes": sizes["file_bytes"],
             "source_bytes": src.size_bytes if stop == src.frame_count else int(src.size_bytes * stop / src.frame_count),
             "lj92_dng_bytes": lj92_cache[clip.name],
@@ -175,7 +184,7 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
             last = per_frame[-1]
             runs.append({
                 "clip": clip.name, "kind": clip.kind, "tags": clip.tags, "setting": setting.label,
-                "calibration": manifest.get("calibration", {}).get("mode", "keyframe"),
+                "calibration": manifest.get("calibration", {}).get("mode", "keyframe"), "refine": refine_mode,
                 "method": spec.label, "model": spec.model, "frames": stop, "scored_frames": len(scored),
                 "psnr_paper": _mean([f["psnr_paper"] for f in scored]),
                 "psnr_black": _mean([f["psnr_black"] for f in scored]),
@@ -258,7 +267,7 @@ def run_bench(paths: list[Path], methods: list[MethodSpec], settings: list[Setti
             if clip.kind == "rvd-layout":
                 # the sRGB is given: render does not apply; the paper's protocol keeps it lossless
                 s = Setting(s.video if reencode else VideoSettings.make(lossless=True), s.keyframe_interval, "given",
-                            s.calibration)
+                            s.calibration, s.refine)
             if s.label not in seen:
                 seen.add(s.label)
                 jobs.append((clip, s))

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import RawvidError, RawvidWarning
-from .meta import CALIBRATIONS
+from .meta import CALIBRATIONS, REFINEMENTS
 
 console = Console(stderr=True)
 out = Console()
@@ -76,7 +76,10 @@ class FrameProgress:
         self.bar: Progress | None = None
         self.task = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, stage: str | None = None) -> None:
+        if stage and self.bar is not None and stage != self.description:  # a second pass: a fresh bar line
+            self.description = stage
+            self.task = self.bar.add_task(stage, total=total)
         if self.bar is None:
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 FpsColumn(), TimeRemainingColumn(), console=console)
@@ -117,10 +120,16 @@ def main() -> None:
 @click.option("--calibration", default="auto", show_default=True, type=click.Choice(CALIBRATIONS),
               help="per-frame: store every frame's global sRGB-to-RAW map (230 bytes a frame); "
                    "auto: per-frame for rvd rendering, keyframe for stable.")
+@click.option("--refine", default="auto", show_default=True, type=click.Choice(REFINEMENTS),
+              help="blocks: run the decoder here and store, per 32x32 block, how far to trust the network over "
+                   "global-fit (under 1 KiB a frame; encoding runs as fast as decoding); auto: blocks when every "
+                   "frame's RAW is known; off: the paper's mode, nothing per frame.")
+@click.option("--model", default=None, help="Weights decode will use (name in models/ or a .safetensors path; "
+                                             "default fagdn-default).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
 def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf, preset, lossless, frame_range,
-           fps, calibration, force):
+           fps, calibration, refine, model, force):
     """Encode an MLV clip, a folder of DNG frames, or --video + --raw into one .rvd file."""
     from .codec import EncodeOptions, encode as run_encode, parse_range
     from .video import VideoSettings
@@ -128,7 +137,7 @@ def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf
     start, stop = parse_range(frame_range)
     opts = EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
-                         calibration=calibration)
+                         calibration=calibration, refine=refine, model=model)
     with FrameProgress("encoding") as progress:
         result = run_encode(input, output, opts, video=video, raw=raw, force=force, progress=progress)
     s = result.sizes
@@ -195,14 +204,16 @@ def _fmt(v, digits: int = 2) -> str:
 @click.option("--render", "renders", default="stable", show_default=True, help="Comma-separated: stable, rvd.")
 @click.option("--calibration", "calibrations", default="auto", show_default=True,
               help="Comma-separated: auto, keyframe (the paper's mode), per-frame.")
+@click.option("--refine", "refines", default="auto", show_default=True,
+              help="Comma-separated: auto, off (the paper's mode), blocks.")
 @click.option("--reencode", is_flag=True, help="RVD layout: pass the given sRGB through the lossy settings.")
 @click.option("--frames", "max_frames", type=int, default=None, help="Bench only the first N frames of each clip.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure to this JSON file.")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), help="Write PSNR-over-frames and rate-distortion PNGs here.")
 @handle_errors
-def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, reencode, max_frames, device,
-          json_path, plots_dir):
+def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, max_frames,
+          device, json_path, plots_dir):
     """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
 
     PATHS: RVD-layout folders (data.json, RAW/, sRGB/), MLV files, DNG folders, or folders of those
@@ -235,7 +246,11 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
     for c in cals:
         if c not in CALIBRATIONS:
             raise ValueError(f"unknown calibration {c!r} (auto, keyframe, per-frame)")
-    settings = sweep(_int_list(crf), lossless, _int_list(kfi) or [0], renders.split(","), codec, cals)
+    refs = [r.strip() for r in refines.split(",")]
+    for r in refs:
+        if r not in REFINEMENTS:
+            raise ValueError(f"unknown refinement {r!r} (auto, off, blocks)")
+    settings = sweep(_int_list(crf), lossless, _int_list(kfi) or [0], renders.split(","), codec, cals, refs)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(),
                   TimeRemainingColumn(), console=console) as bar:
         jobs = bar.add_task("clips x settings", total=None)
@@ -428,8 +443,13 @@ def info(path, as_json):
     t.add_row("video", "FFV1 lossless" if vid.get("lossless") else f"{vid.get('codec')} crf {vid.get('crf')} "
               f"{vid.get('preset')} {vid.get('pix_fmt')}")
     t.add_row("audio", m["audio"]["codec"] if m.get("audio") else "none")
+    ref = m.get("refine") or {"mode": "off"}
+    t.add_row("side info", f"calibration {(m.get('calibration') or {}).get('mode', 'keyframe')}, refinement "
+              + (f"{ref['mode']} ({ref.get('block')} px, for model {ref.get('model')})" if ref["mode"] == "blocks"
+                 else ref["mode"]))
     t.add_row("size", f"{_human(sizes['file_bytes'])}: video {_human(sizes['video_bytes'])}, keyframes "
-              f"{_human(sizes['keyframe_bytes'])}, audio {_human(sizes['audio_bytes'])}, manifest {_human(sizes['manifest_bytes'])}")
+              f"{_human(sizes['keyframe_bytes'])}, audio {_human(sizes['audio_bytes'])}, manifest "
+              f"{_human(sizes['manifest_bytes'])}, side info {_human(sizes['side_info_bytes'])}")
     t.add_row("rate", f"{sizes['bits_per_pixel']:.3f} bits/pixel (video {sizes['video_bits_per_pixel']:.3f}, "
               f"keyframes {sizes['keyframe_bits_per_pixel']:.3f})")
     if "ratio_vs_source" in sizes:

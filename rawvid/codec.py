@@ -16,16 +16,18 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_path
-from .container import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_DNG, MIME_JSON, RvdFile, mux, sha256_file
+from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_BINARY, MIME_DNG, MIME_JSON, RvdFile, mux,
+                        sha256_file)
 from .dng import write_dng
 from .errors import RawvidError
-from .meta import CALIBRATIONS
+from .meta import CALIBRATIONS, REFINEMENTS
 from .isp import libraw_version, render, render_params
 from .model import DEFAULT_MODEL
 from .source import Source, SourceFrame, open_source
 from .video import VideoSettings, VideoWriter, ffmpeg_version
 
-Progress = Callable[[int, int], None]
+#: ``progress(done, total)``; the encoder's refinement pass adds a third argument, the stage's name.
+Progress = Callable[..., None]
 #: Sources whose sRGB comes with them (a camera's video, RVD's PNGs) instead of being rendered here.
 GIVEN_SRGB = ("video+dng", "rvd-layout")
 
@@ -43,6 +45,11 @@ class EncodeOptions:
     #: keyframe | per-frame (store every frame's global map, 230 bytes a frame) | auto: per-frame where it
     #: measurably pays (renderings that move per frame: rvd, given sRGB), keyframe for stable rendering
     calibration: str = "auto"
+    #: off | blocks (per 32x32 block, the weight blending the network with global-fit, chosen against the
+    #: true RAW by running the decoder's chain: under 1 KiB a frame) | auto: blocks where every frame's RAW
+    #: is known and the model's weights exist
+    refine: str = "auto"
+    model: str | None = None  # the model decode will use (default: models/fagdn-default)
 
 
 @dataclass
@@ -124,29 +131,121 @@ def resolve_calibration(mode: str, src: Source, render_mode: str) -> str:
 
 
 CALIBRATION_NAME = "calibration.f16"
-MIME_BINARY = "application/octet-stream"
 
 
-def _calibrate(src: Source, video: Path, start: int, stop: int, out: Path) -> dict:
-    """Per-frame calibration: fit each frame's global map against the sRGB the decoder will see.
+def resolve_refinement(mode: str, src: Source, model: str) -> str:
+    """The refinement an encode uses: ``auto`` is blocks when every frame's RAW and the model's weights exist."""
+    from .model import resolve_model
 
-    The encoder has every true RAW frame; it decodes its own video back and stores, per frame,
-    the map (33-knot curves, 4x3 matrix, offset: 115 float16 values, 230 bytes).
+    if mode not in REFINEMENTS:
+        raise RawvidError(None, f"unknown refinement {mode!r} (auto, off or blocks)")
+    if mode == "off":
+        return "off"
+    if not src.has_raw:
+        if mode == "blocks":
+            raise RawvidError(src.path, "block refinement needs the RAW of every frame")
+        return "off"
+    try:
+        resolve_model(model)
+    except RawvidError:
+        if mode == "blocks":
+            raise
+        return "off"
+    return "blocks"
+
+
+REFINE_NAME = "refine.u8.zlib"
+
+
+def network_method(model: str, width: int, height: int, device: str = "cpu", tile: int | None = None):
+    """The chained network for a clip of ``width`` x ``height`` (tiled above ~2K x 1K half resolution)."""
+    from .methods import Network
+    from .model import load_model
+
+    if tile is None:
+        tile = 1024 if width * height // 4 > 2048 * 1152 else None
+    return Network(load_model(model, device=device), device=device, tile=tile)
+
+
+def predict_frame(method, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.ndarray, info,
+                  gmap=None, index: np.ndarray | None = None, target: np.ndarray | None = None):
+    """One chained frame exactly as decode writes it; the encoder's refinement pass runs the same code.
+
+    ``gmap``: this frame's per-frame calibration. ``index``: the stored block weights (decode);
+    ``target``: the true RAW, to choose them (encode). Returns (uint16 planes, the normalised RAW
+    the chain continues from, the block indices or None).
+    """
+    from .bayer import denormalise, normalise
+    from .refine import blend, choose_weights
+
+    if gmap is not None:
+        method.calibrate(gmap)
+    pred = method.predict(prev_raw, prev_srgb, srgb)
+    if target is not None or index is not None:
+        pred = np.clip(pred, 0.0, 1.0)
+        base = method.base(srgb)
+        if target is not None:
+            index = choose_weights(pred, base, target)
+        pred = blend(pred, base, index)
+    planes = denormalise(pred, info.black, info.white, info.bits)
+    return planes, normalise(planes, info.black, info.white), index
+
+
+def _side_info(src: Source, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *,
+               per_frame: bool, model: str | None, progress: Progress | None = None) -> tuple[dict | None, dict | None]:
+    """Per-frame calibration and block refinement, from the encoder's own video decoded back.
+
+    Calibration: each frame's global map (33-knot curves, 4x3 matrix, offset: 115 float16
+    values, 230 bytes). Refinement: the decoder's chain, run here with the float16 maps the
+    decoder will read, choosing each block's weight against the true RAW.
     """
     from .bayer import raw_planes, srgb_half
-    from .methods import CURVE_KNOTS, fit_global_map
+    from .methods import CURVE_KNOTS, GlobalMap, fit_global_map
+    from .refine import BLOCK, LEVELS, grid_shape, pack
     from .video import VideoReader
 
     info = src.info
+    count = stop - start
     rows = []
+    method = None
+    if model is not None:
+        method = network_method(model, info.width, info.height)
+        grid = grid_shape(info.height // 2, info.width // 2)
+        maps = np.zeros((count, *grid), dtype=np.uint8)
+    prev_raw = prev_srgb = None
     with VideoReader(video, info.width, info.height) as reader:
         for fr, rgb in zip(src.frames(start, stop), reader):
-            raw = raw_planes(fr.mosaic, info)
-            rows.append(fit_global_map(srgb_half(rgb), raw).to_list())
-    arr = np.asarray(rows, dtype="<f2")
-    out.write_bytes(arr.tobytes())
-    return {"mode": "per-frame", "file": CALIBRATION_NAME, "frames": len(rows), "values_per_frame": arr.shape[1],
-            "knots": CURVE_KNOTS, "dtype": "float16-le"}
+            i = fr.index - start
+            srgb, truth = srgb_half(rgb), raw_planes(fr.mosaic, info)
+            gmap = None
+            if per_frame:
+                row = np.asarray(fit_global_map(srgb, truth).to_list(), dtype="<f2")
+                rows.append(row)
+                gmap = GlobalMap.from_list(row.astype(np.float64), CURVE_KNOTS)
+            if method is None:
+                continue
+            if i in keys:
+                method.keyframe(truth, srgb)
+                raw = truth
+            else:
+                _, raw, maps[i] = predict_frame(method, prev_raw, prev_srgb, srgb, info, gmap, target=truth)
+            prev_raw, prev_srgb = raw, srgb
+            if progress:
+                progress(i + 1, count, "refining")
+    calib = refine = None
+    if per_frame:
+        arr = np.asarray(rows, dtype="<f2")
+        (tdir / CALIBRATION_NAME).write_bytes(arr.tobytes())
+        calib = {"mode": "per-frame", "file": CALIBRATION_NAME, "frames": len(rows),
+                 "values_per_frame": arr.shape[1], "knots": CURVE_KNOTS, "dtype": "float16-le"}
+    if method is not None:
+        from .model import resolve_model
+
+        (tdir / REFINE_NAME).write_bytes(pack(maps))
+        refine = {"mode": "blocks", "file": REFINE_NAME, "frames": count, "grid": list(maps.shape[1:]),
+                  "block": 2 * BLOCK, "levels": list(LEVELS), "dtype": "uint8 zlib",
+                  "model": model, "model_sha256": sha256_file(resolve_model(model))}
+    return calib, refine
 
 
 def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamps: list[int],
@@ -175,7 +274,7 @@ def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamp
                    "libraw": libraw_version()},
         "video": {**opts.video.to_dict(), "ffmpeg": ffmpeg_version()},
         "audio": audio,
-        "model": DEFAULT_MODEL,
+        "model": opts.model or DEFAULT_MODEL,
         "attachments": attachments,
     }
 
@@ -236,10 +335,16 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                         progress(i + 1, count)
             if len(timestamps) != count:
                 raise RawvidError(src.path, f"expected {count} frames, read {len(timestamps)}")
-            calib = None
-            if resolve_calibration(opts.calibration, src, opts.render) == "per-frame":
-                calib = _calibrate(src, tdir / "video.mkv", start, stop, tdir / CALIBRATION_NAME)
-                attachments[CALIBRATION_NAME] = sha256_file(tdir / CALIBRATION_NAME)
+            per_frame = resolve_calibration(opts.calibration, src, opts.render) == "per-frame"
+            model = opts.model or DEFAULT_MODEL
+            blocks = resolve_refinement(opts.refine, src, model) == "blocks"
+            calib = refine = None
+            if per_frame or blocks:
+                calib, refine = _side_info(src, tdir / "video.mkv", start, stop, keys, tdir, per_frame=per_frame,
+                                           model=model if blocks else None, progress=progress)
+            side = [d["file"] for d in (calib, refine) if d]
+            for name in side:
+                attachments[name] = sha256_file(tdir / name)
             audio = None
             wav = tdir / "audio.wav"
             if start == 0 and stop == src.frame_count and src.write_wav(wav):
@@ -247,10 +352,10 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             keylist = sorted(keys)
             manifest = build_manifest(src, opts, count, timestamps, numbers, keylist, attachments, audio)
             manifest["calibration"] = calib or {"mode": "keyframe"}
+            manifest["refine"] = refine or {"mode": "off"}
             (tdir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
             files = [(tdir / MANIFEST_NAME, MIME_JSON)] + [(tdir / f"key_{k:06d}.dng", MIME_DNG) for k in keylist]
-            if calib:
-                files.append((tdir / CALIBRATION_NAME, MIME_BINARY))
+            files += [(tdir / name, MIME_BINARY) for name in side]
             mux(tdir / "video.mkv", tmp_out, files, audio=wav if audio else None,
                 title=f"rawvid {src.path.name}")
     seconds = time.perf_counter() - t0
@@ -325,8 +430,8 @@ def _select_device(device: str) -> str:
 
 def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str]):
     """Build the reconstruction method; ``auto`` is the network when its weights exist."""
-    from .methods import GlobalFit, Network, Warp
-    from .model import DEFAULT_MODEL, load_model, resolve_model
+    from .methods import GlobalFit, Warp
+    from .model import DEFAULT_MODEL, resolve_model
 
     method = opts.method
     name = opts.model or manifest.get("model") or DEFAULT_MODEL
@@ -342,10 +447,7 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
     if method == "warp":
         return Warp()
     if method == "network":
-        tile = opts.tile
-        if tile is None:  # tile only frames whose half resolution exceeds ~2K x 1K
-            tile = 1024 if manifest["width"] * manifest["height"] // 4 > 2048 * 1152 else None
-        return Network(load_model(name, device=device), device=device, tile=tile)
+        return network_method(name, manifest["width"], manifest["height"], device, opts.tile)
     raise RawvidError(None, f"unknown method {method!r} (auto, network, global-fit or warp)")
 
 
@@ -390,6 +492,29 @@ def _load_calibration(rvd: RvdFile, count: int):
     return [GlobalMap.from_list(row, k) for row in arr]
 
 
+def _load_refinement(rvd: RvdFile, count: int, method, model: str, notes: list[str]) -> np.ndarray | None:
+    """Block weights stored by the encoder's refinement (None when off, or not for this method/model)."""
+    from .model import resolve_model
+    from .refine import BLOCK, LEVELS, grid_shape, unpack
+
+    r = rvd.manifest.get("refine") or {}
+    if r.get("mode") != "blocks":
+        return None
+    if getattr(method, "name", "") != "network":
+        return None  # the weights blend the network with global-fit; other methods do not use them
+    if r.get("model_sha256") != sha256_file(resolve_model(model)):
+        notes.append(f"block refinement was made for model {r.get('model')!r}, not {model!r}: not applied")
+        return None
+    grid = grid_shape(int(rvd.manifest["height"]) // 2, int(rvd.manifest["width"]) // 2)
+    if r.get("block") != 2 * BLOCK or [float(v) for v in r.get("levels", [])] != list(LEVELS) or \
+            list(r.get("grid", [])) != list(grid) or r.get("frames") != count:
+        raise RawvidError(rvd.path, "refinement attachment does not match the manifest or this rawvid version")
+    try:
+        return unpack(rvd.attachment(r.get("file", REFINE_NAME)), count, grid, len(LEVELS))
+    except ValueError as e:
+        raise RawvidError(rvd.path, str(e)) from None
+
+
 def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: DecodeOptions | None = None, *,
            progress: Progress | None = None) -> DecodeResult:
     """Rebuild a DNG sequence from an .rvd: keyframes exactly, other frames chained by the method."""
@@ -397,7 +522,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
 
     import torch
 
-    from .bayer import denormalise, normalise, raw_planes, srgb_half, unpack
+    from .bayer import raw_planes, srgb_half, unpack
     from .dng import read_dng, read_dng_bytes
     from .video import VideoReader
 
@@ -426,6 +551,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     timings = method.timings
     timestamps = m.get("timestamps_us") or [None] * count
     calib = _load_calibration(rvd, count)
+    refine = _load_refinement(rvd, count, method, opts.model or m.get("model") or DEFAULT_MODEL, notes)
     written = 0
     prev_raw = prev_srgb = None
     total = stop - first_write
@@ -455,12 +581,10 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                     mosaic, _ = read_dng(out / frame_name(i))
                 raw = None if mosaic is None else raw_planes(mosaic, info)
             else:
-                if calib is not None:
-                    method.calibrate(calib[i])
-                pred = method.predict(prev_raw, prev_srgb, srgb)
-                planes = denormalise(pred, info.black, info.white, info.bits)
-                mosaic = unpack(planes, info.cfa)
-                raw = normalise(planes, info.black, info.white)  # chain exactly what is written
+                planes, raw, _ = predict_frame(method, prev_raw, prev_srgb, srgb, info,
+                                               None if calib is None else calib[i],
+                                               None if refine is None else refine[i])
+                mosaic = unpack(planes, info.cfa)  # the chain continues from exactly what is written
             if i >= first_write:
                 t = time.perf_counter()
                 write_dng(out / frame_name(i), mosaic, info, compress=opts.compress, timestamp_us=timestamps[i])

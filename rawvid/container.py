@@ -24,6 +24,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MIME_DNG = "image/x-adobe-dng"
 MIME_JSON = "application/json"
+MIME_BINARY = "application/octet-stream"  # side information: calibration, refinement
 MAX_MANIFEST_BYTES = 64 << 20
 
 # Matroska element IDs (with their length-marker bits, as written in the file)
@@ -275,6 +276,7 @@ class RvdFile:
         """Bytes per part and bits per Bayer sample of the whole file."""
         m = self.manifest
         keyframe_bytes = sum(a.size for a in self.layout.attachments if a.mime == MIME_DNG)
+        side_bytes = sum(a.size for a in self.layout.attachments if a.mime == MIME_BINARY)
         manifest_bytes = self._by_name[MANIFEST_NAME].size
         samples = int(m["frame_count"]) * int(m["width"]) * int(m["height"])
         d = {
@@ -286,6 +288,7 @@ class RvdFile:
             "bits_per_pixel": 8 * self.file_size / samples if samples else 0.0,
             "video_bits_per_pixel": 8 * self.layout.stream_bytes(1) / samples if samples else 0.0,
             "keyframe_bits_per_pixel": 8 * keyframe_bytes / samples if samples else 0.0,
+            "side_info_bytes": side_bytes,  # per-frame calibration and block refinement
         }
         src = m.get("source", {}).get("bytes")
         if src:

@@ -194,10 +194,14 @@ class GlobalFit(Method):
         self.timings.add("flow", time.perf_counter() - t)
         return flow_to_tensor(flow)
 
-    def predict(self, prev_raw, prev_srgb, srgb):
+    def base(self, srgb: np.ndarray) -> np.ndarray:
+        """The global-fit prediction of a frame under the current map (block refinement blends towards it)."""
         assert self.map is not None, "keyframe() first"
+        return self.map.apply(srgb)
+
+    def predict(self, prev_raw, prev_srgb, srgb):
         t = time.perf_counter()
-        out = self.map.apply(srgb)
+        out = self.base(srgb)
         self.timings.add("network", time.perf_counter() - t)
         return out
 
@@ -231,7 +235,8 @@ class Warp(GlobalFit):
 class Network(GlobalFit):
     """FAGDN chained from the previous output along DIS optical flow.
 
-    It also keeps the keyframe's global-fit map: models trained with the prior use it.
+    It also keeps the keyframe's (or the frame's calibrated) global-fit map: models trained
+    with the prior take its prediction as an input, and block refinement blends towards it.
     """
 
     name = "network"
@@ -240,18 +245,21 @@ class Network(GlobalFit):
         super().__init__()
         self.model = model.to(device).eval()
         self.device, self.tile, self.flow_preset = device, tile, flow_preset
+        self._base: tuple | None = None  # (srgb, map, its global-fit prediction) of the last predicted frame
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
-        if self.model.config.prior:
-            super().keyframe(raw, srgb)
+        super().keyframe(raw, srgb)
+        self._base = None
         if self.model.config.key_reference:  # the keyframe's sRGB, its residual against A(k), and A(k), as tensors
             prior = self.map.apply(srgb)  # type: ignore[union-attr]
             self.key_srgb = srgb
             self.key = {"key_srgb": self._t(srgb), "key_residual": self._t(raw - prior), "key_prior": self._t(prior)}
 
-    def calibrate(self, gmap: GlobalMap) -> None:
-        if self.model.config.prior:
-            super().calibrate(gmap)
+    def base(self, srgb: np.ndarray) -> np.ndarray:
+        """As global-fit's, reusing the prior that :meth:`predict` computed for the same frame."""
+        if self._base is not None and self._base[0] is srgb and self._base[1] is self.map:
+            return self._base[2]
+        return super().base(srgb)
 
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(0).to(self.device)
@@ -266,7 +274,9 @@ class Network(GlobalFit):
         priors = {}
         if self.model.config.prior:
             prev_map = self.prev_map or self.map
-            priors = {"prior_cur": self._t(self.map.apply(srgb)), "prior_prev": self._t(prev_map.apply(prev_srgb))}
+            cur = self.map.apply(srgb)  # type: ignore[union-attr]
+            self._base = (srgb, self.map, cur)
+            priors = {"prior_cur": self._t(cur), "prior_prev": self._t(prev_map.apply(prev_srgb))}
         if key_flow is not None:
             priors.update(self.key, key_flow=key_flow)
         inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw), flow, **priors)

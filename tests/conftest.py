@@ -73,6 +73,34 @@ def mlv_factory(tmp_path):
     return make
 
 
+@pytest.fixture
+def camera_pair(mlv_factory, tmp_path):
+    """A camera's own sRGB video (lossless, 2 frames of 64x48) and the DNG of its first frame."""
+    from rawvid.dng import write_dng
+    from rawvid.isp import render
+    from rawvid.video import VideoSettings, VideoWriter
+
+    _, info, mosaics = mlv_factory(n=2, width=64, height=48)
+    with VideoWriter(tmp_path / "cam.mkv", 64, 48, 25.0, VideoSettings.make(lossless=True)) as w:
+        for m in mosaics:
+            w.write(render(m, info))
+    write_dng(tmp_path / "f.dng", mosaics[0], info)
+    return tmp_path / "cam.mkv", tmp_path / "f.dng"
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """An untrained tiny FAGDN saved as safetensors (a model other than the shipped one)."""
+    import torch
+
+    from rawvid.model import CONFIGS, FAGDN, save_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_model(FAGDN(CONFIGS["tiny"]), path)
+    return str(path)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real ``rawvid`` command line in a subprocess."""
     return subprocess.run([sys.executable, "-m", "rawvid", *map(str, args)], capture_output=True, text=True,

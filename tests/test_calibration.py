@@ -38,20 +38,11 @@ def test_auto_picks_per_frame_for_rvd_rendering(mlv_factory, tmp_path):
     assert paper.manifest["calibration"]["mode"] == "keyframe"  # the paper's mode stays available
 
 
-def test_per_frame_needs_raw_for_every_frame(mlv_factory, tmp_path):
-    from rawvid.dng import write_dng
-    from rawvid.isp import render
-    from rawvid.video import VideoSettings, VideoWriter
-
-    path, info, mosaics = mlv_factory(n=2, width=64, height=48)
-    with VideoWriter(tmp_path / "cam.mkv", 64, 48, 25.0, VideoSettings.make(lossless=True)) as w:
-        for m in mosaics:
-            w.write(render(m, info))
-    write_dng(tmp_path / "f.dng", mosaics[0], info)
+def test_per_frame_needs_raw_for_every_frame(camera_pair, tmp_path):
+    video, dng = camera_pair
     with pytest.raises(RawvidError, match="needs the RAW of every frame"):
-        encode(None, tmp_path / "v.rvd", EncodeOptions(calibration="per-frame"), video=tmp_path / "cam.mkv",
-               raw=tmp_path / "f.dng")
-    auto = encode(None, tmp_path / "a.rvd", video=tmp_path / "cam.mkv", raw=tmp_path / "f.dng").output
+        encode(None, tmp_path / "v.rvd", EncodeOptions(calibration="per-frame"), video=video, raw=dng)
+    auto = encode(None, tmp_path / "a.rvd", video=video, raw=dng).output
     assert RvdFile(auto).manifest["calibration"]["mode"] == "keyframe"
 
 

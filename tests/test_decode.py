@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import rawpy
-import torch
 from conftest import EXAMPLE, assert_clean_error_text, run_cli
 
 from rawvid.bayer import pack
@@ -14,7 +13,7 @@ from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_nam
 from rawvid.dng import read_dng
 from rawvid.errors import RawvidError
 from rawvid.mlv import MLVReader
-from rawvid.model import CONFIGS, FAGDN, save_model
+from rawvid.model import CONFIGS, FAGDN
 
 
 def psnr_black_subtracted(a: np.ndarray, b: np.ndarray, info) -> float:
@@ -29,14 +28,6 @@ def example_rvd(tmp_path_factory):
     out = tmp_path_factory.mktemp("ex") / "example.rvd"
     encode(EXAMPLE, out, EncodeOptions(keyframe_interval=8))
     return out
-
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.safetensors"
-    save_model(FAGDN(CONFIGS["tiny"]), path)
-    return str(path)
 
 
 def test_global_fit_on_the_example_clears_the_floor(example_rvd, tmp_path):

@@ -1,0 +1,121 @@
+"""Block refinement: weights chosen by the encoder against the true RAW, applied by the decoder."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+from conftest import EXAMPLE, assert_clean_error_text, run_cli
+
+from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_name
+from rawvid.container import RvdFile, sha256_file
+from rawvid.dng import read_dng
+from rawvid.errors import RawvidError
+from rawvid.metrics import psnr_black
+from rawvid.mlv import MLVReader
+from rawvid.model import resolve_model
+from rawvid.refine import BLOCK, LEVELS, blend, choose_weights, grid_shape, pack, unpack
+
+
+def _blocks_up(index: np.ndarray, h: int, w: int) -> np.ndarray:
+    return np.repeat(np.repeat(index, BLOCK, 0), BLOCK, 1)[:h, :w]
+
+
+def test_choose_weights_finds_each_blocks_level():
+    rng = np.random.default_rng(0)
+    h, w = 3 * BLOCK + 5, 2 * BLOCK + 7  # partial blocks at the edges
+    base = rng.uniform(0.3, 0.6, (4, h, w)).astype(np.float32)
+    pred = rng.uniform(0.3, 0.6, (4, h, w)).astype(np.float32)
+    truth_index = rng.integers(0, len(LEVELS), grid_shape(h, w))
+    weights = np.asarray(LEVELS)[_blocks_up(truth_index, h, w)]
+    target = base + weights[None] * (pred - base)
+    index = choose_weights(pred, base, target)
+    assert index.dtype == np.uint8 and index.shape == grid_shape(h, w)
+    assert np.array_equal(index, truth_index)
+    assert np.allclose(blend(pred, base, index), target, atol=1e-6)
+
+
+def test_no_block_ends_worse_than_the_base():
+    rng = np.random.default_rng(1)
+    h, w = 40, 56
+    target = rng.uniform(0.1, 0.9, (4, h, w))
+    base = np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1).astype(np.float32)
+    pred = np.clip(target + rng.normal(0, 0.08, target.shape), 0, 1).astype(np.float32)
+    out = blend(pred, base, choose_weights(pred, base, target))
+
+    def block_err(a):
+        e = np.pad((a - target) ** 2, ((0, 0), (0, 48 - h), (0, 64 - w)))
+        return e.reshape(4, 3, BLOCK, 4, BLOCK).sum(axis=(0, 2, 4))
+
+    assert np.all(block_err(out) <= block_err(base) + 1e-9)
+    assert block_err(out).sum() < block_err(base).sum()  # two noisy estimates: a blend beats either
+    assert LEVELS.index(0.0) >= 0 and LEVELS.index(1.0) >= 0  # global-fit and the network alone are levels
+
+
+def test_pack_round_trip_and_untrusted_data():
+    maps = np.random.default_rng(2).integers(0, len(LEVELS), (5, 3, 4)).astype(np.uint8)
+    data = pack(maps)
+    assert np.array_equal(unpack(data, 5, (3, 4), len(LEVELS)), maps)
+    with pytest.raises(ValueError, match="expected 48"):
+        unpack(data, 4, (3, 4), len(LEVELS))
+    with pytest.raises(ValueError, match="expected"):
+        unpack(data, 6, (3, 4), len(LEVELS))
+    with pytest.raises(ValueError, match="names no level"):
+        unpack(pack(np.full((1, 2, 2), len(LEVELS), np.uint8)), 1, (2, 2), len(LEVELS))
+    with pytest.raises(ValueError, match="not zlib"):
+        unpack(b"not zlib at all", 1, (2, 2), len(LEVELS))
+    bomb = zlib.compress(bytes(200_000_000))  # 200 MB of zeros in ~200 kB: refused without inflating it all
+    with pytest.raises(ValueError, match="expected 4"):
+        unpack(bomb, 1, (2, 2), len(LEVELS))
+
+
+def test_encode_refines_and_no_frame_falls_below_global_fit(mlv_factory, tmp_path):
+    path, info, mosaics = mlv_factory(n=5, width=160, height=96)
+    rvd_path = encode(path, tmp_path / "c.rvd").output
+    rvd = RvdFile(rvd_path)
+    r = rvd.manifest["refine"]
+    assert r["mode"] == "blocks" and r["grid"] == list(grid_shape(48, 80)) and r["frames"] == 5
+    assert r["model"] == "fagdn-default" and r["model_sha256"] == sha256_file(resolve_model("fagdn-default"))
+    assert rvd.sizes()["side_info_bytes"] == len(rvd.attachment(r["file"])) > 0
+    decode(rvd_path, tmp_path / "net", DecodeOptions(method="network"))
+    decode(rvd_path, tmp_path / "gf", DecodeOptions(method="global-fit"))
+    for i in range(1, 5):
+        def score(folder):
+            return psnr_black(read_dng(tmp_path / folder / frame_name(i))[0], mosaics[i], info.cfa, info.black,
+                              info.white)
+        assert score("net") >= score("gf") - 0.01, i
+
+
+def test_refinement_pays_on_the_example(tmp_path):
+    with MLVReader(EXAMPLE) as clip:
+        info = clip.info
+        truth = [clip.read(i) for i in range(1, len(clip))]
+    scores = {}
+    for mode in ("off", "blocks"):
+        rvd = encode(EXAMPLE, tmp_path / f"{mode}.rvd", EncodeOptions(refine=mode)).output
+        res = decode(rvd, tmp_path / mode, DecodeOptions(method="network"))
+        assert res.notes == []
+        scores[mode] = np.mean([psnr_black(read_dng(tmp_path / mode / frame_name(i))[0], t, info.cfa, info.black,
+                                           info.white) for i, t in enumerate(truth, start=1)])
+    assert RvdFile(tmp_path / "off.rvd").manifest["refine"] == {"mode": "off"}  # the paper's mode: nothing per frame
+    assert scores["blocks"] > scores["off"] + 0.2, scores
+
+
+def test_other_model_skips_the_refinement(mlv_factory, tiny_model, tmp_path):
+    path, _, _ = mlv_factory(n=3, width=96, height=64)
+    rvd = encode(path, tmp_path / "c.rvd").output
+    res = decode(rvd, tmp_path / "o", DecodeOptions(method="network", model=tiny_model))
+    assert res.frames == 3 and any("not applied" in n for n in res.notes)
+    own = encode(path, tmp_path / "t.rvd", EncodeOptions(model=tiny_model)).output
+    assert decode(own, tmp_path / "t", DecodeOptions(method="network", model=tiny_model)).notes == []
+
+
+def test_refinement_needs_raw_for_every_frame(camera_pair, tmp_path):
+    video, dng = camera_pair
+    with pytest.raises(RawvidError, match="needs the RAW of every frame"):
+        encode(None, tmp_path / "v.rvd", EncodeOptions(refine="blocks"), video=video, raw=dng)
+    auto = encode(None, tmp_path / "a.rvd", video=video, raw=dng).output
+    assert RvdFile(auto).manifest["refine"] == {"mode": "off"}
+    res = run_cli("encode", "--video", video, "--raw", dng, "-o", tmp_path / "b.rvd", "--refine", "blocks")
+    assert_clean_error_text(res, "block refinement needs the RAW of every frame")
+    assert not (tmp_path / "b.rvd").exists()
