@@ -96,6 +96,19 @@ def test_sweep_gives_every_combination(mlv_factory, tmp_path):
     assert [f["keyframe"] for f in kf2["per_frame"]] == [True, False, True, False]
 
 
+def test_refinement_sweep_on_rvd_layout(rvd_split):
+    # both refinement modes survive the RVD-layout settings rewrite; the network row gains from blocks
+    res = run_bench([rvd_split], [MethodSpec("network", "fagdn-default"), MethodSpec("global-fit")],
+                    sweep(None, False, [0], ["stable"], refines=["off", "blocks"]))
+    assert {(r["setting"], r["refine"]) for r in res["runs"]} == {("lossless kf-first given refine-off", "off"),
+                                                                  ("lossless kf-first given refine-blocks", "blocks")}
+    net = {r["refine"]: r for r in res["runs"] if r["method"].startswith("network") and r["clip"].endswith("pan")}
+    gf = next(r for r in res["runs"] if r["method"] == "global-fit" and r["refine"] == "blocks"
+              and r["clip"].endswith("pan"))
+    assert net["blocks"]["rate"]["side_info_share"] > net["off"]["rate"]["side_info_share"]  # + calibration
+    assert net["blocks"]["psnr_black"] >= gf["psnr_black"] - 0.01
+
+
 def test_warp_wins_when_srgb_clips_highlights(tmp_path):
     # a still scene whose bright patch is clipped in sRGB: only the keyframe RAW knows it, and
     # warping carries it forward; a global map from sRGB cannot recover it
