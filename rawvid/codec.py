@@ -302,6 +302,9 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
     with src_cm as src:
         if src.kind not in GIVEN_SRGB:
             render_params(opts.render)  # validate before any work
+        per_frame = resolve_calibration(opts.calibration, src, opts.render) == "per-frame"
+        model = opts.model or DEFAULT_MODEL
+        blocks = resolve_refinement(opts.refine, src, model) == "blocks"
         start = opts.start
         stop = src.frame_count if opts.stop is None else min(opts.stop, src.frame_count)
         if start >= stop:
@@ -335,9 +338,6 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                         progress(i + 1, count)
             if len(timestamps) != count:
                 raise RawvidError(src.path, f"expected {count} frames, read {len(timestamps)}")
-            per_frame = resolve_calibration(opts.calibration, src, opts.render) == "per-frame"
-            model = opts.model or DEFAULT_MODEL
-            blocks = resolve_refinement(opts.refine, src, model) == "blocks"
             calib = refine = None
             if per_frame or blocks:
                 calib, refine = _side_info(src, tdir / "video.mkv", start, stop, keys, tdir, per_frame=per_frame,
@@ -506,9 +506,13 @@ def _load_refinement(rvd: RvdFile, count: int, method, model: str, notes: list[s
         notes.append(f"block refinement was made for model {r.get('model')!r}, not {model!r}: not applied")
         return None
     grid = grid_shape(int(rvd.manifest["height"]) // 2, int(rvd.manifest["width"]) // 2)
-    if r.get("block") != 2 * BLOCK or [float(v) for v in r.get("levels", [])] != list(LEVELS) or \
-            list(r.get("grid", [])) != list(grid) or r.get("frames") != count:
-        raise RawvidError(rvd.path, "refinement attachment does not match the manifest or this rawvid version")
+    try:
+        ok = (r.get("block") == 2 * BLOCK and [float(v) for v in r.get("levels", [])] == list(LEVELS)
+              and list(r.get("grid", [])) == list(grid) and r.get("frames") == count)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise RawvidError(rvd.path, "block refinement in the manifest does not match the clip or this rawvid version")
     try:
         return unpack(rvd.attachment(r.get("file", REFINE_NAME)), count, grid, len(LEVELS))
     except ValueError as e:

@@ -119,3 +119,49 @@ def test_refinement_needs_raw_for_every_frame(camera_pair, tmp_path):
     res = run_cli("encode", "--video", video, "--raw", dng, "-o", tmp_path / "b.rvd", "--refine", "blocks")
     assert_clean_error_text(res, "block refinement needs the RAW of every frame")
     assert not (tmp_path / "b.rvd").exists()
+
+
+def _tampered(rvd_path, tmp_path, edit_manifest=None, refine_data=None):
+    """The same clip re-muxed with an edited manifest or refinement attachment (checksums kept valid)."""
+    import json
+    import subprocess
+
+    from rawvid.container import MANIFEST_NAME, MIME_BINARY, MIME_DNG, MIME_JSON, mux
+    from rawvid.video import ffmpeg_exe
+
+    rvd = RvdFile(rvd_path)
+    m = json.loads(json.dumps(rvd.manifest))
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(rvd_path), "-map", "0:v", "-c", "copy",
+                    str(parts / "v.mkv")], check=True)
+    files = []
+    for name in m["attachments"]:
+        data = rvd.attachment(name)
+        if name == m["refine"]["file"] and refine_data is not None:
+            data = refine_data
+        (parts / name).write_bytes(data)
+        m["attachments"][name] = sha256_file(parts / name)
+        files.append((parts / name, MIME_DNG if name.endswith(".dng") else MIME_BINARY))
+    if edit_manifest:
+        edit_manifest(m)
+    (parts / MANIFEST_NAME).write_text(json.dumps(m))
+    out = tmp_path / "tampered.rvd"
+    mux(parts / "v.mkv", out, [(parts / MANIFEST_NAME, MIME_JSON), *files])
+    return out
+
+
+@pytest.mark.parametrize("case", ["grid", "levels", "bad-index", "bomb"])
+def test_tampered_refinement_is_a_clean_error(mlv_factory, tmp_path, case):
+    path, _, _ = mlv_factory(n=3, width=96, height=64)
+    rvd = encode(path, tmp_path / "c.rvd").output
+    grid = grid_shape(32, 48)
+    edits = {"grid": dict(edit_manifest=lambda m: m["refine"].update(grid=[1, 1])),
+             "levels": dict(edit_manifest=lambda m: m["refine"].update(levels=["x"] * 9)),
+             "bad-index": dict(refine_data=pack(np.full((3, *grid), 200, np.uint8))),
+             "bomb": dict(refine_data=zlib.compress(bytes(50_000_000)))}[case]
+    bad = _tampered(rvd, tmp_path, **edits)
+    with pytest.raises(RawvidError, match="refinement"):
+        decode(bad, tmp_path / "out", DecodeOptions(method="network"))
+    res = run_cli("decode", bad, "-o", tmp_path / "cli")
+    assert_clean_error_text(res, str(bad.name), "refinement")
