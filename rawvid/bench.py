@@ -137,7 +137,7 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
         refine = setting.refine if model or setting.refine != "auto" else "off"
         enc = encode(src, rvd_path, EncodeOptions(keyframe_interval=setting.keyframe_interval, render=setting.render,
                                                   video=setting.video, stop=stop, calibration=setting.calibration,
-                                                  refine=refine, model=model),
+                                                  refine=refine, model=model, device=device),
                      force=True,
                      progress=(lambda d, n, stage="encode": progress(f"{clip.name}: {stage}", d, n))
                      if progress else None)

@@ -126,10 +126,12 @@ def main() -> None:
                    "frame's RAW is known; off: the paper's mode, nothing per frame.")
 @click.option("--model", default=None, help="Weights decode will use (name in models/ or a .safetensors path; "
                                              "default fagdn-default).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the refinement pass runs the network.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
 def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf, preset, lossless, frame_range,
-           fps, calibration, refine, model, force):
+           fps, calibration, refine, model, device, force):
     """Encode an MLV clip, a folder of DNG frames, or --video + --raw into one .rvd file."""
     from .codec import EncodeOptions, encode as run_encode, parse_range
     from .video import VideoSettings
@@ -137,7 +139,7 @@ def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf
     start, stop = parse_range(frame_range)
     opts = EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
-                         calibration=calibration, refine=refine, model=model)
+                         calibration=calibration, refine=refine, model=model, device=device)
     with FrameProgress("encoding") as progress:
         result = run_encode(input, output, opts, video=video, raw=raw, force=force, progress=progress)
     s = result.sizes

@@ -50,6 +50,7 @@ class EncodeOptions:
     #: is known and the model's weights exist
     refine: str = "auto"
     model: str | None = None  # the model decode will use (default: models/fagdn-default)
+    device: str = "auto"  # where the refinement pass runs the network: auto | cpu | cuda
 
 
 @dataclass
@@ -192,7 +193,8 @@ def predict_frame(method, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.
 
 
 def _side_info(src: Source, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *,
-               per_frame: bool, model: str | None, progress: Progress | None = None) -> tuple[dict | None, dict | None]:
+               per_frame: bool, model: str | None, device: str = "cpu",
+               progress: Progress | None = None) -> tuple[dict | None, dict | None]:
     """Per-frame calibration and block refinement, from the encoder's own video decoded back.
 
     Calibration: each frame's global map (33-knot curves, 4x3 matrix, offset: 115 float16
@@ -209,7 +211,7 @@ def _side_info(src: Source, video: Path, start: int, stop: int, keys: set[int], 
     rows = []
     method = None
     if model is not None:
-        method = network_method(model, info.width, info.height)
+        method = network_method(model, info.width, info.height, device)
         grid = grid_shape(info.height // 2, info.width // 2)
         maps = np.zeros((count, *grid), dtype=np.uint8)
     prev_raw = prev_srgb = None
@@ -305,6 +307,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
         per_frame = resolve_calibration(opts.calibration, src, opts.render) == "per-frame"
         model = opts.model or DEFAULT_MODEL
         blocks = resolve_refinement(opts.refine, src, model) == "blocks"
+        if blocks:
+            _select_device(opts.device)
         start = opts.start
         stop = src.frame_count if opts.stop is None else min(opts.stop, src.frame_count)
         if start >= stop:
@@ -341,7 +345,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             calib = refine = None
             if per_frame or blocks:
                 calib, refine = _side_info(src, tdir / "video.mkv", start, stop, keys, tdir, per_frame=per_frame,
-                                           model=model if blocks else None, progress=progress)
+                                           model=model if blocks else None, device=_select_device(opts.device),
+                                           progress=progress)
             side = [d["file"] for d in (calib, refine) if d]
             for name in side:
                 attachments[name] = sha256_file(tdir / name)

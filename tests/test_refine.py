@@ -165,3 +165,14 @@ def test_tampered_refinement_is_a_clean_error(mlv_factory, tmp_path, case):
         decode(bad, tmp_path / "out", DecodeOptions(method="network"))
     res = run_cli("decode", bad, "-o", tmp_path / "cli")
     assert_clean_error_text(res, str(bad.name), "refinement")
+
+
+def test_encode_on_a_missing_gpu_is_a_clean_error(mlv_factory, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    path, _, _ = mlv_factory(n=2, width=64, height=48)
+    res = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--device", "cuda")
+    assert_clean_error_text(res, "no CUDA device is available")
+    assert not (tmp_path / "c.rvd").exists()
