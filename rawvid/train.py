@@ -277,16 +277,23 @@ def chain_psnr(method: Method, raw: np.ndarray, srgb: np.ndarray, levels: int = 
     return scores
 
 
-def validate(model: FAGDN, clips: list[ClipData], frames: int, device: str) -> dict:
+def validate(model: FAGDN, clips: list[ClipData], frames: int, device: str,
+             fit_cache: dict | None = None) -> dict:
     """Chained PSNR (black-subtracted) over whole clips from frame 0, against keyframe global-fit,
-    through the very methods decode uses (:class:`rawvid.methods.Network` and ``GlobalFit``)."""
+    through the very methods decode uses (:class:`rawvid.methods.Network` and ``GlobalFit``).
+
+    Global-fit's scores do not depend on the model: pass the same ``fit_cache`` dict to every
+    validation of a run and they are computed once."""
     model.eval()
     net_scores, fit_scores, gains = [], [], []
-    for clip in clips:
+    fit_cache = {} if fit_cache is None else fit_cache
+    for k, clip in enumerate(clips):
         srgb = clip.srgb[-1][:frames]  # the codec-augmented variant: what a default .rvd holds
         raw = clip.raw[:frames]
         net = chain_psnr(Network(model, device=device), raw, srgb)
-        fit = chain_psnr(GlobalFit(), raw, srgb)
+        if (k, frames) not in fit_cache:
+            fit_cache[(k, frames)] = chain_psnr(GlobalFit(), raw, srgb)
+        fit = fit_cache[(k, frames)]
         net_scores += net
         fit_scores += fit
         gains.append(float(np.mean(net) - np.mean(fit)))
@@ -398,6 +405,7 @@ def train(opts: TrainOptions, log: Log | None = None, command: str = "") -> Trai
         val_clips = load_clips(opts.val_data, np.random.default_rng(opts.seed + 1), opts, log)
     else:
         train_clips, val_clips = split_val(clips, opts.val_fraction, opts.seed)
+    fit_cache: dict = {}  # global-fit's validation scores, computed at the first validation
     log({"event": "data", "train_clips": len(train_clips), "val_clips": len(val_clips),
          "seconds": round(time.perf_counter() - t_load, 1)})
     model = FAGDN(cfg).to(opts.device)
@@ -434,7 +442,7 @@ def train(opts: TrainOptions, log: Log | None = None, command: str = "") -> Trai
             seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
         if val_clips and (step % opts.val_every == 0 or step == opts.steps):
-            v = validate(model, val_clips, opts.val_frames, opts.device)
+            v = validate(model, val_clips, opts.val_frames, opts.device, fit_cache)
             v["step"] = step
             history.append(v)
             log({"event": "val", **v})

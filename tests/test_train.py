@@ -90,3 +90,22 @@ def test_prior_model_trains_and_decodes(small_dataset, tmp_path, extra):
     a = read_dng(tmp_path / "frames" / "000001.dng")[0].astype(float)
     b = read_dng(tmp_path / "gf" / "000001.dng")[0].astype(float)
     assert np.abs(a - b).mean() < 0.05 * 15000 and g.frames == 4
+
+
+def test_validation_computes_global_fit_once():
+    from rawvid.model import CONFIGS, FAGDN
+    from rawvid.train import ClipData, validate
+
+    rng = np.random.default_rng(0)
+    srgb = rng.random((4, 3, 32, 48)).astype(np.float32)
+    raw = np.stack([srgb[:, 0] ** 2.2, srgb[:, 1] ** 2.2, srgb[:, 1] ** 2.2, srgb[:, 2] ** 2.2], 1) * 0.7
+    clips = [ClipData("a", raw.astype(np.float32), [srgb]), ClipData("b", raw[::-1].copy(), [srgb[::-1].copy()])]
+    model = FAGDN(CONFIGS["tiny"])
+    cache: dict = {}
+    first = validate(model, clips, 4, "cpu", cache)
+    assert sorted(cache) == [(0, 4), (1, 4)]
+    cache[(0, 4)] = [0.0] * 3  # a second validation reads the cache instead of refitting
+    second = validate(model, clips, 4, "cpu", cache)
+    assert second["val_psnr"] == first["val_psnr"]
+    assert second["val_psnr_global_fit"] < first["val_psnr_global_fit"]
+    assert validate(model, clips, 4, "cpu") == first  # without a cache: the same figures
