@@ -307,8 +307,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
         per_frame = resolve_calibration(opts.calibration, src, opts.render) == "per-frame"
         model = opts.model or DEFAULT_MODEL
         blocks = resolve_refinement(opts.refine, src, model) == "blocks"
-        if blocks:
-            _select_device(opts.device)
+        device = _select_device(opts.device) if blocks else "cpu"  # where the refinement pass runs
         start = opts.start
         stop = src.frame_count if opts.stop is None else min(opts.stop, src.frame_count)
         if start >= stop:
@@ -345,7 +344,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             calib = refine = None
             if per_frame or blocks:
                 calib, refine = _side_info(src, tdir / "video.mkv", start, stop, keys, tdir, per_frame=per_frame,
-                                           model=model if blocks else None, device=_select_device(opts.device),
+                                           model=model if blocks else None, device=device,
                                            progress=progress)
             side = [d["file"] for d in (calib, refine) if d]
             for name in side:
@@ -505,7 +504,7 @@ def _load_refinement(rvd: RvdFile, count: int, method, model: str, notes: list[s
     r = rvd.manifest.get("refine") or {}
     if r.get("mode") != "blocks":
         return None
-    if getattr(method, "name", "") != "network":
+    if method.name != "network":
         return None  # the weights blend the network with global-fit; other methods do not use them
     if r.get("model_sha256") != sha256_file(resolve_model(model)):
         notes.append(f"block refinement was made for model {r.get('model')!r}, not {model!r}: not applied")

@@ -245,7 +245,7 @@ class Network(GlobalFit):
         super().__init__()
         self.model = model.to(device).eval()
         self.device, self.tile, self.flow_preset = device, tile, flow_preset
-        self._base: tuple | None = None  # (srgb, map, its global-fit prediction) of the last predicted frame
+        self._base: tuple | None = None  # (srgb, map, map.apply(srgb)) of the last map application
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         super().keyframe(raw, srgb)
@@ -255,11 +255,21 @@ class Network(GlobalFit):
             self.key_srgb = srgb
             self.key = {"key_srgb": self._t(srgb), "key_residual": self._t(raw - prior), "key_prior": self._t(prior)}
 
+    def _apply(self, gmap: GlobalMap, srgb: np.ndarray) -> np.ndarray:
+        """``gmap.apply(srgb)``, reusing the last result when it was for the same frame and map.
+
+        Each frame's A(t+1) is the next frame's A(t) (same sRGB array, same map), and block
+        refinement blends towards it: one map application per frame instead of three."""
+        if self._base is not None and self._base[0] is srgb and self._base[1] is gmap:
+            return self._base[2]
+        out = gmap.apply(srgb)
+        self._base = (srgb, gmap, out)
+        return out
+
     def base(self, srgb: np.ndarray) -> np.ndarray:
         """As global-fit's, reusing the prior that :meth:`predict` computed for the same frame."""
-        if self._base is not None and self._base[0] is srgb and self._base[1] is self.map:
-            return self._base[2]
-        return super().base(srgb)
+        assert self.map is not None, "keyframe() first"
+        return self._apply(self.map, srgb)
 
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(0).to(self.device)
@@ -273,10 +283,8 @@ class Network(GlobalFit):
         t = time.perf_counter()
         priors = {}
         if self.model.config.prior:
-            prev_map = self.prev_map or self.map
-            cur = self.map.apply(srgb)  # type: ignore[union-attr]
-            self._base = (srgb, self.map, cur)
-            priors = {"prior_cur": self._t(cur), "prior_prev": self._t(prev_map.apply(prev_srgb))}
+            prev = self._apply(self.prev_map or self.map, prev_srgb)  # type: ignore[arg-type]
+            priors = {"prior_cur": self._t(self._apply(self.map, srgb)), "prior_prev": self._t(prev)}  # type: ignore[arg-type]
         if key_flow is not None:
             priors.update(self.key, key_flow=key_flow)
         inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw), flow, **priors)
