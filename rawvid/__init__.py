@@ -3,7 +3,9 @@
 The method is FAGDN, "Leveraging Frame Affinity for sRGB-to-RAW Video De-rendering"
 (Zhang et al., CVPR 2024). Import the pieces you need::
 
-    from rawvid import encode, read_rvd, MLVReader, read_dng, write_dng
+    from rawvid import encode, decode, EncodeOptions, DecodeOptions, LayerSettings, read_rvd
+
+The codec names load on first use (``rawvid --help`` does not import PyTorch).
 """
 __version__ = "0.1.0"
 
@@ -12,7 +14,18 @@ from .meta import Camera, Frame, RawInfo  # noqa: E402
 from .mlv import MLVReader, MLVWriter  # noqa: E402
 from .dng import DNGSequence, encode_dng, read_dng, write_dng  # noqa: E402
 
-__all__ = [
+_CODEC = ("encode", "decode", "EncodeOptions", "DecodeOptions", "LayerSettings", "read_rvd")
+
+
+def __getattr__(name: str):
+    if name in _CODEC:
+        from . import codec
+
+        return getattr(codec, name)
+    raise AttributeError(f"module 'rawvid' has no attribute {name!r}")
+
+
+__all__ = [*_CODEC, 
     "__version__", "RawvidError", "FormatError", "UnsupportedError", "Camera", "Frame", "RawInfo",
     "MLVReader", "MLVWriter", "DNGSequence", "encode_dng", "read_dng", "write_dng",
 ]

@@ -128,10 +128,19 @@ def main() -> None:
                                              "default fagdn-default).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the refinement pass runs the network.")
+@click.option("--target-psnr", type=float, default=None, metavar="DB",
+              help="RAW layer: code the residual so that every frame reaches this black-subtracted PSNR.")
+@click.option("--raw-crf", type=click.FloatRange(0, 51), default=None, help="RAW layer at a fixed x265 CRF.")
+@click.option("--lossless-raw", is_flag=True, help="RAW layer, lossless (FFV1): every decoded DNG is bit-exact.")
+@click.option("--raw-preset", default="fast", show_default=True, help="x265 preset of the RAW layer.")
+@click.option("--raw-predictor", default="auto", show_default=True, type=click.Choice(["auto", "chain", "direct"]),
+              help="RAW layer: code the residual to the de-rendering (chain), the RAW itself (direct), or let the "
+                   "encoder code the first frames both ways and keep the cheaper (auto).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @handle_errors
 def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf, preset, lossless, frame_range,
-           fps, calibration, refine, model, device, force):
+           fps, calibration, refine, model, device, target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor,
+           force):
     """Encode an MLV clip, a folder of DNG frames, or --video + --raw into one .rvd file."""
     from .codec import EncodeOptions, encode as run_encode, parse_range
     from .video import VideoSettings
@@ -139,7 +148,8 @@ def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf
     start, stop = parse_range(frame_range)
     opts = EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
-                         calibration=calibration, refine=refine, model=model, device=device)
+                         calibration=calibration, refine=refine, model=model, device=device,
+                         raw_layer=layer_settings(target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor))
     with FrameProgress("encoding") as progress:
         result = run_encode(input, output, opts, video=video, raw=raw, force=force, progress=progress)
     s = result.sizes
@@ -181,6 +191,22 @@ def decode(input, output, method, model, frame_range, compress, device, tile, re
                   f"flow {t['flow']:.1f} s, network {t['network']:.1f} s, DNG {t['dng']:.1f} s)", highlight=False)
 
 
+def layer_settings(target_psnr: float | None, raw_crf: float | None, lossless_raw: bool, preset: str = "fast",
+                   predictor: str = "auto"):
+    """The RAW layer an encode asks for (None: none, the paper's design)."""
+    from .rawlayer import LayerSettings
+
+    chosen = [n for n, v in (("--target-psnr", target_psnr), ("--raw-crf", raw_crf), ("--lossless-raw", lossless_raw))
+              if v not in (None, False)]
+    if len(chosen) > 1:
+        raise ValueError(f"choose one of {' and '.join(chosen)}")
+    if not chosen:
+        return None
+    if lossless_raw:
+        return LayerSettings(codec="ffv1", predictor=predictor)
+    return LayerSettings(target_psnr=target_psnr, crf=raw_crf, preset=preset, predictor=predictor)
+
+
 def _int_list(text: str | None) -> list[int] | None:
     if not text:
         return None
@@ -213,9 +239,15 @@ def _fmt(v, digits: int = 2) -> str:
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure to this JSON file.")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), help="Write PSNR-over-frames and rate-distortion PNGs here.")
+@click.option("--rd", is_flag=True, help="Rate-distortion: rawvid's modes (paper mode, default, --target-psnr ladder, "
+                                         "lossless RAW) against x265, JPEG XL, FFV1 and lossless-JPEG DNG on the Bayer planes.")
+@click.option("--targets", default="-6,-3,0,2,4", show_default=True,
+              help="--rd: the --target-psnr ladder, in dB relative to each clip's measured noise floor.")
+@click.option("--x265-crf", "x265_crfs", default="30,24,18,12,8,4", show_default=True,
+              help="--rd: the CRF ladder of x265 on the Bayer planes.")
 @handle_errors
 def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, max_frames,
-          device, json_path, plots_dir):
+          device, json_path, plots_dir, rd, targets, x265_crfs):
     """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
 
     PATHS: RVD-layout folders (data.json, RAW/, sRGB/), MLV files, DNG folders, or folders of those
@@ -227,6 +259,8 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
 
     if not paths:
         paths = (MODELS_DIR.parent / "examples",)
+    if rd:
+        return _bench_rd(list(paths), targets, x265_crfs, crf, max_frames, device, json_path, plots_dir)
     names = [m.strip() for m in methods.split(",")] if methods else None
     for n in names or []:
         if n not in ("network", "global-fit", "warp"):
@@ -285,6 +319,64 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
         console.print(f"wrote {json_path}")
     if plots_dir:
         for p in write_plots(results, plots_dir):
+            console.print(f"wrote {p}")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of numbers, got {text!r}") from None
+
+
+def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plots_dir) -> None:
+    """``rawvid bench --rd``: the rate-distortion table, BD-rates, JSON and plots."""
+    import tempfile
+
+    from .atomic import atomic_write
+    from .bench import discover, versions
+    from .rd import RDOptions, plot, run_rd
+
+    clips = discover(paths)
+    opts = RDOptions(targets=_floats(targets), x265_crfs=_floats(x265_crfs), max_frames=max_frames, device=device,
+                     paper_crfs=tuple(_int_list(crf) or (16, 24, 32)))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("rd", total=None)
+
+        def on(desc, k, n, c, nc):
+            bar.update(task, description=f"clip {c + 1}/{nc} {desc}", completed=k, total=n)
+
+        with tempfile.TemporaryDirectory(prefix="rawvid-rd-") as td:
+            res = run_rd(clips, opts, Path(td), progress=on)
+    points = res.pop("_points")
+    t = Table(title="rawvid bench --rd", title_justify="left")
+    for col in ("clip", "codec", "setting", "bpp file", "bpp RAW part", "PSNR black", "PSNR paper", "worst frame",
+                "floor"):
+        t.add_column(col, justify="left" if col in ("clip", "codec", "setting") else "right")
+    for p in points:
+        t.add_row(p.clip, p.codec, p.setting, f"{p.bpp:.4f}", f"{p.bpp_raw:.4f}",
+                  "lossless" if p.lossless else f"{p.psnr_black:.2f}",
+                  "lossless" if p.lossless else f"{p.psnr_paper:.2f}",
+                  "lossless" if p.lossless else f"{p.min_frame_psnr_black:.2f}", f"{res['floors'][p.clip]:.2f}")
+    wide = out if out.is_terminal else Console(width=220)
+    wide.print(t)
+    for codec, row in res["summary"]["bd_rate_vs_x265_bayer_percent"].items():
+        wide.print(f"BD-rate vs x265-bayer, {codec}: RAW part {_fmt(row['mean_raw'], 1)}%, whole file "
+                   f"{_fmt(row['mean_file'], 1)}%", highlight=False)
+    for r in res["target_savings"]:
+        wide.print(f"{r['clip']}: target floor{r['target_minus_floor']:+.1f} dB -> {r['psnr_black']:.2f} dB "
+                   f"(worst frame {r['min_frame']:.2f}), RAW part {r['bpp_raw']:.4f} bpp vs x265-bayer "
+                   f"{_fmt(r['x265_bayer_bpp_same_psnr'], 4)}: saving {_fmt(r['saving_percent'], 1)}%", highlight=False)
+    res.update(command="rawvid " + " ".join(sys.argv[1:]), versions=versions())
+    if json_path:
+        with atomic_write(json_path) as f:
+            f.write(json.dumps(res, indent=1, default=str).encode())
+        console.print(f"wrote {json_path}")
+    if plots_dir:
+        for rate in ("bpp_raw", "bpp"):
+            p = plot(points, res["floors"], Path(plots_dir) / f"rd_{'raw_part' if rate == 'bpp_raw' else 'file'}.png",
+                     rate)
             console.print(f"wrote {p}")
 
 
@@ -439,6 +531,19 @@ def info(path, as_json):
     t.add_row("camera", " ".join(x for x in (cam.get("model"), cam.get("lens")) if x) or "unknown")
     t.add_row("frames", f"{n} at {fps:.3f} fps ({n / fps if fps else 0:.2f} s)")
     t.add_row("geometry", f"{m['width']}x{m['height']} {m['cfa']} {m['bits']}-bit, black {m['black']}, white {m['white']}")
+    lay = m.get("raw_layer")
+    if lay:
+        what = ("FFV1 lossless" if lay.get("lossless") else
+                f"x265 {'target ' + str(lay.get('target_psnr')) + ' dB' if lay.get('target_psnr') else 'crf ' + str(lay.get('crf'))}")
+        pred = lay.get("predictor") or {}
+        t.add_row("RAW layer", f"{what}, predictor {pred.get('mode')} {pred.get('method') or ''}"
+                  f"{' ' + pred['model'] if pred.get('model') else ''}; "
+                  f"{len(lay.get('intra', []))} intra frame(s), IDR at {', '.join(map(str, lay.get('idr', [])[:10]))}; "
+                  f"{_human(sizes['raw_layer_bytes'])}, {sizes['raw_layer_bits_per_pixel']:.4f} bits/sample "
+                  f"(RAW part of the file {sizes['raw_part_bits_per_pixel']:.4f})")
+    noise = m.get("noise_profile")
+    if noise:
+        t.add_row("noise", f"variance {noise[0]:.3g} x + {noise[1]:.3g} (DNG NoiseProfile, measured on frame 0)")
     t.add_row("keyframes", f"{len(keys)} RAW ({'first frame only' if not m.get('keyframe_interval') else 'every ' + str(m['keyframe_interval'])}): "
               f"{', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''}")
     t.add_row("render", m.get("render", {}).get("mode", "?"))

@@ -26,6 +26,7 @@ MIME_DNG = "image/x-adobe-dng"
 MIME_JSON = "application/json"
 MIME_BINARY = "application/octet-stream"  # side information: calibration, refinement
 MAX_MANIFEST_BYTES = 64 << 20
+LAYER_TITLE = "rawvid RAW layer (residual to the de-rendered prediction)"
 
 # Matroska element IDs (with their length-marker bits, as written in the file)
 EBML = 0x1A45DFA3
@@ -276,17 +277,24 @@ class RvdFile:
         """Bytes per part and bits per Bayer sample of the whole file."""
         m = self.manifest
         keyframe_bytes = sum(a.size for a in self.layout.attachments if a.mime == MIME_DNG)
+        videos = sorted(t for t, k in self.layout.track_types.items() if k == 1)
+        srgb_bytes = self.layout.track_bytes.get(videos[0], 0) if videos else 0
+        layer_bytes = sum(self.layout.track_bytes.get(t, 0) for t in videos[1:])
         side_bytes = sum(a.size for a in self.layout.attachments if a.mime == MIME_BINARY)
         manifest_bytes = self._by_name[MANIFEST_NAME].size
         samples = int(m["frame_count"]) * int(m["width"]) * int(m["height"])
         d = {
             "file_bytes": self.file_size,
-            "video_bytes": self.layout.stream_bytes(1),
+            "video_bytes": srgb_bytes,  # the sRGB track
+            "raw_layer_bytes": layer_bytes,
+            "raw_part_bytes": self.file_size - srgb_bytes,  # everything but the sRGB track
             "audio_bytes": self.layout.stream_bytes(2),
             "keyframe_bytes": keyframe_bytes,
             "manifest_bytes": manifest_bytes,
             "bits_per_pixel": 8 * self.file_size / samples if samples else 0.0,
-            "video_bits_per_pixel": 8 * self.layout.stream_bytes(1) / samples if samples else 0.0,
+            "video_bits_per_pixel": 8 * srgb_bytes / samples if samples else 0.0,
+            "raw_layer_bits_per_pixel": 8 * layer_bytes / samples if samples else 0.0,
+            "raw_part_bits_per_pixel": 8 * (self.file_size - srgb_bytes) / samples if samples else 0.0,
             "keyframe_bits_per_pixel": 8 * keyframe_bytes / samples if samples else 0.0,
             "side_info_bytes": side_bytes,  # per-frame calibration and block refinement
         }
@@ -299,17 +307,23 @@ class RvdFile:
 
 # --------------------------------------------------------------------------- writing
 def mux(video: str | os.PathLike, out: str | os.PathLike, attachments: list[tuple[Path, str]],
-        audio: str | os.PathLike | None = None, title: str = "") -> None:
+        audio: str | os.PathLike | None = None, title: str = "", layer: str | os.PathLike | None = None) -> None:
     """Remux a video file (stream copy) with optional audio (to FLAC) and attachments into Matroska.
 
-    ``attachments`` are (file, mimetype); each is stored under its file name.
+    ``attachments`` are (file, mimetype); each is stored under its file name. ``layer``: the
+    RAW layer's video file, copied in as the second video track (the sRGB stays track 0).
     """
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", os.fspath(video)]
+    if layer:
+        cmd += ["-i", os.fspath(layer)]
     if audio:
         cmd += ["-i", os.fspath(audio)]
-    cmd += ["-map", "0:v:0", "-c:v", "copy"]
+    cmd += ["-map", "0:v:0"]
+    if layer:
+        cmd += ["-map", "1:v:0", "-metadata:s:v:1", f"title={LAYER_TITLE}"]
+    cmd += ["-c:v", "copy"]
     if audio:
-        cmd += ["-map", "1:a:0", "-c:a", "flac"]
+        cmd += ["-map", f"{2 if layer else 1}:a:0", "-c:a", "flac"]
     for i, (path, mime) in enumerate(attachments):
         cmd += ["-attach", os.fspath(path), f"-metadata:s:t:{i}", f"mimetype={mime}"]
     if title:

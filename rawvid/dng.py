@@ -46,11 +46,12 @@ COLOR_MATRIX1 = 50721
 AS_SHOT_NEUTRAL = 50728
 CALIBRATION_ILLUMINANT1 = 50778
 CAMERA_SERIAL = 50735
+NOISE_PROFILE = 51041
 TIME_CODES = 51043
 FRAME_RATE = 51044
 
 # TIFF field types
-BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL = 1, 2, 3, 4, 5, 10
+BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL, DOUBLE = 1, 2, 3, 4, 5, 10, 12
 PHOTOMETRIC_CFA = 32803
 COMPRESSION_LJ92 = 7
 
@@ -98,6 +99,8 @@ def dng_tags(info: RawInfo, timestamp_us: int | None = None) -> list[tuple]:
     ]
     if info.color_matrix is not None:
         tags.append((COLOR_MATRIX1, SRATIONAL, 9, _srationals(info.color_matrix), True))
+    if info.noise_profile is not None:
+        tags.append((NOISE_PROFILE, DOUBLE, 2, tuple(float(v) for v in info.noise_profile), True))
     if cam.serial:
         tags.append((CAMERA_SERIAL, ASCII, 0, cam.serial, True))
     if cam.shutter_us:

@@ -72,6 +72,8 @@ class RawInfo:
     as_shot_neutral: tuple[float, float, float] | None = None
     fps: float = 25.0
     camera: Camera = field(default_factory=Camera)
+    #: DNG NoiseProfile (S, O): noise variance S * x + O at normalised level x, measured by rawvid.noise
+    noise_profile: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.cfa not in CFA_PATTERNS:
@@ -80,6 +82,8 @@ class RawInfo:
             self.color_matrix = tuple(float(v) for v in self.color_matrix)
         if self.as_shot_neutral is not None:
             self.as_shot_neutral = tuple(float(v) for v in self.as_shot_neutral)
+        if self.noise_profile is not None:
+            self.noise_profile = tuple(float(v) for v in self.noise_profile)
 
     @property
     def neutral(self) -> tuple[float, float, float]:
@@ -93,7 +97,7 @@ class RawInfo:
     def from_dict(cls, d: dict[str, Any]) -> "RawInfo":
         d = dict(d)
         d["camera"] = Camera(**d.get("camera", {}))
-        for key in ("color_matrix", "as_shot_neutral"):
+        for key in ("color_matrix", "as_shot_neutral", "noise_profile"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)

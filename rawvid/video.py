@@ -21,6 +21,8 @@ from .errors import FormatError, RawvidError
 
 SWS_FLAGS = "accurate_rnd+full_chroma_int+bitexact"
 CODECS = ("h265", "h264", "ffv1")
+#: chroma subsampling of the lossy sRGB track -> pixel format
+CHROMA = {"444": "yuv444p", "420": "yuv420p"}
 
 
 def ffmpeg_exe() -> str:
@@ -59,12 +61,15 @@ class VideoSettings:
 
     @classmethod
     def make(cls, codec: str = "h265", crf: int | None = None, lossless: bool = False,
-             preset: str | None = None) -> "VideoSettings":
+             preset: str | None = None, chroma: str = "444") -> "VideoSettings":
         if lossless:
             return cls(codec="ffv1", crf=0, preset="", pix_fmt="bgr0")
         if codec not in ("h265", "h264"):
             raise ValueError(f"unknown video codec {codec!r} (choose h265, h264, or --lossless)")
-        return cls(codec=codec, crf=16 if crf is None else int(crf), preset=preset or "medium")
+        if chroma not in CHROMA:
+            raise ValueError(f"unknown chroma subsampling {chroma!r} (444 or 420)")
+        return cls(codec=codec, crf=16 if crf is None else int(crf), preset=preset or "medium",
+                   pix_fmt=CHROMA[chroma])
 
     @property
     def lossless(self) -> bool:

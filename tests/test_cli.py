@@ -178,8 +178,8 @@ def test_bad_rvd_checksum_and_version(mlv_factory, tmp_path):
 
     assert run_cli("encode", path, "-o", out, "--force").returncode == 0
     data = out.read_bytes()
-    assert data.count(b'"format_version": 1,') == 1
-    out.write_bytes(data.replace(b'"format_version": 1,', b'"format_version": 7,'))
+    assert data.count(b'"format_version":1,') == 1  # the manifest is compact JSON
+    out.write_bytes(data.replace(b'"format_version":1,', b'"format_version":7,'))
     assert_clean_error(run_cli("info", out), "c.rvd", "format version 7 is newer")
 
 

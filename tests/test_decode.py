@@ -127,7 +127,7 @@ def test_cli_decode_bad_input(example_rvd, tmp_path, tiny_model):
     assert_clean_error_text(run_cli("decode", example_rvd, "-o", tmp_path / "o3", "--method", "network",
                                     "--model", wrong), "wrong.safetensors", "do not match")
     data = bytearray(example_rvd.read_bytes())
-    data = bytes(data).replace(b'"format_version": 1,', b'"format_version": 2,')
+    data = bytes(data).replace(b'"format_version":1,', b'"format_version":2,')  # compact JSON
     (tmp_path / "future.rvd").write_bytes(data)
     assert_clean_error_text(run_cli("decode", tmp_path / "future.rvd", "-o", tmp_path / "o4"), "future.rvd",
                             "newer than this rawvid reads")

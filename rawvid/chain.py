@@ -1,0 +1,98 @@
+"""One frame of the decoder's chain, shared by the decoder and the encoder's own run of it.
+
+Encoder and decoder must compute exactly the same predictions (block refinement and the
+RAW layer are chosen against them), so both call these functions and nothing else.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import rawlayer as rl
+from .bayer import denormalise, normalise
+from .errors import RawvidError
+
+#: How a RAW layer predicts its frames: the de-rendering chain, or nothing (x265 on the Bayer
+#: planes, for clips where the prediction costs more bits than it saves).
+PREDICTORS = ("auto", "chain", "direct")
+
+
+def select_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu; an unavailable or unknown device is a clean error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RawvidError(None, "--device cuda: no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise RawvidError(None, f"unknown device {device!r} (auto, cpu or cuda)")
+    return device
+
+
+def network_method(model: str, width: int, height: int, device: str = "cpu", tile: int | None = None):
+    """The chained network for a clip of ``width`` x ``height`` (tiled above ~2K x 1K half resolution)."""
+    from .methods import Network
+    from .model import load_model
+
+    if tile is None:
+        tile = 1024 if width * height // 4 > 2048 * 1152 else None
+    return Network(load_model(model, device=device), device=device, tile=tile)
+
+
+def predict_frame(method, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.ndarray, info,
+                  gmap=None, index: np.ndarray | None = None, target: np.ndarray | None = None):
+    """One chained frame exactly as decode writes it; the encoder's refinement pass runs the same code.
+
+    ``gmap``: this frame's per-frame calibration. ``index``: the stored block weights (decode);
+    ``target``: the true RAW, to choose them (encode). Returns (uint16 planes, the normalised RAW
+    the chain continues from, the block indices or None).
+    """
+    from .refine import blend, choose_weights
+
+    if gmap is not None:
+        method.calibrate(gmap)
+    pred = method.predict(prev_raw, prev_srgb, srgb)
+    if target is not None or index is not None:
+        pred = np.clip(pred, 0.0, 1.0)
+        base = method.base(srgb)
+        if target is not None:
+            index = choose_weights(pred, base, target)
+        pred = blend(pred, base, index)
+    planes = denormalise(pred, info.black, info.white, info.bits)
+    return planes, normalise(planes, info.black, info.white), index
+
+
+def fit_own_map(srgb: np.ndarray, truth: np.ndarray):
+    """An intra frame's predictor: its own sRGB through a global map fitted on the true RAW, as stored (float16)."""
+    from .methods import CURVE_KNOTS, GlobalMap, fit_global_map
+
+    row = np.asarray(fit_global_map(srgb, truth).to_list(), dtype="<f2").astype(np.float64)
+    return GlobalMap.from_list(row, CURVE_KNOTS), row
+
+
+def own_prediction(values: np.ndarray, srgb: np.ndarray, info) -> np.ndarray:
+    """An intra frame's prediction from its stored map (uint16 planes)."""
+    from .methods import CURVE_KNOTS, GlobalMap
+
+    return denormalise(GlobalMap.from_list(values, CURVE_KNOTS).apply(srgb), info.black, info.white, info.bits)
+
+
+def direct_prediction(info) -> np.ndarray:
+    """The ``direct`` layer's prediction: mid-scale everywhere, so the layer codes the RAW itself."""
+    return np.full((4, info.height // 2, info.width // 2), 1 << (info.bits - 1), dtype=np.uint16)
+
+
+def layer_frame(method, layer, reader, i: int, prev_raw, prev_srgb, srgb, info, gmap, index) -> np.ndarray:
+    """The decoder's frame of a layered clip: its prediction plus every pass of its residual."""
+    if layer.predictor == "direct":
+        pred = direct_prediction(info)
+    elif i in layer.intra:
+        pred = own_prediction(layer.maps[i], srgb, info)
+    else:
+        pred, _, _ = predict_frame(method, prev_raw, prev_srgb, srgb, info, gmap, index)
+    if layer.lossless:
+        return rl.untile(rl.lossless_recon(rl.tile(pred), reader.next(i)))
+    recon = pred
+    for scale in layer.scales[i]:
+        recon = rl.apply_residual(recon, rl.untile(rl.from_code(reader.next(i), scale)), info.bits)
+    return recon

@@ -1,0 +1,299 @@
+"""Decoding: .rvd -> a DNG sequence, streaming, resumable, byte-identical whether resumed or not."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .chain import layer_frame, network_method, predict_frame, select_device as _select_device
+from .container import RvdFile, sha256_file
+from .dng import write_dng
+from .errors import RawvidError
+from .model import DEFAULT_MODEL
+from .sideinfo import CALIBRATION_NAME, LAYER_MAPS_NAME, REFINE_NAME
+
+#: ``progress(done, total)``
+Progress = Callable[..., None]
+
+DECODE_MARKER = ".rawvid-decode.json"
+
+
+@dataclass
+class DecodeOptions:
+    """Decoder settings (the CLI's options)."""
+
+    method: str = "auto"  # auto | network | global-fit
+    model: str | None = None  # weights name or path; default: the one the manifest names
+    start: int = 0
+    stop: int | None = None
+    compress: bool = False  # lossless-JPEG DNGs
+    device: str = "auto"  # auto | cpu | cuda
+    tile: int | None = None  # network tile size in half-resolution pixels (None: automatic)
+    resume: bool = False
+    force: bool = False
+
+
+@dataclass
+class DecodeResult:
+    output: Path
+    frames: int  # frames written by this run
+    seconds: float
+    method: str
+    device: str
+    timings: dict
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def info_from_manifest(m: dict):
+    """The RawInfo recorded in a manifest."""
+    from .meta import RawInfo
+
+    keys = ("width", "height", "bits", "black", "white", "cfa", "color_matrix", "calibration_illuminant",
+            "as_shot_neutral", "fps", "camera", "noise_profile")
+    return RawInfo.from_dict({k: m[k] for k in keys if k in m})
+
+
+def frame_name(index: int) -> str:
+    """Output DNG name of a frame: its zero-padded index in the clip."""
+    return f"{index:06d}.dng"
+
+
+def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str]):
+    """Build the reconstruction method; ``auto`` is the network when its weights exist."""
+    from .methods import GlobalFit, Warp
+    from .model import DEFAULT_MODEL, resolve_model
+
+    method = opts.method
+    name = opts.model or manifest.get("model") or DEFAULT_MODEL
+    if method == "auto":
+        try:
+            resolve_model(name)
+            method = "network"
+        except RawvidError:
+            method = "global-fit"
+            notes.append(f"no weights for model {name!r} in models/: decoding with global-fit")
+    if method == "global-fit":
+        return GlobalFit()
+    if method == "warp":
+        return Warp()
+    if method == "network":
+        return network_method(name, manifest["width"], manifest["height"], device, opts.tile)
+    raise RawvidError(None, f"unknown method {method!r} (auto, network, global-fit or warp)")
+
+
+def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_name: str) -> int | None:
+    """Check the output folder; returns the last complete frame index when resuming."""
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / DECODE_MARKER
+    existing = sorted(p for p in out.iterdir() if p.suffix.lower() == ".dng")
+    mine = None
+    if marker.is_file():
+        try:
+            mine = json.loads(marker.read_text()).get("manifest_sha256") == manifest_digest
+        except (json.JSONDecodeError, OSError):
+            mine = False
+    if existing and not opts.force:
+        if not mine:
+            raise RawvidError(out, "output folder holds another clip's frames (use --force to write there anyway)")
+        if not opts.resume:
+            raise RawvidError(out, "output folder already holds this clip's frames (use --resume or --force)")
+    from .atomic import atomic_write
+
+    with atomic_write(marker) as f:
+        f.write(json.dumps({"manifest_sha256": manifest_digest, "rvd": rvd_name}).encode())
+    if opts.resume and mine:
+        done = [int(p.stem) for p in existing if p.stem.isdigit()]
+        return max(done) if done else None
+    return None
+
+
+def _load_calibration(rvd: RvdFile, count: int):
+    """Per-frame global maps stored by ``--calibration per-frame`` (None for keyframe calibration)."""
+    from .methods import GlobalMap
+
+    c = rvd.manifest.get("calibration") or {}
+    if c.get("mode") != "per-frame":
+        return None
+    data = rvd.attachment(c.get("file", CALIBRATION_NAME))
+    n, k = int(c.get("values_per_frame", 0)), int(c.get("knots", 0))
+    if n <= 0 or len(data) != 2 * n * count or n != 3 * k + 16:
+        raise RawvidError(rvd.path, "calibration attachment does not match the manifest")
+    arr = np.frombuffer(data, dtype="<f2").reshape(count, n).astype(np.float64)
+    return [GlobalMap.from_list(row, k) for row in arr]
+
+
+def _load_refinement(rvd: RvdFile, count: int, method, model: str, notes: list[str]) -> np.ndarray | None:
+    """Block weights stored by the encoder's refinement (None when off, or not for this method/model)."""
+    from .model import resolve_model
+    from .refine import BLOCK, LEVELS, grid_shape, unpack
+
+    r = rvd.manifest.get("refine") or {}
+    if r.get("mode") != "blocks":
+        return None
+    if method.name != "network":
+        return None  # the weights blend the network with global-fit; other methods do not use them
+    if r.get("model_sha256") != sha256_file(resolve_model(model)):
+        notes.append(f"block refinement was made for model {r.get('model')!r}, not {model!r}: not applied")
+        return None
+    grid = grid_shape(int(rvd.manifest["height"]) // 2, int(rvd.manifest["width"]) // 2)
+    try:
+        ok = (r.get("block") == 2 * BLOCK and [float(v) for v in r.get("levels", [])] == list(LEVELS)
+              and list(r.get("grid", [])) == list(grid) and r.get("frames") == count)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise RawvidError(rvd.path, "block refinement in the manifest does not match the clip or this rawvid version")
+    try:
+        return unpack(rvd.attachment(r.get("file", REFINE_NAME)), count, grid, len(LEVELS))
+    except ValueError as e:
+        raise RawvidError(rvd.path, str(e)) from None
+
+
+def _layer_method(opts: DecodeOptions, m: dict, notes: list[str]) -> DecodeOptions:
+    """A RAW layer was coded against one predictor: decode with exactly that one (checked by parse_layer)."""
+    import dataclasses
+
+    pred = m["raw_layer"]["predictor"]
+    want = pred.get("method") or "global-fit"  # direct: no prediction, the method only idles
+    model = pred.get("model") if want == "network" else None
+    if pred["mode"] == "chain" and (opts.method not in ("auto", want) or (opts.model and opts.model != model)):
+        notes.append(f"the RAW layer was coded against {want}{' (' + model + ')' if model else ''}: decoded with it")
+    return dataclasses.replace(opts, method=want, model=model)
+
+
+def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: DecodeOptions | None = None, *,
+           progress: Progress | None = None) -> DecodeResult:
+    """Rebuild a DNG sequence from an .rvd: keyframes exactly, other frames chained by the method."""
+    import hashlib
+
+    import torch
+
+    from .bayer import normalise, raw_planes, srgb_half, unpack
+    from .dng import read_dng, read_dng_bytes
+    from .rawlayer import crc as _crc
+    from .video import VideoReader
+
+    opts = options or DecodeOptions()
+    t_start = time.perf_counter()
+    rvd = RvdFile(rvd_path)
+    m = rvd.manifest
+    info = info_from_manifest(m)
+    count = int(m["frame_count"])
+    stop = count if opts.stop is None else min(opts.stop, count)
+    if opts.start >= stop:
+        raise RawvidError(rvd_path, f"frame range {opts.start}:{opts.stop} selects no frame (the clip has {count})")
+    from .methods import CURVE_KNOTS
+    from .rawlayer import parse_layer
+
+    layer = parse_layer(m, count, rvd_path)
+    if layer is not None and layer.predictor == "chain":
+        layer.load_maps(rvd.attachment(LAYER_MAPS_NAME), 3 * CURVE_KNOTS + 16, rvd_path)
+    keyframes = {int(k["index"]): k["file"] for k in m.get("keyframes", [])}
+    if layer is not None:
+        keyframes = {k: None for k in layer.idr}  # intra frames of the RAW layer, no DNGs
+    if 0 not in keyframes:
+        raise RawvidError(rvd_path, "the manifest lists no keyframe at frame 0")
+    device = _select_device(opts.device)
+    notes: list[str] = []
+    if device == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if layer is not None:
+        opts = _layer_method(opts, m, notes)
+    method = _make_method(opts, m, device, notes)
+    out = Path(output)
+    digest = hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()  # identifies the clip
+    last_done = _prepare_output(out, digest, opts, Path(rvd_path).name)
+    first_write = opts.start if last_done is None else max(opts.start, last_done + 1)
+    key_from = max(k for k in keyframes if k <= first_write)
+    timings = method.timings
+    timestamps = m.get("timestamps_us") or [None] * count
+    calib = _load_calibration(rvd, count)
+    refine = _load_refinement(rvd, count, method, opts.model or m.get("model") or DEFAULT_MODEL, notes)
+    written = 0
+    prev_raw = prev_srgb = None
+    total = stop - first_write
+    if total <= 0:
+        return DecodeResult(out, 0, time.perf_counter() - t_start, method.name, device, vars(timings), notes)
+    t = time.perf_counter()
+    reader = VideoReader(rvd.path, info.width, info.height)
+    frames = iter(reader)
+    lreader = None
+    if layer is not None:
+        from .rawlayer import LayerReader
+
+        lreader = LayerReader(rvd.path, info.width, info.height, layer.codec)
+    try:
+        for i in range(stop):
+            rgb = next(frames, None)
+            if rgb is None:
+                raise RawvidError(rvd_path, f"video stream ends at frame {i}, the manifest says {count}")
+            if i < key_from:
+                if lreader is not None:
+                    lreader.skip(layer.passes[i], i)
+                continue
+            srgb = srgb_half(rgb)
+            timings.add("video", time.perf_counter() - t)
+            t = time.perf_counter()
+            if layer is not None:
+                if last_done is not None and i <= last_done:
+                    # resuming: the layer's pictures still feed its decoder; the chain restarts from the DNGs
+                    lreader.skip(layer.passes[i], i, decode=True)
+                    mosaic = raw = None
+                    if i == last_done or i in layer.intra:
+                        mosaic, _ = read_dng(out / frame_name(i))
+                        raw = raw_planes(mosaic, info)
+                        if i in layer.intra and layer.predictor == "chain":
+                            method.keyframe(raw, srgb)
+                else:
+                    planes = layer_frame(method, layer, lreader, i, prev_raw, prev_srgb, srgb, info,
+                                          None if calib is None else calib[i], None if refine is None else refine[i])
+                    if _crc(planes) != layer.crcs[i]:
+                        if layer.lossless:
+                            raise RawvidError(rvd_path, f"frame {i} does not match the encoder's reconstruction: "
+                                              "lossless decoding needs the encoder's rawvid version and device")
+                        if not any("CRC" in n for n in notes):
+                            notes.append(f"frame {i} differs from the encoder's reconstruction (CRC): another "
+                                         "device or version predicts slightly differently; the RAW layer keeps "
+                                         "the difference small")
+                    raw = normalise(planes, info.black, info.white)
+                    if i in layer.intra and layer.predictor == "chain":
+                        method.keyframe(raw, srgb)
+                    mosaic = unpack(planes, info.cfa)
+            elif i in keyframes:
+                mosaic, _ = read_dng_bytes(rvd.attachment(keyframes[i]), keyframes[i])
+                raw = raw_planes(mosaic, info)
+                method.keyframe(raw, srgb)
+            elif last_done is not None and i <= last_done:
+                # resuming: frames up to the last complete one are on disk; the chain restarts from it
+                mosaic = None
+                if i == last_done:
+                    mosaic, _ = read_dng(out / frame_name(i))
+                raw = None if mosaic is None else raw_planes(mosaic, info)
+            else:
+                planes, raw, _ = predict_frame(method, prev_raw, prev_srgb, srgb, info,
+                                               None if calib is None else calib[i],
+                                               None if refine is None else refine[i])
+                mosaic = unpack(planes, info.cfa)  # the chain continues from exactly what is written
+            if i >= first_write:
+                t = time.perf_counter()
+                write_dng(out / frame_name(i), mosaic, info, compress=opts.compress, timestamp_us=timestamps[i])
+                timings.add("dng", time.perf_counter() - t)
+                written += 1
+                if progress:
+                    progress(i + 1 - first_write, total)
+            prev_raw, prev_srgb = raw, srgb
+            t = time.perf_counter()
+    finally:
+        reader.close()
+        if lreader is not None:
+            lreader.close()
+    return DecodeResult(out, written, time.perf_counter() - t_start, method.name, device, vars(timings), notes)

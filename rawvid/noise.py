@@ -1,0 +1,90 @@
+"""Sensor noise, measured from the true RAW: the model raw developers' denoisers expect.
+
+The DNG NoiseProfile model: the noise variance of a sample at normalised level ``x``
+(black-subtracted, divided by white - black) is ``S * x + O`` (shot noise grows with the
+signal, read noise is the floor). rawvid measures S and O on each clip's first RAW frame,
+stores them in the manifest and writes them into every decoded DNG.
+
+The estimate: in each packed plane, the difference between a sample and the mean of its
+two horizontal neighbours of the same colour has variance 1.5 sigma^2 on flat content.
+Over 8x8 blocks of those differences, binned by the block's level, the 20th percentile of
+block variances picks the flat blocks (texture only adds variance); corrected for the
+percentile of a chi-square with 63 degrees of freedom, a least-squares line through the
+bins gives S and O.
+
+The clip's *noise floor* is the PSNR of the noisy truth against its clean signal,
+``10 log10(1 / mean(S x + O))``: no codec that keeps the signal and drops the noise can
+land above it, and coding above it means coding noise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK = 8
+#: 20th percentile of chi2(63)/63 (Wilson-Hilferty), the flat blocks' variance ratio.
+PCT, PCT_FACTOR = 20, 0.848
+LEVEL_BINS = 24
+
+
+@dataclass
+class NoiseModel:
+    """Variance S * x + O at normalised level x (DNG NoiseProfile)."""
+
+    scale: float
+    offset: float
+
+    def variance(self, x: np.ndarray) -> np.ndarray:
+        return self.scale * np.clip(x, 0.0, 1.0) + self.offset
+
+    def floor_psnr(self, planes_norm: np.ndarray) -> float:
+        """The noise floor of a frame (black-subtracted PSNR of the noisy truth against its clean signal)."""
+        mse = float(np.mean(self.variance(planes_norm)))
+        return math.inf if mse <= 0 else 10 * math.log10(1.0 / mse)
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "offset": self.offset}
+
+
+def _block_stats(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per 8x8 block: mean level and variance of the second difference / 1.5 (a noise variance)."""
+    d = plane[:, 1:-1] - 0.5 * (plane[:, :-2] + plane[:, 2:])
+    lvl = plane[:, 1:-1]
+    h, w = (d.shape[0] // BLOCK) * BLOCK, (d.shape[1] // BLOCK) * BLOCK
+    d = d[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)
+    lvl = lvl[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)
+    return lvl.mean(axis=(1, 3)).ravel(), d.var(axis=(1, 3)).ravel() / 1.5
+
+
+def estimate_noise(planes_norm: np.ndarray) -> NoiseModel:
+    """S and O from one frame's packed planes (4 x h x w, normalised, float)."""
+    levels, variances = [], []
+    for plane in np.asarray(planes_norm, np.float64):
+        lv, var = _block_stats(plane)
+        levels.append(lv)
+        variances.append(var)
+    lv, var = np.concatenate(levels), np.concatenate(variances)
+    keep = (lv > 0.002) & (lv < 0.9)  # clipped blocks have no noise to measure
+    lv, var = lv[keep], var[keep]
+    if lv.size < 16:
+        return NoiseModel(0.0, float(np.percentile(var, PCT)) / PCT_FACTOR if var.size else 0.0)
+    edges = np.quantile(lv, np.linspace(0, 1, LEVEL_BINS + 1))
+    xs, ys, ws = [], [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        sel = (lv >= a) & (lv <= b)
+        if sel.sum() < 8:
+            continue
+        xs.append(float(np.median(lv[sel])))
+        ys.append(float(np.percentile(var[sel], PCT)) / PCT_FACTOR)
+        ws.append(math.sqrt(sel.sum()))
+    x, y, w = np.array(xs), np.array(ys), np.array(ws)
+    a = np.stack([x, np.ones_like(x)], axis=1) * w[:, None]
+    (s, o), *_ = np.linalg.lstsq(a, y * w, rcond=None)
+    if o < 0:  # no read-noise floor measurable: refit through a tiny one
+        o = 0.0
+        s = float(np.sum(w * w * x * y) / max(np.sum(w * w * x * x), 1e-30))
+    if s < 0:
+        s, o = 0.0, float(np.average(y, weights=w))
+    return NoiseModel(float(s), float(max(o, 1e-12)))

@@ -1,0 +1,472 @@
+"""The RAW layer: a second video track coding what the de-rendering did not predict.
+
+Every frame's Bayer planes [R, Gr, Gb, B] are tiled 2x2 into one grey picture the size
+of the mosaic (R | Gr over Gb | B), and the track codes the residual
+
+    true RAW - prediction
+
+where the prediction is the decoder's own chain (network, block refinement and
+calibration as without a layer) or, at an intra frame, the frame's own sRGB through a
+global map the encoder fitted on the true RAW. It is closed loop: both sides continue
+the chain from the reconstruction (prediction + decoded residual), never from the truth.
+
+Two codecs, each frame by frame in-process through PyAV:
+
+* ``x265``: HEVC Main 12 4:0:0 (``gray12le``), no B-frames, no lookahead, so every
+  packet decodes before the next frame is predicted. The residual mapping is
+  ``code = clip(round(residual / scale) + 2048, 0, 4095)`` and
+  ``recon = clip(pred + round((code - 2048) * scale), 0, 2^bits - 1)``; ``scale`` is
+  per frame (and per pass), stored in the manifest: it is the rate controller's knob.
+* ``ffv1``: lossless, ``gray16le``, ``code = (true - pred + 32768) mod 65536``; the
+  reconstruction is the source, bit for bit.
+"""
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FormatError
+
+LAYOUT = "planes tiled 2x2: R Gr / Gb B"
+X265_OFFSET, X265_MAX = 2048, 4095
+FFV1_OFFSET = 32768
+#: x265 settings of the layer: PSNR-tuned (no psycho-visual or adaptive quantisation), zero
+#: latency (no B-frames, no lookahead, one frame thread), no scene-cut I-frames (the encoder
+#: places IDRs itself), no version SEI (2 KB a frame with repeated headers).
+X265_PARAMS = ("bframes=0:rc-lookahead=0:frame-threads=1:cutree=0:scenecut=0:psy-rd=0:psy-rdoq=0:aq-mode=0:"
+               "info=0:open-gop=0:keyint=100000:min-keyint=1:log-level=error")
+#: The fixed quantiser of ``--target-psnr``: the per-frame scale moves the quality instead.
+TARGET_QP = 16
+#: Bounds of the per-frame scale (DN per code step).
+MIN_SCALE, MAX_SCALE = 1.0 / 16, 1024.0
+MAX_PASSES = 4
+#: Tolerances of ``--target-psnr``: the controller aims this far above the target, and tops a
+#: frame up with another pass when it lands more than LOW_TOL under it.
+AIM_DB, LOW_TOL_DB = 0.15, 0.3
+
+
+# --------------------------------------------------------------------------- pure mappings
+def tile(planes: np.ndarray) -> np.ndarray:
+    """4 x h x w planes [R, Gr, Gb, B] -> one 2h x 2w picture (R Gr / Gb B)."""
+    return np.block([[planes[0], planes[1]], [planes[2], planes[3]]])
+
+
+def untile(img: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`tile`."""
+    h, w = img.shape[0] // 2, img.shape[1] // 2
+    return np.stack([img[:h, :w], img[:h, w:], img[h:, :w], img[h:, w:]])
+
+
+def base_scale(bits: int) -> float:
+    """The scale that maps a ``bits``-deep RAW onto 12 bits (1 for 12-bit and below)."""
+    return float(2 ** max(0, bits - 12))
+
+
+def round_scale(s: float) -> float:
+    """Scales are stored with 4 significant digits, so the manifest holds exactly what was used."""
+    s = min(max(float(s), MIN_SCALE), MAX_SCALE)
+    return float(f"{s:.4g}")
+
+
+def to_code(residual: np.ndarray, scale: float) -> np.ndarray:
+    """Residual (DN) -> 12-bit codes around 2048 (clipped: the closed loop sees the clipping)."""
+    q = np.rint(np.asarray(residual, np.float64) / scale) + X265_OFFSET
+    return np.clip(q, 0, X265_MAX).astype(np.uint16)
+
+
+def from_code(code: np.ndarray, scale: float) -> np.ndarray:
+    """12-bit codes -> residual in DN (integers, float64)."""
+    return np.rint((code.astype(np.float64) - X265_OFFSET) * scale)
+
+
+def apply_residual(pred: np.ndarray, residual: np.ndarray, bits: int) -> np.ndarray:
+    """prediction + residual, clipped to the bit depth (values under black are kept)."""
+    return np.clip(pred.astype(np.float64) + residual, 0, (1 << bits) - 1).astype(np.uint16)
+
+
+def lossless_code(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(true - pred + 32768) mod 65536: exact for any 16-bit values."""
+    return ((truth.astype(np.int64) - pred.astype(np.int64) + FFV1_OFFSET) & 0xFFFF).astype(np.uint16)
+
+
+def lossless_recon(pred: np.ndarray, code: np.ndarray) -> np.ndarray:
+    return ((pred.astype(np.int64) + code.astype(np.int64) - FFV1_OFFSET) & 0xFFFF).astype(np.uint16)
+
+
+def psnr_black(recon: np.ndarray, truth: np.ndarray, black: int, white: int) -> float:
+    """Black-subtracted PSNR of integer planes (the bench's protocol)."""
+    d = recon.astype(np.float64) - truth.astype(np.float64)
+    mse = float(np.mean(d * d))
+    return math.inf if mse == 0 else 10 * math.log10(float(white - black) ** 2 / mse)
+
+
+def crc(planes: np.ndarray) -> int:
+    """CRC-32 of a reconstruction (uint16 little-endian), to check the decoder rebuilt the encoder's frame."""
+    return zlib.crc32(np.ascontiguousarray(planes, dtype="<u2").tobytes())
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass
+class LayerSettings:
+    """How the RAW layer is coded (``None`` in EncodeOptions: no layer, the paper's design)."""
+
+    codec: str = "x265"  # x265 | ffv1 (lossless)
+    target_psnr: float | None = None  # per-frame black-subtracted PSNR to reach (x265, fixed QP, scale varies)
+    crf: float | None = None  # fixed quality (x265 CRF, fixed scale)
+    preset: str = "fast"
+    predictor: str = "auto"  # chain (the de-rendering) | direct (x265 on the Bayer planes) | auto (a pilot decides)
+
+    def __post_init__(self) -> None:
+        if self.codec not in ("x265", "ffv1"):
+            raise ValueError(f"unknown RAW layer codec {self.codec!r}")
+        if self.codec == "x265" and (self.target_psnr is None) == (self.crf is None):
+            raise ValueError("an x265 RAW layer needs exactly one of target_psnr and crf")
+        if self.target_psnr is not None and not 20.0 <= self.target_psnr <= 90.0:
+            raise ValueError(f"--target-psnr {self.target_psnr} is outside 20..90 dB")
+        if self.crf is not None and not 0 <= self.crf <= 51:
+            raise ValueError(f"--raw-crf {self.crf} is outside 0..51")
+        if self.predictor not in ("auto", "chain", "direct"):
+            raise ValueError(f"unknown RAW layer predictor {self.predictor!r} (auto, chain or direct)")
+
+    @property
+    def lossless(self) -> bool:
+        return self.codec == "ffv1"
+
+    def codec_options(self) -> tuple[str, str, dict]:
+        """(libavcodec encoder, pixel format, options)."""
+        if self.lossless:
+            return "ffv1", "gray16le", {"level": "3", "coder": "range_tab", "context": "0", "g": "1",
+                                        "slices": "4", "slicecrc": "1"}
+        rc = f"qp={TARGET_QP}" if self.target_psnr is not None else f"crf={self.crf:g}"
+        return "libx265", "gray12le", {"preset": self.preset, "forced-idr": "1", "x265-params": f"{rc}:{X265_PARAMS}"}
+
+    def to_dict(self) -> dict:
+        enc, fmt, opts = self.codec_options()
+        return {"codec": "hevc" if enc == "libx265" else "ffv1", "encoder": enc, "pix_fmt": fmt, "options": opts,
+                "target_psnr": self.target_psnr, "crf": self.crf, "lossless": self.lossless,
+                "predictor_setting": self.predictor}
+
+
+def _open_encoder(settings: LayerSettings, width: int, height: int, rate: Fraction, ctx=None):
+    import av
+
+    enc, fmt, opts = settings.codec_options()
+    if ctx is None:
+        ctx = av.CodecContext.create(enc, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, fmt
+    ctx.time_base = 1 / rate
+    ctx.framerate = rate
+    ctx.options = dict(opts)
+    ctx.thread_count = 1 if enc == "libx265" else 0
+    return ctx
+
+
+def _decoder(codec_name: str, extradata: bytes | None, width: int = 0, height: int = 0):
+    import av
+
+    dec = av.CodecContext.create(codec_name, "r")
+    dec.width, dec.height = width, height  # FFV1 needs them before its first packet
+    if extradata:
+        dec.extradata = extradata
+    dec.thread_type = "SLICE"  # frame threads would delay the output by a frame
+    return dec
+
+
+def _frame(img: np.ndarray, fmt: str, pts: int, idr: bool):
+    import av
+
+    f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=fmt)
+    f.pts = pts
+    if idr:
+        f.pict_type = av.video.frame.PictureType.I
+    return f
+
+
+def _decode_one(dec, packets, path, what: str) -> np.ndarray:
+    frames = []
+    for p in packets:
+        frames += dec.decode(p)
+    if len(frames) != 1:
+        raise FormatError(path, f"RAW layer {what}: {len(frames)} pictures decoded from one packet")
+    return frames[0].to_ndarray()
+
+
+# --------------------------------------------------------------------------- writing
+class LayerWriter:
+    """Encode the layer frame by frame into a Matroska file, decoding every packet back at once."""
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, bits: int,
+                 settings: LayerSettings):
+        import av
+
+        from .video import fps_fraction
+
+        self.path, self.width, self.height, self.bits = Path(path), width, height, bits
+        self.settings = settings
+        self.rate = fps_fraction(fps)
+        self._out = av.open(os.fspath(self.path), "w", format="matroska")
+        enc, self.fmt, _ = settings.codec_options()
+        self.stream = self._out.add_stream(enc, rate=self.rate)
+        _open_encoder(settings, width, height, self.rate, self.stream.codec_context)
+        self.stream.time_base = Fraction(1, 1000)
+        self._dec = None
+        self.pictures = 0
+        self.bytes = 0
+        self._last_pts = -1
+
+    def _pts(self, index: int) -> int:
+        """Milliseconds, strictly increasing (a frame with top-up passes uses the next milliseconds)."""
+        pts = max(self._last_pts + 1, int(1000 * index / float(self.rate)))
+        self._last_pts = pts
+        return pts
+
+    def code(self, img: np.ndarray, index: int, idr: bool) -> np.ndarray:
+        """Encode one picture, mux its packet, return what a decoder reads back from it."""
+        pts = self._pts(index)
+        packets = self.stream.encode(_frame(img, self.fmt, pts, idr))
+        if self._dec is None:
+            self._dec = _decoder("ffv1" if self.settings.lossless else "hevc", self.stream.codec_context.extradata,
+                                 self.width, self.height)
+        for p in packets:
+            self.bytes += p.size
+        dec = _decode_one(self._dec, packets, self.path, f"picture {self.pictures}")
+        self._out.mux(packets)
+        self.pictures += 1
+        return dec
+
+    def close(self) -> None:
+        rest = self.stream.encode(None)
+        if rest:
+            raise FormatError(self.path, f"RAW layer encoder held {len(rest)} packets back")
+        self._out.close()
+
+    def abort(self) -> None:
+        try:
+            self._out.close()
+        except Exception:  # noqa: BLE001 - already failing; the temp folder goes with it
+            pass
+
+
+def trial_psnr(settings: LayerSettings, width: int, height: int, rate: Fraction, residual_img: np.ndarray,
+               pred: np.ndarray, truth: np.ndarray, scale: float, bits: int, black: int, white: int) -> float:
+    """Code one intra picture with a throwaway encoder (an IDR does not depend on what came before)."""
+    enc = _open_encoder(settings, width, height, rate)
+    packets = enc.encode(_frame(to_code(residual_img, scale), "gray12le", 0, True)) + enc.encode(None)
+    dec = _decode_one(_decoder("hevc", enc.extradata, width, height), packets, "<trial>", "trial")
+    recon = apply_residual(pred, untile(from_code(dec, scale)), bits)
+    return psnr_black(recon, truth, black, white)
+
+
+# --------------------------------------------------------------------------- rate control
+@dataclass
+class RateController:
+    """Chooses each frame's scale so that its black-subtracted PSNR reaches the target.
+
+    The error of the coded residual grows with the scale (about 20 log10 dB per factor at
+    high rates, less where the residual is mostly skipped), and frames of a clip are alike:
+    each frame starts from the last one's scale, corrected by its miss. IDR frames (which
+    depend on nothing) are searched exactly with throwaway encoders; a frame that still
+    lands more than LOW_TOL_DB under the target gets another pass on its remaining error.
+    """
+
+    target: float
+    scale: float | None = None
+    #: dB lost per 20 log10 of scale: 1 at high rates, lower where x265 skips most of the residual
+    slope: float = 0.8
+    history: list = field(default_factory=list)
+
+    def first_guess(self, base: float) -> float:
+        return round_scale(self.scale if self.scale is not None else base)
+
+    def observe(self, scale: float, psnr: float, inter: bool = True) -> None:
+        """Learn from a frame's first pass; the next frame starts from the scale that would have hit the aim."""
+        if inter and self.history and self.history[-1][2]:
+            s0, p0, _ = self.history[-1]
+            ds = 20 * math.log10(scale / s0)
+            if abs(ds) > 0.5:  # enough movement to measure the slope (frames differ too: smooth it)
+                b = min(max((p0 - psnr) / ds, 0.3), 1.2)
+                self.slope = 0.7 * self.slope + 0.3 * b
+        self.history.append((scale, psnr, inter))
+        miss = min(max(psnr - (self.target + AIM_DB), -12.0), 12.0)
+        # growing slowly: above the target because the prediction alone is (x265 skips it all), a large
+        # scale costs nothing now and a miss on the next frame that the prediction does not cover
+        self.scale = round_scale(scale * min(1.25, 10 ** (miss / (20 * self.slope))))
+
+    def top_up_scale(self, scale: float, psnr: float) -> float:
+        """The scale of another pass on a frame's remaining error (finer by the miss, at least 1.25x)."""
+        return round_scale(scale * min(0.8, 10 ** ((psnr - self.target - AIM_DB) / (20 * self.slope))))
+
+    def search(self, psnr_of, start: float) -> float:
+        """The largest scale whose PSNR reaches target + AIM_DB (bracket by factors of 2, then bisect)."""
+        aim = self.target + AIM_DB
+        lo = hi = None  # lo: a scale that reaches the aim, hi: one that does not
+        s = round_scale(start)
+        for _ in range(8):
+            if psnr_of(s) >= aim:
+                lo = s
+                if s >= MAX_SCALE or hi is not None:
+                    break
+                s = round_scale(s * 2)
+            else:
+                hi = s
+                if s <= MIN_SCALE or lo is not None:
+                    break
+                s = round_scale(s / 2)
+            if lo is not None and hi is not None:
+                break
+        if lo is None:
+            return MIN_SCALE
+        if hi is None:
+            return lo
+        for _ in range(3):
+            mid = round_scale(math.sqrt(lo * hi))
+            if mid in (lo, hi):
+                break
+            if psnr_of(mid) >= aim:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class LayerInfo:
+    """The ``raw_layer`` entry of a manifest, checked (it is untrusted input)."""
+
+    codec: str  # hevc | ffv1
+    lossless: bool
+    predictor: str  # chain | direct
+    scales: list[list[float]]  # per frame, one scale per pass (lossless: [[1.0]] each)
+    intra: set[int]
+    idr: list[int]
+    crcs: list[int]
+    noise: dict | None
+    maps: dict[int, np.ndarray] = field(default_factory=dict)  # intra frame -> its global map
+
+    @property
+    def passes(self) -> list[int]:
+        return [len(s) for s in self.scales]
+
+    def load_maps(self, data: bytes, values: int, path) -> None:
+        """The intra frames' global maps (float16, in the order of ``intra``), checked."""
+        order = sorted(self.intra) if self.predictor == "chain" else []
+        if len(data) != 2 * values * len(order):
+            raise FormatError(path, f"RAW layer maps hold {len(data)} bytes, expected {2 * values * len(order)}")
+        arr = np.frombuffer(data, dtype="<f2").reshape(len(order), values).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise FormatError(path, "RAW layer maps hold values that are not finite")
+        self.maps = dict(zip(order, arr))
+
+
+def parse_layer(m: dict, count: int, path) -> LayerInfo | None:
+    """Validate the manifest's ``raw_layer`` (types, ranges, lengths) before anything is allocated."""
+    lay = m.get("raw_layer")
+    if lay is None:
+        return None
+
+    def bad(what: str) -> FormatError:
+        return FormatError(path, f"RAW layer in the manifest: {what}")
+
+    if not isinstance(lay, dict):
+        raise bad("not an object")
+    codec = lay.get("codec")
+    if codec not in ("hevc", "ffv1"):
+        raise bad(f"unknown codec {codec!r}")
+    lossless = codec == "ffv1"
+    pred = lay.get("predictor")
+    if not isinstance(pred, dict) or pred.get("mode") not in ("chain", "direct"):
+        raise bad("predictor must be an object with mode chain or direct")
+    if pred["mode"] == "chain" and pred.get("method") not in ("network", "global-fit"):
+        raise bad("a chain predictor needs method network or global-fit")
+    if pred.get("method") == "network" and not isinstance(pred.get("model"), str):
+        raise bad("a network predictor must name its model")
+    scales = lay.get("scales")
+    if not isinstance(scales, list) or len(scales) != count:
+        raise bad(f"scales must list {count} frames")
+    clean: list[list[float]] = []
+    for s in scales:
+        if not isinstance(s, list) or not 1 <= len(s) <= MAX_PASSES:
+            raise bad("each frame needs 1 to 4 pass scales")
+        for v in s:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not MIN_SCALE <= v <= MAX_SCALE:
+                raise bad(f"scale {v!r} out of range")
+        if lossless and len(s) != 1:
+            raise bad("a lossless layer has one pass a frame")
+        clean.append([float(v) for v in s])
+    idr = lay.get("idr")
+    intra = lay.get("intra")
+    crcs = lay.get("crc32")
+    for name, arr in (("idr", idr), ("intra", intra)):
+        if not isinstance(arr, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < count
+                                                for i in arr):
+            raise bad(f"{name} must list frame indices under {count}")
+    if 0 not in idr or not set(idr) <= set(intra):
+        raise bad("frame 0 must be an IDR and every IDR an intra frame")
+    if not isinstance(crcs, list) or len(crcs) != count or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2 ** 32 for c in crcs):
+        raise bad(f"crc32 must list {count} 32-bit values")
+    if len(set(intra)) != len(intra) or len(set(idr)) != len(idr):
+        raise bad("intra and idr must not repeat a frame")
+    noise = lay.get("noise")
+    if noise is not None and not isinstance(noise, dict):
+        raise bad("noise must be an object")
+    return LayerInfo(codec, lossless, pred["mode"], clean, set(intra), sorted(idr), crcs, noise)
+
+
+class LayerReader:
+    """The RAW layer track of an .rvd, decoded picture by picture (one per pass, in file order)."""
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, codec: str):
+        import av
+
+        self.path = Path(path)
+        try:
+            self._in = av.open(os.fspath(self.path))
+        except av.FFmpegError as e:
+            raise FormatError(self.path, f"cannot open the RAW layer ({e})") from None
+        videos = [s for s in self._in.streams if s.type == "video"]
+        if len(videos) < 2:
+            self._in.close()
+            raise FormatError(self.path, "the manifest names a RAW layer but the file has no second video track")
+        self.stream = videos[1]
+        cc = self.stream.codec_context
+        if cc.name != codec or (cc.width, cc.height) != (width, height):
+            self._in.close()
+            raise FormatError(self.path, f"RAW layer track is {cc.name} {cc.width}x{cc.height}, the manifest says "
+                              f"{codec} {width}x{height}")
+        self._dec = _decoder(codec, cc.extradata, width, height)
+        self._packets = (p for p in self._in.demux(self.stream) if p.size)
+        self.read = 0
+
+    def next(self, frame: int) -> np.ndarray:
+        """The next picture; a missing or undecodable one names the frame."""
+        import av
+
+        p = next(self._packets, None)
+        if p is None:
+            raise FormatError(self.path, f"RAW layer ends before frame {frame}")
+        try:
+            img = _decode_one(self._dec, [p], self.path, f"frame {frame}")
+        except av.FFmpegError as e:
+            raise FormatError(self.path, f"RAW layer is corrupt at frame {frame} ({e})") from None
+        self.read += 1
+        return img
+
+    def skip(self, passes: int, frame: int, decode: bool = False) -> None:
+        """Step over a frame's pictures (decoding them when later pictures reference them)."""
+        for _ in range(passes):
+            if decode:
+                self.next(frame)
+            elif next(self._packets, None) is None:
+                raise FormatError(self.path, f"RAW layer ends before frame {frame}")
+
+    def close(self) -> None:
+        self._in.close()
+

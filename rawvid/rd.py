@@ -1,0 +1,387 @@
+"""``rawvid bench --rd``: rate-distortion of rawvid's modes against coding the Bayer planes directly.
+
+Every codec, rawvid's modes and the references alike, has one small interface (after
+CompressAI's bench codecs): ``run(clip frames) -> RDPoint`` with the bytes it stored and
+the frames it gives back, scored against the true RAW. Rates are bits per Bayer sample
+(frames x width x height) counting every byte: for rawvid the whole .rvd (``bpp``) and
+everything but the sRGB track (``bpp_raw``: the RAW layer, keyframes, side information,
+manifest); a reference has no sRGB track, so its two rates are the same.
+
+Quality: black-subtracted PSNR pooled over the clip (10 log10 of 1 / the mean squared
+error of all frames; lossless frames count as zero error), the paper's protocol (divided
+by 2^bits - 1, no black subtraction) pooled the same way, and the lowest frame's PSNR.
+
+References:
+* ``x265-bayer``: the four CFA planes tiled 2x2 into one 12-bit grey picture (14-bit
+  data shifted to 12 bits), x265 with the RAW layer's settings (PSNR-tuned, no B-frames),
+  a CRF ladder;
+* ``jpegxl``: JPEG XL per frame on the same tiles at the source's bit depth (imagecodecs);
+* ``ffv1-bayer``: FFV1 lossless on the tiles (16-bit grey);
+* ``lj92-dng``: lossless-JPEG DNGs, what MLV and CinemaDNG store.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from . import rawlayer as rl
+from .bayer import pack
+from .noise import estimate_noise
+
+#: --target-psnr ladder, in dB relative to each clip's measured noise floor.
+DEFAULT_TARGETS = (-6.0, -3.0, 0.0, 2.0, 4.0)
+DEFAULT_X265_CRFS = (30, 24, 18, 12, 8, 4)
+DEFAULT_JXL_DISTANCES = (2.0, 1.0, 0.5, 0.25)
+
+
+@dataclass
+class RDPoint:
+    codec: str  # the curve: x265-bayer, rawvid-target, rawvid-paper, ...
+    setting: str
+    clip: str
+    bpp: float  # whole file, bits per Bayer sample
+    bpp_raw: float  # everything but the sRGB track
+    psnr_black: float
+    psnr_paper: float
+    min_frame_psnr_black: float
+    frames: int
+    encode_s: float = 0.0
+    decode_s: float = 0.0
+    lossless: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class ClipData:
+    """A clip's true RAW, in memory (the bench clips are small)."""
+
+    name: str
+    info: object
+    mosaics: list
+    noise_floor: float
+    noise: dict
+
+
+def load_clip(name: str, src, max_frames: int | None) -> ClipData:
+    stop = src.frame_count if max_frames is None else min(max_frames, src.frame_count)
+    mosaics = [fr.mosaic.copy() for fr in src.frames(0, stop)]
+    info = src.info
+    planes = pack(mosaics[0], info.cfa).astype(np.float64)
+    norm = np.clip((planes - info.black) / (info.white - info.black), 0, 1)
+    model = estimate_noise(norm)
+    return ClipData(name, info, mosaics, model.floor_psnr(norm), model.to_dict())
+
+
+def score(clip: ClipData, frames: list[np.ndarray]) -> dict:
+    """Pooled black-subtracted and paper PSNR, and the worst frame, of decoded mosaics."""
+    info = clip.info
+    span = float(info.white - info.black)
+    full = float((1 << info.bits) - 1)
+    mses = [float(np.mean((f.astype(np.float64) - t) ** 2)) for f, t in zip(frames, clip.mosaics)]
+    if len(frames) != len(clip.mosaics):
+        raise ValueError(f"{clip.name}: {len(frames)} frames decoded, {len(clip.mosaics)} expected")
+    pooled = float(np.mean(mses))
+
+    def db(mse: float, peak: float) -> float:
+        return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+
+    return {"psnr_black": db(pooled, span), "psnr_paper": db(pooled, full),
+            "min_frame_psnr_black": min(db(m, span) for m in mses),
+            "frame_psnr_black": [round(db(m, span), 3) if m else None for m in mses]}
+
+
+def _samples(clip: ClipData) -> int:
+    return len(clip.mosaics) * clip.info.width * clip.info.height
+
+
+# --------------------------------------------------------------------------- references
+def _tiles(clip: ClipData) -> list[np.ndarray]:
+    return [rl.tile(pack(m, clip.info.cfa)) for m in clip.mosaics]
+
+
+def _untile(clip: ClipData, img: np.ndarray) -> np.ndarray:
+    from .bayer import unpack
+
+    return unpack(rl.untile(img), clip.info.cfa)
+
+
+def x265_bayer(clip: ClipData, crf: float, preset: str = "fast") -> RDPoint:
+    """x265 straight on the tiled Bayer planes (12-bit grey, inter, the RAW layer's settings)."""
+    info = clip.info
+    shift = rl.base_scale(info.bits)
+    h, w = info.height, info.width
+    settings = rl.LayerSettings(crf=crf, preset=preset)
+    t0 = time.perf_counter()
+    enc = rl._open_encoder(settings, w, h, Fraction(25))
+    packets = []
+    for i, t in enumerate(_tiles(clip)):
+        code = np.clip(np.rint(t / shift), 0, rl.X265_MAX).astype(np.uint16)
+        packets += enc.encode(rl._frame(code, "gray12le", i, i == 0))
+    packets += enc.encode(None)
+    enc_s = time.perf_counter() - t0
+    nbytes = sum(p.size for p in packets)
+    t0 = time.perf_counter()
+    dec = rl._decoder("hevc", enc.extradata, w, h)
+    out = []
+    for p in packets:
+        out += [f.to_ndarray() for f in dec.decode(p)]
+    out += [f.to_ndarray() for f in dec.decode(None)]
+    frames = [_untile(clip, np.clip(np.rint(o.astype(np.float64) * shift), 0, (1 << info.bits) - 1).astype(np.uint16))
+              for o in out]
+    dec_s = time.perf_counter() - t0
+    s = score(clip, frames)
+    bpp = 8 * nbytes / _samples(clip)
+    return RDPoint("x265-bayer", f"crf {crf:g}", clip.name, bpp, bpp, s["psnr_black"], s["psnr_paper"],
+                   s["min_frame_psnr_black"], len(frames), enc_s, dec_s, extra={"frame_psnr_black": s["frame_psnr_black"]})
+
+
+def jpegxl(clip: ClipData, distance: float) -> RDPoint:
+    """JPEG XL per frame on the tiled planes at the source's bit depth."""
+    import imagecodecs
+
+    t0 = time.perf_counter()
+    blobs = [imagecodecs.jpegxl_encode(t, distance=distance, bitspersample=clip.info.bits, effort=3)
+             for t in _tiles(clip)]
+    enc_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    frames = [_untile(clip, imagecodecs.jpegxl_decode(b)) for b in blobs]
+    dec_s = time.perf_counter() - t0
+    s = score(clip, frames)
+    bpp = 8 * sum(len(b) for b in blobs) / _samples(clip)
+    return RDPoint("jpegxl", f"distance {distance:g}", clip.name, bpp, bpp, s["psnr_black"], s["psnr_paper"],
+                   s["min_frame_psnr_black"], len(frames), enc_s, dec_s)
+
+
+def ffv1_bayer(clip: ClipData) -> RDPoint:
+    """FFV1 lossless on the tiled planes (16-bit grey)."""
+    settings = rl.LayerSettings(codec="ffv1")
+    h, w = clip.info.height, clip.info.width
+    t0 = time.perf_counter()
+    enc = rl._open_encoder(settings, w, h, Fraction(25))
+    packets = []
+    for i, t in enumerate(_tiles(clip)):
+        packets += enc.encode(rl._frame(t.astype(np.uint16), "gray16le", i, False))
+    packets += enc.encode(None)
+    enc_s = time.perf_counter() - t0
+    dec = rl._decoder("ffv1", enc.extradata, w, h)
+    frames = []
+    for p in packets:
+        frames += [_untile(clip, f.to_ndarray()) for f in dec.decode(p)]
+    s = score(clip, frames)
+    bpp = 8 * sum(p.size for p in packets) / _samples(clip)
+    return RDPoint("ffv1-bayer", "lossless", clip.name, bpp, bpp, s["psnr_black"], s["psnr_paper"],
+                   s["min_frame_psnr_black"], len(frames), enc_s, 0.0, lossless=math.isinf(s["psnr_black"]))
+
+
+def lj92_dng(clip: ClipData) -> RDPoint:
+    from .dng import encode_dng
+
+    t0 = time.perf_counter()
+    nbytes = sum(len(encode_dng(m, clip.info, compress=True)) for m in clip.mosaics)
+    bpp = 8 * nbytes / _samples(clip)
+    return RDPoint("lj92-dng", "lossless", clip.name, bpp, bpp, math.inf, math.inf, math.inf, len(clip.mosaics),
+                   time.perf_counter() - t0, 0.0, lossless=True)
+
+
+# --------------------------------------------------------------------------- rawvid
+def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work: Path, device: str = "auto",
+                 max_frames: int | None = None) -> RDPoint:
+    """Encode with rawvid, decode with its defaults, score every frame (keyframes included)."""
+    from .codec import DecodeOptions, decode, encode, frame_name
+    from .container import RvdFile
+    from .dng import read_dng
+
+    rvd_path = work / "rd.rvd"
+    out = work / "rd-frames"
+    shutil.rmtree(out, ignore_errors=True)
+    opts.stop = len(clip.mosaics)
+    t0 = time.perf_counter()
+    with open_src() as src:
+        encode(src, rvd_path, opts, force=True)
+    enc_s = time.perf_counter() - t0
+    sizes = RvdFile(rvd_path).sizes()
+    manifest = RvdFile(rvd_path).manifest
+    t0 = time.perf_counter()
+    decode(rvd_path, out, DecodeOptions(device=device))
+    dec_s = time.perf_counter() - t0
+    frames = [read_dng(out / frame_name(i))[0] for i in range(len(clip.mosaics))]
+    s = score(clip, frames)
+    shutil.rmtree(out, ignore_errors=True)
+    extra = {"frame_psnr_black": s["frame_psnr_black"], "srgb_bpp": sizes["video_bits_per_pixel"]}
+    lay = manifest.get("raw_layer")
+    if lay:
+        extra.update(passes=[len(x) for x in lay["scales"]], intra=lay["intra"], target=lay.get("target_psnr"))
+    rvd_path.unlink(missing_ok=True)
+    return RDPoint(codec, setting, clip.name, sizes["bits_per_pixel"], sizes["raw_part_bits_per_pixel"],
+                   s["psnr_black"], s["psnr_paper"], s["min_frame_psnr_black"], len(frames), enc_s, dec_s,
+                   lossless=math.isinf(s["psnr_black"]), extra=extra)
+
+
+# --------------------------------------------------------------------------- BD-rate
+def bd_rate(ref: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
+    """Bjontegaard delta rate (%) of ``test`` against ``ref``: (bpp, psnr) points, finite PSNR only.
+
+    A cubic (fewer points: lower order) of log-rate over PSNR for each curve, integrated over
+    the PSNR range both cover; negative means ``test`` needs fewer bits.
+    """
+    ref = sorted((r, p) for r, p in ref if r > 0 and math.isfinite(p))
+    test = sorted((r, p) for r, p in test if r > 0 and math.isfinite(p))
+    if len(ref) < 2 or len(test) < 2:
+        return None
+    lo = max(min(p for _, p in ref), min(p for _, p in test))
+    hi = min(max(p for _, p in ref), max(p for _, p in test))
+    if hi <= lo:
+        return None
+
+    def integral(pts):
+        p = np.array([q for _, q in pts])
+        r = np.log(np.array([r for r, _ in pts]))
+        order = min(3, len(pts) - 1)
+        poly = np.polyint(np.polyfit(p, r, order))
+        return (np.polyval(poly, hi) - np.polyval(poly, lo)) / (hi - lo)
+
+    return float((math.exp(integral(test) - integral(ref)) - 1) * 100)
+
+
+def summarise(points: list[RDPoint], floors: dict[str, float]) -> dict:
+    """BD-rates of every curve against x265-bayer, per clip and averaged; RAW part and whole file."""
+    by_clip: dict[str, dict[str, list[RDPoint]]] = {}
+    for p in points:
+        by_clip.setdefault(p.clip, {}).setdefault(p.codec, []).append(p)
+    table: dict[str, dict] = {}
+    for clip, curves in by_clip.items():
+        ref = curves.get("x265-bayer", [])
+        for codec, pts in curves.items():
+            if codec == "x265-bayer":
+                continue
+            row = table.setdefault(codec, {"raw": {}, "file": {}})
+            row["raw"][clip] = bd_rate([(p.bpp_raw, p.psnr_black) for p in ref], [(p.bpp_raw, p.psnr_black) for p in pts])
+            row["file"][clip] = bd_rate([(p.bpp, p.psnr_black) for p in ref], [(p.bpp, p.psnr_black) for p in pts])
+    for row in table.values():
+        for k in ("raw", "file"):
+            vals = [v for v in row[k].values() if v is not None]
+            row[f"mean_{k}"] = float(np.mean(vals)) if vals else None
+    return {"bd_rate_vs_x265_bayer_percent": table, "noise_floor_db": floors}
+
+
+def savings_at_targets(points: list[RDPoint], floors: dict[str, float]) -> list[dict]:
+    """For every --target-psnr point: the x265-bayer rate at the same PSNR (log-interpolated) and the saving."""
+    rows = []
+    for p in points:
+        if p.codec != "rawvid-target":
+            continue
+        ref = sorted((q.psnr_black, q.bpp_raw) for q in points if q.clip == p.clip and q.codec == "x265-bayer")
+        ref = [(a, b) for a, b in ref if math.isfinite(a)]
+        x = None
+        if len(ref) >= 2 and ref[0][0] <= p.psnr_black <= ref[-1][0]:
+            x = float(np.exp(np.interp(p.psnr_black, [a for a, _ in ref], [math.log(b) for _, b in ref])))
+        rows.append({"clip": p.clip, "target": p.extra.get("target"), "floor": floors.get(p.clip),
+                     "target_minus_floor": None if p.extra.get("target") is None else
+                     round(p.extra["target"] - floors.get(p.clip, 0), 2),
+                     "psnr_black": p.psnr_black, "min_frame": p.min_frame_psnr_black, "bpp_raw": p.bpp_raw,
+                     "x265_bayer_bpp_same_psnr": x,
+                     "saving_percent": None if x is None else (1 - p.bpp_raw / x) * 100})
+    return rows
+
+
+def to_json(points: list[RDPoint]) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(p).items()} | (
+        {"lossless": True} if p.lossless else {}) for p in points]
+
+
+def plot(points: list[RDPoint], floors: dict[str, float], path: Path, rate: str = "bpp_raw") -> Path:
+    """One RD panel per clip: bits per Bayer sample (log) against black-subtracted PSNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clips = sorted({p.clip for p in points})
+    cols = min(3, len(clips))
+    rows = -(-len(clips) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
+    for ax, clip in zip(axes.ravel(), clips):
+        curves: dict[str, list[RDPoint]] = {}
+        for p in points:
+            if p.clip == clip:
+                curves.setdefault(p.codec, []).append(p)
+        top = max([p.psnr_black for p in points if p.clip == clip and math.isfinite(p.psnr_black)] + [floors[clip]])
+        for codec, pts in sorted(curves.items()):
+            pts = sorted(pts, key=lambda q: getattr(q, rate))
+            ys = [p.psnr_black if math.isfinite(p.psnr_black) else top + 3 for p in pts]
+            ax.plot([getattr(p, rate) for p in pts], ys, "o-" if len(pts) > 1 else "s", label=codec, ms=4)
+        ax.axhline(floors[clip], ls="--", c="grey", lw=0.8, label="noise floor")
+        ax.axhline(top + 3, ls=":", c="k", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_title(clip, fontsize=9)
+        ax.set_xlabel("bits per Bayer sample" + (" (RAW part)" if rate == "bpp_raw" else " (whole file)"))
+        ax.set_ylabel("PSNR black-subtracted (dB); top line = lossless")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(clips):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- the sweep
+@dataclass
+class RDOptions:
+    targets: tuple[float, ...] = DEFAULT_TARGETS  # relative to each clip's noise floor
+    paper_crfs: tuple[int, ...] = (16, 24, 32)
+    srgb_crf: int = 16  # the sRGB track of the layered modes
+    x265_crfs: tuple[float, ...] = DEFAULT_X265_CRFS
+    jxl_distances: tuple[float, ...] = DEFAULT_JXL_DISTANCES
+    lossless: bool = True
+    max_frames: int | None = None
+    device: str = "auto"
+
+
+def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
+    """Every rawvid mode and every reference on every clip; points, BD-rates and target savings."""
+    from .codec import EncodeOptions
+    from .rawlayer import LayerSettings
+    from .video import VideoSettings
+
+    points: list[RDPoint] = []
+    floors: dict[str, float] = {}
+    for n, c in enumerate(clips):
+        with c.open() as src:
+            data = load_clip(c.name, src, opts.max_frames)
+        floors[c.name] = data.noise_floor
+        jobs = []
+        jobs += [("x265-bayer", (lambda q=q: x265_bayer(data, q))) for q in opts.x265_crfs]
+        jobs += [("jpegxl", (lambda d=d: jpegxl(data, d))) for d in opts.jxl_distances]
+        if opts.lossless:
+            jobs += [("ffv1-bayer", lambda: ffv1_bayer(data)), ("lj92-dng", lambda: lj92_dng(data))]
+
+        def mode(codec, setting, **kw):
+            video = VideoSettings.make(crf=kw.pop("crf", opts.srgb_crf))
+            return (codec, lambda: rawvid_point(data, c.open, codec, setting,
+                                                EncodeOptions(video=video, device=opts.device, **kw), work,
+                                                opts.device))
+
+        jobs += [mode("rawvid-paper", f"srgb crf {q}", crf=q, calibration="keyframe", refine="off")
+                 for q in opts.paper_crfs]
+        jobs.append(mode("rawvid-default", f"srgb crf {opts.srgb_crf}"))
+        for d in opts.targets:
+            t = round(data.noise_floor + d, 2)
+            jobs.append(mode("rawvid-target", f"target {t:g} dB (floor {d:+g})",
+                             raw_layer=LayerSettings(target_psnr=t)))
+        if opts.lossless:
+            jobs.append(mode("rawvid-lossless", "lossless raw", raw_layer=LayerSettings(codec="ffv1")))
+        for k, (codec, job) in enumerate(jobs):
+            if progress:
+                progress(f"{c.name}: {codec}", k, len(jobs), n, len(clips))
+            points.append(job())
+    return {"points": to_json(points), "summary": summarise(points, floors),
+            "target_savings": savings_at_targets(points, floors), "_points": points, "floors": floors}

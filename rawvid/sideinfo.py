@@ -1,0 +1,290 @@
+"""The encoder's second pass: its own video decoded back, run through the decoder's chain.
+
+What it produces, all chosen against the true RAW the encoder holds:
+
+* per-frame calibration: each frame's global sRGB-to-RAW map (115 float16 values, 230 bytes);
+* block refinement: per 32x32 block, how far to trust the network over global-fit;
+* the RAW layer (rawvid.rawlayer): closed loop, each frame's residual against the chain's
+  prediction is coded and the chain continues from the reconstruction, as the decoder's
+  will. Intra frames (every IDR, and frames where the chain has drifted far) are predicted
+  from their own sRGB through a map fitted on the true RAW.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import rawlayer as rl
+from .bayer import normalise, pack as bayer_pack, raw_planes, srgb_half
+from .chain import direct_prediction, fit_own_map, own_prediction, predict_frame
+from .errors import RawvidError
+
+CALIBRATION_NAME = "calibration.f16"
+REFINE_NAME = "refine.u8.zlib"
+LAYER_NAME = "rawlayer.mkv"
+LAYER_MAPS_NAME = "rawlayer_maps.f16"  # the intra frames' own global maps, in the order of raw_layer.intra
+#: frames the encoder codes both ways to choose a layer's predictor (``predictor auto``)
+PILOT_FRAMES = 4
+#: an intra frame replaces a chained one when its prediction is this much better (dB)
+INTRA_GAIN_DB = 1.0
+
+
+@dataclass
+class LayerState:
+    """What the chain pass records of the RAW layer, for the manifest and the caller."""
+
+    settings: rl.LayerSettings
+    predictor: str = "chain"  # chain | direct (auto is resolved by the pilot)
+    scales: list = field(default_factory=list)
+    intra: list = field(default_factory=list)
+    idr: list = field(default_factory=list)
+    crcs: list = field(default_factory=list)
+    maps: dict = field(default_factory=dict)
+    psnr: list = field(default_factory=list)  # per frame, black-subtracted, of the reconstruction
+    pred_psnr: list = field(default_factory=list)  # per frame, of the prediction alone
+    bytes: int = 0
+    pilot: dict | None = None
+
+    def to_dict(self, predictor: dict, noise: dict | None, file: str) -> dict:
+        d = {**self.settings.to_dict(), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
+             "scales": self.scales, "intra": self.intra, "idr": self.idr, "crc32": self.crcs,
+             "maps_file": LAYER_MAPS_NAME if self.predictor == "chain" else None, "maps_dtype": "float16-le", "noise": noise, "pilot": self.pilot}
+        if self.settings.lossless:
+            d["mapping"] = {"code": "(true - pred + 32768) mod 65536", "recon": "(pred + code - 32768) mod 65536",
+                            "offset": rl.FFV1_OFFSET, "scale": 1, "clip": None}
+        else:
+            d["mapping"] = {"code": "clip(round((true - pred) / scale) + 2048, 0, 4095)",
+                            "recon": "clip(pred + round((code - 2048) * scale), 0, 2^bits - 1), once per pass",
+                            "offset": rl.X265_OFFSET, "scale": "per frame and pass: scales", "clip": [0, rl.X265_MAX]}
+        return d
+
+    def stats(self) -> dict:
+        return {"psnr_black": self.psnr, "prediction_psnr_black": self.pred_psnr, "predictor": self.predictor,
+                "passes": [len(x) for x in self.scales], "intra": self.intra, "pilot": self.pilot}
+
+
+def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerState, i: int, idr: bool,
+               pred: np.ndarray, truth: np.ndarray, info, min_scale: float) -> np.ndarray:
+    """Code one frame's residual (with top-up passes under --target-psnr); returns the reconstruction."""
+    s_cfg = st.settings
+    if s_cfg.lossless:
+        dec = writer.code(rl.lossless_code(rl.tile(truth), rl.tile(pred)), i, idr)
+        recon = rl.untile(rl.lossless_recon(rl.tile(pred), dec))
+        if not np.array_equal(recon, truth):
+            raise RawvidError(writer.path, f"lossless RAW layer did not round-trip at frame {i}")
+        st.scales.append([1.0])
+        return recon
+    base = max(rl.base_scale(info.bits), min_scale)
+    res = rl.tile(truth.astype(np.int64) - pred)
+    if rc is None:
+        scale = rl.round_scale(base)
+    elif idr:
+        h, w = res.shape
+        scale = rc.search(lambda sc: rl.trial_psnr(s_cfg, w, h, writer.rate, res, pred, truth, max(sc, min_scale),
+                                                   info.bits, info.black, info.white), rc.first_guess(base))
+    else:
+        scale = rc.first_guess(base)
+    scale = max(scale, min_scale)
+    dec = writer.code(rl.to_code(res, scale), i, idr)
+    recon = rl.apply_residual(pred, rl.untile(rl.from_code(dec, scale)), info.bits)
+    p = rl.psnr_black(recon, truth, info.black, info.white)
+    scales = [scale]
+    if rc is not None:
+        rc.observe(scale, p, inter=not idr)
+        while p < rc.target - rl.LOW_TOL_DB and len(scales) < rl.MAX_PASSES:
+            scale = rc.top_up_scale(scale, p)  # top-ups code an error around zero: no range limit
+            dec = writer.code(rl.to_code(rl.tile(truth.astype(np.int64) - recon), scale), i, False)
+            recon = rl.apply_residual(recon, rl.untile(rl.from_code(dec, scale)), info.bits)
+            p = rl.psnr_black(recon, truth, info.black, info.white)
+            scales.append(scale)
+    st.scales.append(scales)
+    return recon
+
+
+class ChainPass:
+    """The decoder's chain, run by the encoder frame by frame (``step``), choosing what the decoder reads."""
+
+    def __init__(self, info, count: int, keys: set[int], *, method=None, per_frame: bool = False,
+                 blocks: bool = False, layer: rl.LayerSettings | None = None, predictor: str = "chain",
+                 layer_path: Path | None = None):
+        from .refine import grid_shape
+
+        self.info, self.count, self.keys = info, count, keys
+        self.method, self.per_frame, self.blocks = method, per_frame, blocks
+        self.rows: list[np.ndarray] = []
+        self.maps = None
+        if blocks:
+            self.maps = np.zeros((count, *grid_shape(info.height // 2, info.width // 2)), dtype=np.uint8)
+        self.st = self.writer = self.rc = None
+        self.min_scale = 0.0
+        if layer is not None:
+            self.st = LayerState(layer, predictor)
+            self.writer = rl.LayerWriter(layer_path, info.width, info.height, info.fps, info.bits, layer)
+            self.rc = rl.RateController(layer.target_psnr) if layer.target_psnr is not None else None
+            if predictor == "direct":  # the whole range around mid-scale must fit the 12-bit codes
+                self.min_scale = rl.round_scale(2 ** (info.bits - 1) / (rl.X265_MAX - rl.X265_OFFSET) * 1.001)
+        self.last_intra_psnr = -math.inf
+        self.prev_raw = self.prev_srgb = None
+
+    def step(self, i: int, rgb: np.ndarray, mosaic: np.ndarray) -> None:
+        """One frame: its calibration, refinement weights and (with a layer) its coded residual."""
+        from .methods import CURVE_KNOTS, GlobalMap, fit_global_map
+
+        info = self.info
+        srgb, truth = srgb_half(rgb), raw_planes(mosaic, info)
+        gmap = None
+        if self.per_frame:
+            row = np.asarray(fit_global_map(srgb, truth).to_list(), dtype="<f2")
+            self.rows.append(row)
+            gmap = GlobalMap.from_list(row.astype(np.float64), CURVE_KNOTS)
+        if self.method is None and self.st is None:
+            return
+        st = self.st
+        if st is None:  # the paper's design: keyframes are the true RAW
+            if i in self.keys:
+                self.method.keyframe(truth, srgb)
+                raw = truth
+            else:
+                _, raw, self.maps[i] = predict_frame(self.method, self.prev_raw, self.prev_srgb, srgb, info, gmap,
+                                                     target=truth)
+            self.prev_raw, self.prev_srgb = raw, srgb
+            return
+        true_int = bayer_pack(mosaic, info.cfa)
+        idr = intra = i in self.keys
+        if st.predictor == "direct":
+            pred = direct_prediction(info)
+        elif idr:
+            _, own_values = fit_own_map(srgb, truth)
+            pred = own_prediction(own_values, srgb, info)
+        else:
+            pred, _, idx = predict_frame(self.method, self.prev_raw, self.prev_srgb, srgb, info, gmap,
+                                         target=truth if self.blocks else None)
+            if idx is not None:
+                self.maps[i] = idx
+            p_inter = rl.psnr_black(pred, true_int, info.black, info.white)
+            if p_inter < self.last_intra_psnr - INTRA_GAIN_DB:  # the chain has drifted far: a fresh start?
+                _, own_values = fit_own_map(srgb, truth)
+                pred_own = own_prediction(own_values, srgb, info)
+                if rl.psnr_black(pred_own, true_int, info.black, info.white) > p_inter + INTRA_GAIN_DB:
+                    intra, pred = True, pred_own
+        if idr:
+            st.idr.append(i)
+        if intra and st.predictor != "direct":
+            st.maps[i] = own_values
+            st.intra.append(i)
+        elif intra:
+            st.intra.append(i)
+        p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
+        if intra:
+            self.last_intra_psnr = p_pred
+        recon = code_layer(self.writer, self.rc, st, i, idr, pred, true_int, info, self.min_scale)
+        st.pred_psnr.append(p_pred)
+        st.psnr.append(rl.psnr_black(recon, true_int, info.black, info.white))
+        st.crcs.append(rl.crc(recon))
+        if st.predictor == "direct":
+            return
+        raw = normalise(recon, info.black, info.white)
+        if intra:
+            self.method.keyframe(raw, srgb)
+        self.prev_raw, self.prev_srgb = raw, srgb
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.st.bytes = self.writer.bytes
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _frames(src, video: Path, start: int, stop: int):
+    from .video import VideoReader
+
+    with VideoReader(video, src.info.width, src.info.height) as reader:
+        for fr, rgb in zip(src.frames(start, stop), reader):
+            yield fr.index - start, rgb, fr.mosaic
+
+
+def choose_predictor(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings,
+                     *, per_frame: bool, blocks: bool) -> tuple[str, dict]:
+    """Code the first frames both ways and keep the predictor that costs fewer bits at the quality reached.
+
+    Cost: bytes x 2^((aim - PSNR) / 6), so a mode that lands 6 dB under another is charged twice its bytes
+    (the slope of a codec at high rate); both ways are rate-controlled to the same target anyway.
+    """
+    n = min(PILOT_FRAMES, stop - start)
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
+        for pred in ("chain", "direct"):
+            cp = ChainPass(src.info, n, keys, method=method if pred == "chain" else None, per_frame=per_frame,
+                           blocks=blocks and pred == "chain", layer=layer, predictor=pred,
+                           layer_path=Path(td) / f"{pred}.mkv")
+            try:
+                for i, rgb, mosaic in _frames(src, video, start, start + n):
+                    cp.step(i, rgb, mosaic)
+                cp.close()
+            except BaseException:
+                cp.abort()
+                raise
+            psnr = float(np.mean(cp.st.psnr)) if all(math.isfinite(p) for p in cp.st.psnr) else math.inf
+            aim = layer.target_psnr if layer.target_psnr is not None else psnr
+            extra = 0.0 if not math.isfinite(psnr) else min(max(aim - psnr, -3.0), 6.0)
+            result[pred] = {"bytes": cp.st.bytes, "psnr_black": psnr, "cost": cp.st.bytes * 2 ** (extra / 6)}
+    best = min(result, key=lambda k: result[k]["cost"])
+    return best, {"frames": n, **result, "chosen": best}
+
+
+def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, per_frame: bool,
+               method=None, blocks: bool = False, layer: rl.LayerSettings | None = None,
+               model: str | None = None, progress: Callable | None = None):
+    """Calibration, refinement and RAW layer for frames [start, stop): (calib, refine, LayerState) for the manifest."""
+    from .container import sha256_file
+    from .methods import CURVE_KNOTS, GlobalFit
+    from .refine import BLOCK, LEVELS, pack
+
+    count = stop - start
+    predictor, pilot = "chain", None
+    if layer is not None:
+        if method is None:
+            method = GlobalFit()
+        predictor = layer.predictor
+        if predictor == "auto":
+            predictor, pilot = choose_predictor(src, video, start, stop, keys, method, layer, per_frame=per_frame,
+                                                blocks=blocks)
+    cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
+                   blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
+                   layer_path=tdir / LAYER_NAME)
+    try:
+        for i, rgb, mosaic in _frames(src, video, start, stop):
+            cp.step(i, rgb, mosaic)
+            if progress:
+                progress(i + 1, count, "refining" if layer is None else "RAW layer")
+        cp.close()
+    except BaseException:
+        cp.abort()
+        raise
+    if cp.st is not None:
+        cp.st.pilot = pilot
+    calib = refine = None
+    if per_frame:
+        arr = np.asarray(cp.rows, dtype="<f2")
+        (tdir / CALIBRATION_NAME).write_bytes(arr.tobytes())
+        calib = {"mode": "per-frame", "file": CALIBRATION_NAME, "frames": len(cp.rows),
+                 "values_per_frame": arr.shape[1], "knots": CURVE_KNOTS, "dtype": "float16-le"}
+    if cp.maps is not None:
+        from .model import resolve_model
+
+        (tdir / REFINE_NAME).write_bytes(pack(cp.maps))
+        refine = {"mode": "blocks", "file": REFINE_NAME, "frames": count, "grid": list(cp.maps.shape[1:]),
+                  "block": 2 * BLOCK, "levels": list(LEVELS), "dtype": "uint8 zlib",
+                  "model": model, "model_sha256": sha256_file(resolve_model(model))}
+    if cp.st is not None and cp.st.predictor == "chain":
+        rows = [cp.st.maps[i] for i in cp.st.intra if i in cp.st.maps]
+        (tdir / LAYER_MAPS_NAME).write_bytes(b"".join(np.asarray(r, dtype="<f2").tobytes() for r in rows))
+    return calib, refine, cp.st

@@ -1,0 +1,235 @@
+"""The RAW layer: residual mappings, closed-loop round trips, rate control, lossless, bad layers, RD helpers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rawvid import rawlayer as rl
+from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_name
+from rawvid.container import RvdFile
+from rawvid.dng import read_dng
+from rawvid.errors import FormatError
+from rawvid.metrics import psnr_black
+from rawvid.rawlayer import LayerSettings
+
+from conftest import assert_clean_error_text, run_cli
+
+
+def test_tile_and_mappings_are_exact_where_they_must_be():
+    rng = np.random.default_rng(0)
+    planes = rng.integers(0, 65536, size=(4, 6, 10), dtype=np.uint16)
+    assert np.array_equal(rl.untile(rl.tile(planes)), planes)
+    truth = rng.integers(0, 65536, size=(12, 20), dtype=np.uint16)
+    pred = rng.integers(0, 65536, size=(12, 20), dtype=np.uint16)
+    assert np.array_equal(rl.lossless_recon(pred, rl.lossless_code(truth, pred)), truth)  # wraps, still exact
+    for scale in (0.5, 1.0, 4.0, 3.3):
+        res = np.rint(rng.uniform(-2000, 2000, size=(12, 20)) * scale)  # inside the 12-bit range
+        back = rl.from_code(rl.to_code(res, scale), scale)
+        assert np.abs(back - res).max() <= scale / 2 + 0.5
+    code = rl.to_code(np.array([1e9, -1e9]), 1.0)  # out of range: clipped, not wrapped
+    assert code.tolist() == [rl.X265_MAX, 0]
+
+
+def _mlv(mlv_factory, n=8, **kw):
+    return mlv_factory(n=n, width=128, height=96, **kw)
+
+
+def _decoded(out, n):
+    return [read_dng(out / frame_name(i))[0] for i in range(n)]
+
+
+def test_target_psnr_round_trip_is_closed_loop(mlv_factory, tmp_path):
+    path, info, mosaics = _mlv(mlv_factory)
+    target = 50.0
+    rvd = tmp_path / "t.rvd"
+    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=target, predictor="chain"),
+                                          refine="off"))
+    f = RvdFile(rvd)
+    lay = f.manifest["raw_layer"]
+    assert f.manifest["keyframes"] == [] and lay["idr"] == [0] and f.sizes()["raw_layer_bytes"] > 0
+    assert f.sizes()["keyframe_bytes"] == 0  # keyframes are intra frames of the layer, not DNGs
+    res = decode(rvd, tmp_path / "out")
+    frames = _decoded(tmp_path / "out", len(mosaics))
+    got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(frames, mosaics)]
+    # the decoder rebuilt exactly the encoder's reconstructions (same PSNR, same CRC, no note)
+    assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6)
+    assert not any("CRC" in n for n in res.notes)
+    assert min(got) >= target - 0.5, got
+    assert np.mean(got) <= target + 1.5, got
+
+
+@pytest.mark.parametrize("predictor", ["direct", "auto"])
+def test_direct_and_auto_predictors_round_trip(mlv_factory, tmp_path, predictor):
+    path, info, mosaics = _mlv(mlv_factory, n=6)
+    rvd = tmp_path / "d.rvd"
+    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=48.0, predictor=predictor),
+                                          refine="off"))
+    lay = RvdFile(rvd).manifest["raw_layer"]
+    assert lay["predictor"]["mode"] == enc.layer["predictor"] in ("chain", "direct")
+    if predictor == "auto":  # the pilot coded the first frames both ways and kept the cheaper
+        pilot = lay["pilot"]
+        assert pilot["chosen"] == enc.layer["predictor"]
+        assert pilot[pilot["chosen"]]["cost"] <= min(pilot["chain"]["cost"], pilot["direct"]["cost"])
+    res = decode(rvd, tmp_path / "out")
+    got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "out", 6), mosaics)]
+    assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6) and not res.notes
+
+
+def test_raw_crf_and_frame_range_and_resume(mlv_factory, tmp_path):
+    path, info, mosaics = _mlv(mlv_factory, n=9)
+    rvd = tmp_path / "c.rvd"
+    encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(crf=10, predictor="chain"), refine="off",
+                                    keyframe_interval=4))
+    lay = RvdFile(rvd).manifest["raw_layer"]
+    assert lay["idr"] == [0, 4, 8]
+    decode(rvd, tmp_path / "all")
+    full = _decoded(tmp_path / "all", 9)
+    decode(rvd, tmp_path / "part", DecodeOptions(start=5, stop=7))  # starts at the IDR at frame 4
+    assert sorted(p.name for p in (tmp_path / "part").glob("*.dng")) == [frame_name(5), frame_name(6)]
+    for i in (5, 6):
+        assert np.array_equal(read_dng(tmp_path / "part" / frame_name(i))[0], full[i])
+    # resume after frame 5: byte-identical DNGs
+    decode(rvd, tmp_path / "res", DecodeOptions(stop=6))
+    decode(rvd, tmp_path / "res", DecodeOptions(resume=True))
+    for i in range(9):
+        assert (tmp_path / "res" / frame_name(i)).read_bytes() == (tmp_path / "all" / frame_name(i)).read_bytes()
+
+
+def test_lossless_raw_is_bit_exact_through_libraw(mlv_factory, tmp_path):
+    import rawpy
+
+    path, info, mosaics = mlv_factory(n=4, width=320, height=192)
+    rvd = tmp_path / "l.rvd"
+    encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(codec="ffv1")))
+    decode(rvd, tmp_path / "out")
+    for i, m in enumerate(mosaics):
+        with rawpy.imread(str(tmp_path / "out" / frame_name(i))) as r:
+            assert np.array_equal(r.raw_image, m)
+    from rawvid.dng import encode_dng
+
+    lj92 = sum(len(encode_dng(m, info, compress=True)) for m in mosaics)
+    # the layer alone is smaller (whole files on real clips: benchmarks/results/rd_*.json; on a
+    # 128x96 clip the sRGB track and the container's fixed costs weigh too much)
+    assert RvdFile(rvd).sizes()["raw_layer_bytes"] < lj92
+
+
+def test_ffprobe_style_listing_shows_both_tracks(mlv_factory, tmp_path):
+    import av
+
+    path, info, _ = _mlv(mlv_factory, n=3)
+    rvd = tmp_path / "p.rvd"
+    encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(crf=20), refine="off"))
+    with av.open(str(rvd)) as c:
+        videos = [s for s in c.streams if s.type == "video"]
+        assert [s.codec_context.name for s in videos] == ["hevc", "hevc"]
+        assert videos[0].codec_context.pix_fmt.startswith("yuv444p")  # the sRGB track stays first
+        assert videos[1].codec_context.pix_fmt == "gray12le"
+        assert "RAW layer" in videos[1].metadata.get("title", "")
+
+
+def _layer_packet_offsets(rvd):
+    """File offsets of the RAW layer's packets (Matroska SimpleBlocks of track 2)."""
+    from rawvid import container as ct
+
+    hits = []
+    with open(rvd, "rb") as f:
+        lay = ct.scan(f, str(rvd))
+        data = f.seek(0) or f.read()
+    start = 0
+    while True:  # SimpleBlock ID 0xA3, a 1-byte track number 0x82 after the size
+        k = data.find(b"\xa3", start)
+        if k < 0:
+            break
+        start = k + 1
+        n = 8 - data[k + 1].bit_length() + 1 if data[k + 1] else 0
+        if 1 <= n <= 8 and k + 1 + n < len(data) and data[k + 1 + n] == 0x82:
+            hits.append(k + 1 + n + 4)
+    assert lay.track_types
+    return hits
+
+
+def test_corrupt_or_truncated_layer_is_refused(mlv_factory, tmp_path):
+    path, info, _ = _mlv(mlv_factory, n=6)
+    rvd = tmp_path / "x.rvd"
+    encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(crf=8), refine="off"))
+    data = bytearray(rvd.read_bytes())
+    offsets = _layer_packet_offsets(rvd)
+    assert len(offsets) >= 6
+    for off in offsets[2:]:
+        for j in range(off, min(off + 40, len(data))):
+            data[j] ^= 0x5A
+    bad = tmp_path / "bad.rvd"
+    bad.write_bytes(bytes(data))
+    res = run_cli("decode", bad, "-o", tmp_path / "o1")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "bad.rvd" in res.stderr
+
+
+def test_layer_manifest_is_checked():
+    good = {"codec": "hevc", "scales": [[4.0], [4.0, 2.0]], "idr": [0], "intra": [0], "crc32": [1, 2],
+            "predictor": {"mode": "chain", "method": "global-fit"}}
+    lay = rl.parse_layer({"raw_layer": good}, 2, "f.rvd")
+    assert lay.passes == [1, 2]
+    lay.load_maps(np.full(115, 0.5, "<f2").tobytes(), 115, "f.rvd")
+    for data in (b"", np.full(115, np.nan, "<f2").tobytes(), np.zeros(116, "<f2").tobytes()):
+        with pytest.raises(FormatError, match="f.rvd"):
+            lay.load_maps(data, 115, "f.rvd")
+    cases = [("codec", "x264"), ("scales", [[4.0]]), ("scales", [[1e9], [1.0]]), ("scales", [[True], [1.0]]),
+             ("idr", [1]), ("intra", [5]), ("intra", [0, 0]), ("crc32", [1]), ("crc32", [1, -2]),
+             ("scales", [[1.0] * 5, [1.0]]), ("scales", "4"), ("predictor", None), ("predictor", {"mode": "x"}),
+             ("predictor", {"mode": "chain", "method": "network", "model": 3})]
+    for key, value in cases:
+        with pytest.raises(FormatError, match="f.rvd"):
+            rl.parse_layer({"raw_layer": {**good, key: value}}, 2, "f.rvd")
+
+
+def test_layer_needs_every_raw_frame(camera_pair, tmp_path):
+    video, dng = camera_pair
+    res = run_cli("encode", "--video", video, "--raw", dng, "-o", tmp_path / "v.rvd", "--target-psnr", "45")
+    assert_clean_error_text(res, "RAW layer needs the RAW of every frame")
+    res = run_cli("encode", "--video", video, "--raw", dng, "-o", tmp_path / "v.rvd", "--raw-crf", "10",
+                  "--lossless-raw")
+    assert_clean_error_text(res, "choose one of")
+
+
+def test_rate_controller_search_and_update():
+    rc = rl.RateController(50.0)
+    # a model codec: PSNR falls 20 log10 per factor of scale from 60 dB at scale 1
+    s = rc.search(lambda sc: 60 - 20 * math.log10(sc), 1.0)
+    assert 50.0 + rl.AIM_DB - 0.6 <= 60 - 20 * math.log10(s) <= 60 - 20 * math.log10(s) + 0.6
+    assert 60 - 20 * math.log10(s) >= 50.0 + rl.AIM_DB
+    rc.observe(4.0, 45.0)
+    assert rc.scale < 4.0  # missed: finer next time
+    rc.observe(1.0, 60.0)
+    assert rc.scale <= 1.25  # far above: grows, but slowly
+
+
+def test_noise_profile_is_measured_and_written(mlv_factory, tmp_path):
+    import tifffile
+
+    from rawvid.noise import estimate_noise
+
+    rng = np.random.default_rng(3)
+    clean = np.clip(np.linspace(0.05, 0.9, 400)[None, None, :] * np.ones((4, 300, 1)), 0, 1)
+    noisy = clean + rng.normal(size=clean.shape) * np.sqrt(3e-4 * clean + 1e-5)
+    m = estimate_noise(noisy)
+    assert abs(m.scale / 3e-4 - 1) < 0.15 and abs(m.offset / 1e-5 - 1) < 0.5
+    path, info, _ = _mlv(mlv_factory, n=3)
+    rvd = tmp_path / "n.rvd"
+    encode(path, rvd, EncodeOptions(refine="off"))
+    noise = RvdFile(rvd).manifest["noise_profile"]
+    decode(rvd, tmp_path / "o", DecodeOptions(method="global-fit"))
+    with tifffile.TiffFile(tmp_path / "o" / frame_name(1)) as t:
+        assert list(t.pages[0].tags[51041].value) == pytest.approx(noise)
+
+
+def test_bd_rate():
+    from rawvid.rd import bd_rate
+
+    ref = [(0.01, 40.0), (0.02, 43.0), (0.04, 46.0), (0.08, 49.0)]
+    assert bd_rate(ref, ref) == pytest.approx(0.0, abs=1e-9)
+    half = [(r / 2, p) for r, p in ref]
+    assert bd_rate(ref, half) == pytest.approx(-50.0, abs=1e-6)
+    assert bd_rate(ref, [(1.0, 10.0), (2.0, 12.0)]) is None  # no overlap
