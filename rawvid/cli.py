@@ -16,6 +16,9 @@ from . import __version__
 from .errors import RawvidError, RawvidWarning
 from .meta import CALIBRATIONS, REFINEMENTS
 
+#: the sRGB track's CRF when a RAW layer carries the fidelity (bench --rd: the whole file is smallest there)
+LAYERED_SRGB_CRF = 32
+
 console = Console(stderr=True)
 out = Console()
 
@@ -112,7 +115,9 @@ def main() -> None:
               help="sRGB rendering: stable (no flicker) or rvd (LibRaw defaults, as the RVD benchmark).")
 @click.option("--codec", default="h265", show_default=True, type=click.Choice(["h265", "h264"]),
               help="Lossy video codec for the sRGB stream.")
-@click.option("--crf", default=16, show_default=True, type=click.IntRange(0, 51), help="Video quality (lower is better).")
+@click.option("--crf", default=None, type=click.IntRange(0, 51),
+              help="sRGB video quality (lower is better); default 16, or 32 with a RAW layer (measured: the "
+                   "layer carries the fidelity, the sRGB is the preview and the predictor's input).")
 @click.option("--preset", default="medium", show_default=True, help="x265/x264 speed preset.")
 @click.option("--lossless", is_flag=True, help="Store the sRGB stream losslessly (FFV1), as the paper did.")
 @click.option("--frames", "frame_range", default=None, metavar="START:END", help="Encode only these frames (END exclusive).")
@@ -146,10 +151,12 @@ def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf
     from .video import VideoSettings
 
     start, stop = parse_range(frame_range)
+    layer = layer_settings(target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor)
+    if crf is None:
+        crf = LAYERED_SRGB_CRF if layer is not None else 16
     opts = EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
-                         calibration=calibration, refine=refine, model=model, device=device,
-                         raw_layer=layer_settings(target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor))
+                         calibration=calibration, refine=refine, model=model, device=device, raw_layer=layer)
     with FrameProgress("encoding") as progress:
         result = run_encode(input, output, opts, video=video, raw=raw, force=force, progress=progress)
     s = result.sizes

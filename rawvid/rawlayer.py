@@ -41,14 +41,17 @@ FFV1_OFFSET = 32768
 #: places IDRs itself), no version SEI (2 KB a frame with repeated headers).
 X265_PARAMS = ("bframes=0:rc-lookahead=0:frame-threads=1:cutree=0:scenecut=0:psy-rd=0:psy-rdoq=0:aq-mode=0:"
                "info=0:open-gop=0:keyint=100000:min-keyint=1:log-level=error")
-#: The fixed quantiser of ``--target-psnr``: the per-frame scale moves the quality instead.
-TARGET_QP = 16
-#: Bounds of the per-frame scale (DN per code step).
+#: Bounds of the per-frame scale (DN per code step). Under ``--target-psnr`` the encoder picks the
+#: clip's x265 CRF on its first frames (the coarse knob, RD-efficient) and moves the scale
+#: within SCALE_RANGE of the bit depth's own scale per frame (the fine knob).
 MIN_SCALE, MAX_SCALE = 1.0 / 16, 1024.0
+SCALE_RANGE = (0.125, 4.0)
 MAX_PASSES = 4
-#: Tolerances of ``--target-psnr``: the controller aims this far above the target, and tops a
-#: frame up with another pass when it lands more than LOW_TOL under it.
-AIM_DB, LOW_TOL_DB = 0.15, 0.3
+#: ``--target-psnr``: the controller aims this far above the target, and tops a frame up with
+#: another pass when it lands more than TOP_UP_DB under it (the promise: never 0.5 dB under).
+AIM_DB, TOP_UP_DB = 0.2, 0.45
+#: the scale only grows when a frame lands this far above the aim
+GROW_DB = 0.5
 
 
 # --------------------------------------------------------------------------- pure mappings
@@ -138,25 +141,28 @@ class LayerSettings:
     def lossless(self) -> bool:
         return self.codec == "ffv1"
 
-    def codec_options(self) -> tuple[str, str, dict]:
-        """(libavcodec encoder, pixel format, options)."""
+    def codec_options(self, crf: float | None = None) -> tuple[str, str, dict]:
+        """(libavcodec encoder, pixel format, options); ``crf``: the one the encoder chose for a target."""
         if self.lossless:
             return "ffv1", "gray16le", {"level": "3", "coder": "range_tab", "context": "0", "g": "1",
                                         "slices": "4", "slicecrc": "1"}
-        rc = f"qp={TARGET_QP}" if self.target_psnr is not None else f"crf={self.crf:g}"
+        crf = (self.crf if self.crf is not None else 24.0) if crf is None else crf
+        rc = f"crf={crf:.2f}"
         return "libx265", "gray12le", {"preset": self.preset, "forced-idr": "1", "x265-params": f"{rc}:{X265_PARAMS}"}
 
-    def to_dict(self) -> dict:
-        enc, fmt, opts = self.codec_options()
+    def to_dict(self, crf: float | None = None) -> dict:
+        """The settings as the manifest records them (``crf``: the one the encoder chose)."""
+        enc, fmt, opts = self.codec_options(crf)
         return {"codec": "hevc" if enc == "libx265" else "ffv1", "encoder": enc, "pix_fmt": fmt, "options": opts,
-                "target_psnr": self.target_psnr, "crf": self.crf, "lossless": self.lossless,
+                "target_psnr": self.target_psnr, "crf": self.crf if crf is None else crf, "lossless": self.lossless,
                 "predictor_setting": self.predictor}
 
 
-def _open_encoder(settings: LayerSettings, width: int, height: int, rate: Fraction, ctx=None):
+def _open_encoder(settings: LayerSettings, width: int, height: int, rate: Fraction, ctx=None,
+                  crf: float | None = None):
     import av
 
-    enc, fmt, opts = settings.codec_options()
+    enc, fmt, opts = settings.codec_options(crf if crf is not None else (settings.crf or 24.0))
     if ctx is None:
         ctx = av.CodecContext.create(enc, "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, fmt
@@ -202,18 +208,19 @@ class LayerWriter:
     """Encode the layer frame by frame into a Matroska file, decoding every packet back at once."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, bits: int,
-                 settings: LayerSettings):
+                 settings: LayerSettings, crf: float | None = None):
         import av
 
         from .video import fps_fraction
 
         self.path, self.width, self.height, self.bits = Path(path), width, height, bits
         self.settings = settings
+        self.crf = crf
         self.rate = fps_fraction(fps)
         self._out = av.open(os.fspath(self.path), "w", format="matroska")
-        enc, self.fmt, _ = settings.codec_options()
+        enc, self.fmt, _ = settings.codec_options(crf)
         self.stream = self._out.add_stream(enc, rate=self.rate)
-        _open_encoder(settings, width, height, self.rate, self.stream.codec_context)
+        _open_encoder(settings, width, height, self.rate, self.stream.codec_context, crf)
         self.stream.time_base = Fraction(1, 1000)
         self._dec = None
         self.pictures = 0
@@ -253,16 +260,6 @@ class LayerWriter:
             pass
 
 
-def trial_psnr(settings: LayerSettings, width: int, height: int, rate: Fraction, residual_img: np.ndarray,
-               pred: np.ndarray, truth: np.ndarray, scale: float, bits: int, black: int, white: int) -> float:
-    """Code one intra picture with a throwaway encoder (an IDR does not depend on what came before)."""
-    enc = _open_encoder(settings, width, height, rate)
-    packets = enc.encode(_frame(to_code(residual_img, scale), "gray12le", 0, True)) + enc.encode(None)
-    dec = _decode_one(_decoder("hevc", enc.extradata, width, height), packets, "<trial>", "trial")
-    recon = apply_residual(pred, untile(from_code(dec, scale)), bits)
-    return psnr_black(recon, truth, black, white)
-
-
 # --------------------------------------------------------------------------- rate control
 @dataclass
 class RateController:
@@ -270,19 +267,24 @@ class RateController:
 
     The error of the coded residual grows with the scale (about 20 log10 dB per factor at
     high rates, less where the residual is mostly skipped), and frames of a clip are alike:
-    each frame starts from the last one's scale, corrected by its miss. IDR frames (which
-    depend on nothing) are searched exactly with throwaway encoders; a frame that still
-    lands more than LOW_TOL_DB under the target gets another pass on its remaining error.
+    each frame starts from the last one's scale, corrected by its miss (the slope is learnt
+    from the frames). A frame that still lands more than TOP_UP_DB under the target gets
+    another pass on its remaining error.
     """
 
     target: float
+    lo: float = MIN_SCALE  # the scales this clip may use
+    hi: float = MAX_SCALE
     scale: float | None = None
     #: dB lost per 20 log10 of scale: 1 at high rates, lower where x265 skips most of the residual
     slope: float = 0.8
     history: list = field(default_factory=list)
 
+    def clamp(self, s: float) -> float:
+        return round_scale(min(max(s, self.lo), self.hi))
+
     def first_guess(self, base: float) -> float:
-        return round_scale(self.scale if self.scale is not None else base)
+        return self.clamp(self.scale if self.scale is not None else base)
 
     def observe(self, scale: float, psnr: float, inter: bool = True) -> None:
         """Learn from a frame's first pass; the next frame starts from the scale that would have hit the aim."""
@@ -293,46 +295,19 @@ class RateController:
                 b = min(max((p0 - psnr) / ds, 0.3), 1.2)
                 self.slope = 0.7 * self.slope + 0.3 * b
         self.history.append((scale, psnr, inter))
+        if not inter:  # an IDR lands higher than the P-frames that follow (x265's I/P ratio): learn nothing
+            return
         miss = min(max(psnr - (self.target + AIM_DB), -12.0), 12.0)
+        if 0 < miss < GROW_DB:  # close above the aim: hold (growing invites a miss, and a top-up)
+            miss = 0.0
         # growing slowly: above the target because the prediction alone is (x265 skips it all), a large
         # scale costs nothing now and a miss on the next frame that the prediction does not cover
-        self.scale = round_scale(scale * min(1.25, 10 ** (miss / (20 * self.slope))))
+        self.scale = self.clamp(scale * min(1.25, 10 ** (miss / (20 * self.slope))))
 
     def top_up_scale(self, scale: float, psnr: float) -> float:
-        """The scale of another pass on a frame's remaining error (finer by the miss, at least 1.25x)."""
-        return round_scale(scale * min(0.8, 10 ** ((psnr - self.target - AIM_DB) / (20 * self.slope))))
-
-    def search(self, psnr_of, start: float) -> float:
-        """The largest scale whose PSNR reaches target + AIM_DB (bracket by factors of 2, then bisect)."""
-        aim = self.target + AIM_DB
-        lo = hi = None  # lo: a scale that reaches the aim, hi: one that does not
-        s = round_scale(start)
-        for _ in range(8):
-            if psnr_of(s) >= aim:
-                lo = s
-                if s >= MAX_SCALE or hi is not None:
-                    break
-                s = round_scale(s * 2)
-            else:
-                hi = s
-                if s <= MIN_SCALE or lo is not None:
-                    break
-                s = round_scale(s / 2)
-            if lo is not None and hi is not None:
-                break
-        if lo is None:
-            return MIN_SCALE
-        if hi is None:
-            return lo
-        for _ in range(3):
-            mid = round_scale(math.sqrt(lo * hi))
-            if mid in (lo, hi):
-                break
-            if psnr_of(mid) >= aim:
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        """The scale of another pass on a frame's remaining error: at least 2x finer (what the last pass left
+        is what its quantiser skipped, so a pass at a similar scale skips it again)."""
+        return round_scale(scale * min(0.5, 10 ** ((psnr - self.target - AIM_DB) / (20 * self.slope))))
 
 
 # --------------------------------------------------------------------------- reading

@@ -338,7 +338,8 @@ def plot(points: list[RDPoint], floors: dict[str, float], path: Path, rate: str 
 class RDOptions:
     targets: tuple[float, ...] = DEFAULT_TARGETS  # relative to each clip's noise floor
     paper_crfs: tuple[int, ...] = (16, 24, 32)
-    srgb_crf: int = 16  # the sRGB track of the layered modes
+    srgb_crf: int = 16  # the sRGB track of the paper's default point
+    layer_srgb_crf: int = 32  # the sRGB track of the layered modes (the encoder's default with a layer)
     x265_crfs: tuple[float, ...] = DEFAULT_X265_CRFS
     jxl_distances: tuple[float, ...] = DEFAULT_JXL_DISTANCES
     lossless: bool = True
@@ -365,7 +366,7 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
             jobs += [("ffv1-bayer", lambda: ffv1_bayer(data)), ("lj92-dng", lambda: lj92_dng(data))]
 
         def mode(codec, setting, **kw):
-            video = VideoSettings.make(crf=kw.pop("crf", opts.srgb_crf))
+            video = VideoSettings.make(crf=kw.pop("crf", opts.layer_srgb_crf if "raw_layer" in kw else opts.srgb_crf))
             return (codec, lambda: rawvid_point(data, c.open, codec, setting,
                                                 EncodeOptions(video=video, device=opts.device, **kw), work,
                                                 opts.device))
@@ -375,7 +376,7 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
         jobs.append(mode("rawvid-default", f"srgb crf {opts.srgb_crf}"))
         for d in opts.targets:
             t = round(data.noise_floor + d, 2)
-            jobs.append(mode("rawvid-target", f"target {t:g} dB (floor {d:+g})",
+            jobs.append(mode("rawvid-target", f"target {t:g} dB (floor {d:+g}), srgb crf {opts.layer_srgb_crf}",
                              raw_layer=LayerSettings(target_psnr=t)))
         if opts.lossless:
             jobs.append(mode("rawvid-lossless", "lossless raw", raw_layer=LayerSettings(codec="ffv1")))

@@ -12,7 +12,6 @@ What it produces, all chosen against the true RAW the encoder holds:
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,6 +39,7 @@ class LayerState:
 
     settings: rl.LayerSettings
     predictor: str = "chain"  # chain | direct (auto is resolved by the pilot)
+    crf: float | None = None  # the x265 CRF coded with (chosen by the pilot under --target-psnr)
     scales: list = field(default_factory=list)
     intra: list = field(default_factory=list)
     idr: list = field(default_factory=list)
@@ -51,7 +51,7 @@ class LayerState:
     pilot: dict | None = None
 
     def to_dict(self, predictor: dict, noise: dict | None, file: str) -> dict:
-        d = {**self.settings.to_dict(), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
+        d = {**self.settings.to_dict(self.crf), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
              "scales": self.scales, "intra": self.intra, "idr": self.idr, "crc32": self.crcs,
              "maps_file": LAYER_MAPS_NAME if self.predictor == "chain" else None, "maps_dtype": "float16-le", "noise": noise, "pilot": self.pilot}
         if self.settings.lossless:
@@ -69,8 +69,11 @@ class LayerState:
 
 
 def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerState, i: int, idr: bool,
-               pred: np.ndarray, truth: np.ndarray, info, min_scale: float) -> np.ndarray:
-    """Code one frame's residual (with top-up passes under --target-psnr); returns the reconstruction."""
+               pred: np.ndarray, truth: np.ndarray, info, min_scale: float, base: float) -> np.ndarray:
+    """Code one frame's residual (with top-up passes under --target-psnr); returns the reconstruction.
+
+    ``idr``: an x265 IDR picture (every keyframe, and the frame after a top-up, so that x265 never
+    predicts a frame from a top-up picture, which looks like nothing the frames look like)."""
     s_cfg = st.settings
     if s_cfg.lossless:
         dec = writer.code(rl.lossless_code(rl.tile(truth), rl.tile(pred)), i, idr)
@@ -79,16 +82,9 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
             raise RawvidError(writer.path, f"lossless RAW layer did not round-trip at frame {i}")
         st.scales.append([1.0])
         return recon
-    base = max(rl.base_scale(info.bits), min_scale)
     res = rl.tile(truth.astype(np.int64) - pred)
-    if rc is None:
-        scale = rl.round_scale(base)
-    elif idr:
-        h, w = res.shape
-        scale = rc.search(lambda sc: rl.trial_psnr(s_cfg, w, h, writer.rate, res, pred, truth, max(sc, min_scale),
-                                                   info.bits, info.black, info.white), rc.first_guess(base))
-    else:
-        scale = rc.first_guess(base)
+    # the pilot chose the CRF at which the base scale reaches the target: start there, then follow the misses
+    scale = rl.round_scale(base) if rc is None else rc.first_guess(base)
     scale = max(scale, min_scale)
     dec = writer.code(rl.to_code(res, scale), i, idr)
     recon = rl.apply_residual(pred, rl.untile(rl.from_code(dec, scale)), info.bits)
@@ -96,7 +92,8 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
     scales = [scale]
     if rc is not None:
         rc.observe(scale, p, inter=not idr)
-        while p < rc.target - rl.LOW_TOL_DB and len(scales) < rl.MAX_PASSES:
+        # a top-up picture is unlike the frames x265 predicts from: only to hold the hard floor
+        while p < rc.target - rl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
             scale = rc.top_up_scale(scale, p)  # top-ups code an error around zero: no range limit
             dec = writer.code(rl.to_code(rl.tile(truth.astype(np.int64) - recon), scale), i, False)
             recon = rl.apply_residual(recon, rl.untile(rl.from_code(dec, scale)), info.bits)
@@ -111,7 +108,7 @@ class ChainPass:
 
     def __init__(self, info, count: int, keys: set[int], *, method=None, per_frame: bool = False,
                  blocks: bool = False, layer: rl.LayerSettings | None = None, predictor: str = "chain",
-                 layer_path: Path | None = None):
+                 layer_path: Path | None = None, crf: float | None = None):
         from .refine import grid_shape
 
         self.info, self.count, self.keys = info, count, keys
@@ -121,15 +118,18 @@ class ChainPass:
         if blocks:
             self.maps = np.zeros((count, *grid_shape(info.height // 2, info.width // 2)), dtype=np.uint8)
         self.st = self.writer = self.rc = None
-        self.min_scale = 0.0
+        self.min_scale, self.base_scale = 0.0, rl.base_scale(info.bits)
         if layer is not None:
-            self.st = LayerState(layer, predictor)
-            self.writer = rl.LayerWriter(layer_path, info.width, info.height, info.fps, info.bits, layer)
-            self.rc = rl.RateController(layer.target_psnr) if layer.target_psnr is not None else None
+            self.st = LayerState(layer, predictor, crf=crf)
+            self.writer = rl.LayerWriter(layer_path, info.width, info.height, info.fps, info.bits, layer, crf)
+            lo, self.base_scale, hi = scale_bounds(info, predictor)
             if predictor == "direct":  # the whole range around mid-scale must fit the 12-bit codes
-                self.min_scale = rl.round_scale(2 ** (info.bits - 1) / (rl.X265_MAX - rl.X265_OFFSET) * 1.001)
+                self.min_scale = lo
+            if layer.target_psnr is not None:
+                self.rc = rl.RateController(layer.target_psnr, lo, hi)
         self.last_intra_psnr = -math.inf
         self.prev_raw = self.prev_srgb = None
+        self.fresh = False  # the last frame needed a top-up: start x265 afresh (an IDR picture)
 
     def step(self, i: int, rgb: np.ndarray, mosaic: np.ndarray) -> None:
         """One frame: its calibration, refinement weights and (with a layer) its coded residual."""
@@ -182,7 +182,9 @@ class ChainPass:
         p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
         if intra:
             self.last_intra_psnr = p_pred
-        recon = code_layer(self.writer, self.rc, st, i, idr, pred, true_int, info, self.min_scale)
+        recon = code_layer(self.writer, self.rc, st, i, idr or self.fresh, pred, true_int, info, self.min_scale,
+                           self.base_scale)
+        self.fresh = len(st.scales[-1]) > 1
         st.pred_psnr.append(p_pred)
         st.psnr.append(rl.psnr_black(recon, true_int, info.black, info.white))
         st.crcs.append(rl.crc(recon))
@@ -211,33 +213,89 @@ def _frames(src, video: Path, start: int, stop: int):
             yield fr.index - start, rgb, fr.mosaic
 
 
-def choose_predictor(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings,
-                     *, per_frame: bool, blocks: bool) -> tuple[str, dict]:
-    """Code the first frames both ways and keep the predictor that costs fewer bits at the quality reached.
+def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, predictor: str, crf: float | None,
+           per_frame: bool, blocks: bool, folder: Path) -> tuple[int, list[float]]:
+    """Code the pilot frames closed loop, exactly as the main pass would at the base scale with no
+    top-ups: (bytes, each frame's black-subtracted PSNR)."""
+    import dataclasses
 
-    Cost: bytes x 2^((aim - PSNR) / 6), so a mode that lands 6 dB under another is charged twice its bytes
-    (the slope of a codec at high rate); both ways are rate-controlled to the same target anyway.
+    fixed = dataclasses.replace(layer, target_psnr=None, crf=None if layer.lossless else crf, predictor=predictor)
+    cp = ChainPass(info, len(frames), keys, method=method if predictor == "chain" else None, per_frame=per_frame,
+                   blocks=blocks and predictor == "chain", layer=fixed, predictor=predictor,
+                   layer_path=folder / f"pilot-{predictor}-{crf}.mkv", crf=crf)
+    try:
+        for i, rgb, mosaic in frames:
+            cp.step(i, rgb, mosaic)
+        cp.close()
+    except BaseException:
+        cp.abort()
+        raise
+    return cp.st.bytes, cp.st.psnr
+
+
+def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
+    """(lowest, base, highest) scale of a clip: ``direct`` must fit the whole range in the 12-bit codes."""
+    base = rl.base_scale(info.bits)
+    lo, hi = base * rl.SCALE_RANGE[0], base * rl.SCALE_RANGE[1]
+    if predictor == "direct":
+        lo = max(lo, rl.round_scale(2 ** (info.bits - 1) / (rl.X265_MAX - rl.X265_OFFSET) * 1.001))
+        base = max(base, lo)
+    return rl.round_scale(lo), rl.round_scale(base), rl.round_scale(hi)
+
+
+def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
+          per_frame: bool, blocks: bool) -> tuple[str, float | None, dict]:
+    """Choose the layer's predictor and (for --target-psnr) its x265 CRF on the clip's first frames.
+
+    Each candidate predictor codes PILOT_FRAMES frames closed loop, as the main pass would at the
+    base scale: for a target, the largest CRF (bisection over 0..51) at which every frame reaches
+    target + AIM_DB; then the predictor whose pilot costs fewer bytes (at a fixed CRF: bytes x
+    2^((best PSNR - PSNR) / 6), the slope of a codec at high rate). The per-frame scale and
+    top-up passes of the main pass then hold each frame at the target.
     """
+    import tempfile
+
     n = min(PILOT_FRAMES, stop - start)
-    result = {}
+    frames = list(_frames(src, video, start, start + n))
+    candidates = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
+    info = src.info
+    out: dict = {"frames": n}
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
-        for pred in ("chain", "direct"):
-            cp = ChainPass(src.info, n, keys, method=method if pred == "chain" else None, per_frame=per_frame,
-                           blocks=blocks and pred == "chain", layer=layer, predictor=pred,
-                           layer_path=Path(td) / f"{pred}.mkv")
-            try:
-                for i, rgb, mosaic in _frames(src, video, start, start + n):
-                    cp.step(i, rgb, mosaic)
-                cp.close()
-            except BaseException:
-                cp.abort()
-                raise
-            psnr = float(np.mean(cp.st.psnr)) if all(math.isfinite(p) for p in cp.st.psnr) else math.inf
-            aim = layer.target_psnr if layer.target_psnr is not None else psnr
-            extra = 0.0 if not math.isfinite(psnr) else min(max(aim - psnr, -3.0), 6.0)
-            result[pred] = {"bytes": cp.st.bytes, "psnr_black": psnr, "cost": cp.st.bytes * 2 ** (extra / 6)}
-    best = min(result, key=lambda k: result[k]["cost"])
-    return best, {"frames": n, **result, "chosen": best}
+        def probe(pred, crf):
+            nbytes, psnrs = _probe(frames, info, keys, method, layer, pred, crf, per_frame, blocks, Path(td))
+            finite = [p for p in psnrs if math.isfinite(p)]
+            return nbytes, (min(finite) if finite else math.inf), psnrs
+
+        for pred in candidates:
+            if layer.lossless or layer.target_psnr is None:
+                crf = layer.crf
+                nbytes, worst, _ = probe(pred, crf)
+            else:
+                # direct cannot code finer than the bit depth's scale: leave it room above the target
+                aim = layer.target_psnr + rl.AIM_DB + (rl.GROW_DB if pred == "direct" else 0.0)
+                lo, hi, best = 0.0, 51.0, None  # lo reaches the aim (or is 0), hi does not
+                for _ in range(6):
+                    mid = round((lo + hi) / 2, 2)
+                    nb, worst, _ = probe(pred, mid)
+                    if worst >= aim:
+                        lo, best = mid, (mid, nb, worst)
+                    else:
+                        hi = mid
+                    if hi - lo < 1.0:
+                        break
+                if best is None:
+                    nb, worst, _ = probe(pred, 0.0)
+                    best = (0.0, nb, worst)
+                crf, nbytes, worst = best
+            out[pred] = {"crf": crf, "bytes": nbytes, "worst_psnr_black": worst}
+    top = max(out[k]["worst_psnr_black"] for k in candidates)
+    for k in candidates:
+        v = out[k]
+        gap = 0.0 if not math.isfinite(top) or layer.target_psnr is not None else top - v["worst_psnr_black"]
+        v["cost"] = v["bytes"] * 2 ** (min(gap, 12.0) / 6)
+    chosen = min(candidates, key=lambda k: out[k]["cost"])
+    out["chosen"] = chosen
+    return chosen, out[chosen]["crf"], out
 
 
 def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, per_frame: bool,
@@ -249,17 +307,17 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     from .refine import BLOCK, LEVELS, pack
 
     count = stop - start
-    predictor, pilot = "chain", None
+    predictor, crf, report = "chain", None, None
     if layer is not None:
         if method is None:
             method = GlobalFit()
-        predictor = layer.predictor
-        if predictor == "auto":
-            predictor, pilot = choose_predictor(src, video, start, stop, keys, method, layer, per_frame=per_frame,
-                                                blocks=blocks)
+        predictor, crf = layer.predictor, layer.crf
+        if predictor == "auto" or layer.target_psnr is not None:
+            predictor, crf, report = pilot(src, video, start, stop, keys, method, layer, per_frame=per_frame,
+                                           blocks=blocks)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
-                   layer_path=tdir / LAYER_NAME)
+                   layer_path=tdir / LAYER_NAME, crf=crf)
     try:
         for i, rgb, mosaic in _frames(src, video, start, stop):
             cp.step(i, rgb, mosaic)
@@ -270,7 +328,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         cp.abort()
         raise
     if cp.st is not None:
-        cp.st.pilot = pilot
+        cp.st.pilot = report
     calib = refine = None
     if per_frame:
         arr = np.asarray(cp.rows, dtype="<f2")

@@ -72,6 +72,7 @@ def test_direct_and_auto_predictors_round_trip(mlv_factory, tmp_path, predictor)
         pilot = lay["pilot"]
         assert pilot["chosen"] == enc.layer["predictor"]
         assert pilot[pilot["chosen"]]["cost"] <= min(pilot["chain"]["cost"], pilot["direct"]["cost"])
+        assert all(pilot[k]["worst_psnr_black"] >= 48.0 or pilot[k]["crf"] == 0 for k in ("chain", "direct"))
     res = decode(rvd, tmp_path / "out")
     got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "out", 6), mosaics)]
     assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6) and not res.notes
@@ -194,16 +195,17 @@ def test_layer_needs_every_raw_frame(camera_pair, tmp_path):
     assert_clean_error_text(res, "choose one of")
 
 
-def test_rate_controller_search_and_update():
-    rc = rl.RateController(50.0)
-    # a model codec: PSNR falls 20 log10 per factor of scale from 60 dB at scale 1
-    s = rc.search(lambda sc: 60 - 20 * math.log10(sc), 1.0)
-    assert 50.0 + rl.AIM_DB - 0.6 <= 60 - 20 * math.log10(s) <= 60 - 20 * math.log10(s) + 0.6
-    assert 60 - 20 * math.log10(s) >= 50.0 + rl.AIM_DB
+def test_rate_controller_follows_misses_within_its_bounds():
+    rc = rl.RateController(50.0, lo=1.0, hi=16.0)
+    assert rc.first_guess(4.0) == 4.0
     rc.observe(4.0, 45.0)
-    assert rc.scale < 4.0  # missed: finer next time
-    rc.observe(1.0, 60.0)
-    assert rc.scale <= 1.25  # far above: grows, but slowly
+    assert 1.0 <= rc.scale < 4.0  # missed: finer next time
+    rc.observe(rc.scale, 60.0)
+    assert rc.scale <= 1.25 * 4.0  # far above: grows, but slowly
+    for _ in range(40):
+        rc.observe(rc.scale, 70.0)
+    assert rc.scale == 16.0  # never past its bound
+    assert rc.top_up_scale(8.0, 49.0) <= 4.0  # a top-up pass is at least twice as fine
 
 
 def test_noise_profile_is_measured_and_written(mlv_factory, tmp_path):
