@@ -11,11 +11,6 @@ from . import rawlayer as rl
 from .bayer import denormalise, normalise
 from .errors import RawvidError
 
-#: How a RAW layer predicts its frames: the de-rendering chain, or nothing (x265 on the Bayer
-#: planes, for clips where the prediction costs more bits than it saves).
-PREDICTORS = ("auto", "chain", "direct")
-
-
 def select_device(device: str) -> str:
     """``auto`` -> cuda when available, else cpu; an unavailable or unknown device is a clean error."""
     import torch

@@ -252,9 +252,11 @@ def _fmt(v, digits: int = 2) -> str:
               help="--rd: the --target-psnr ladder, in dB relative to each clip's measured noise floor.")
 @click.option("--x265-crf", "x265_crfs", default="30,24,18,12,8,4", show_default=True,
               help="--rd: the CRF ladder of x265 on the Bayer planes.")
+@click.option("--layer-crf", "layer_crfs", default="32", show_default=True,
+              help="--rd: sRGB CRFs of the layered modes (each a --target-psnr curve; the first also for lossless).")
 @handle_errors
 def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, max_frames,
-          device, json_path, plots_dir, rd, targets, x265_crfs):
+          device, json_path, plots_dir, rd, targets, x265_crfs, layer_crfs):
     """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
 
     PATHS: RVD-layout folders (data.json, RAW/, sRGB/), MLV files, DNG folders, or folders of those
@@ -267,7 +269,7 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
     if not paths:
         paths = (MODELS_DIR.parent / "examples",)
     if rd:
-        return _bench_rd(list(paths), targets, x265_crfs, crf, max_frames, device, json_path, plots_dir)
+        return _bench_rd(list(paths), targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs)
     names = [m.strip() for m in methods.split(",")] if methods else None
     for n in names or []:
         if n not in ("network", "global-fit", "warp"):
@@ -336,7 +338,7 @@ def _floats(text: str) -> tuple[float, ...]:
         raise ValueError(f"expected a comma-separated list of numbers, got {text!r}") from None
 
 
-def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plots_dir) -> None:
+def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs) -> None:
     """``rawvid bench --rd``: the rate-distortion table, BD-rates, JSON and plots."""
     import tempfile
 
@@ -346,7 +348,8 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
 
     clips = discover(paths)
     opts = RDOptions(targets=_floats(targets), x265_crfs=_floats(x265_crfs), max_frames=max_frames, device=device,
-                     paper_crfs=tuple(_int_list(crf) or (16, 24, 32)))
+                     paper_crfs=tuple(_int_list(crf) or (16, 24, 32)),
+                     layer_srgb_crfs=tuple(_int_list(layer_crfs) or (32,)))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("rd", total=None)
@@ -372,7 +375,7 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
         wide.print(f"BD-rate vs x265-bayer, {codec}: RAW part {_fmt(row['mean_raw'], 1)}%, whole file "
                    f"{_fmt(row['mean_file'], 1)}%", highlight=False)
     for r in res["target_savings"]:
-        wide.print(f"{r['clip']}: target floor{r['target_minus_floor']:+.1f} dB -> {r['psnr_black']:.2f} dB "
+        wide.print(f"{r['clip']} {r['codec']}: target floor{r['target_minus_floor']:+.1f} dB -> {r['psnr_black']:.2f} dB "
                    f"(worst frame {r['min_frame']:.2f}), RAW part {r['bpp_raw']:.4f} bpp vs x265-bayer "
                    f"{_fmt(r['x265_bayer_bpp_same_psnr'], 4)}: saving {_fmt(r['saving_percent'], 1)}%", highlight=False)
     res.update(command="rawvid " + " ".join(sys.argv[1:]), versions=versions())

@@ -253,6 +253,8 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                         raw = raw_planes(mosaic, info)
                         if i in layer.intra and layer.predictor == "chain":
                             method.keyframe(raw, srgb)
+                        elif calib is not None:  # the map the uninterrupted run held after this frame
+                            method.calibrate(calib[i])
                 else:
                     planes = layer_frame(method, layer, lreader, i, prev_raw, prev_srgb, srgb, info,
                                           None if calib is None else calib[i], None if refine is None else refine[i])
@@ -277,6 +279,8 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                 mosaic = None
                 if i == last_done:
                     mosaic, _ = read_dng(out / frame_name(i))
+                    if calib is not None:  # the map the uninterrupted run held after this frame
+                        method.calibrate(calib[i])
                 raw = None if mosaic is None else raw_planes(mosaic, info)
             else:
                 planes, raw, _ = predict_frame(method, prev_raw, prev_srgb, srgb, info,

@@ -401,7 +401,7 @@ class LayerReader:
     def __init__(self, path: str | os.PathLike, width: int, height: int, codec: str):
         import av
 
-        self.path = Path(path)
+        self.path, self.width, self.height = Path(path), width, height
         try:
             self._in = av.open(os.fspath(self.path))
         except av.FFmpegError as e:
@@ -431,6 +431,9 @@ class LayerReader:
             img = _decode_one(self._dec, [p], self.path, f"frame {frame}")
         except av.FFmpegError as e:
             raise FormatError(self.path, f"RAW layer is corrupt at frame {frame} ({e})") from None
+        if img.shape != (self.height, self.width) or img.dtype != np.uint16:
+            raise FormatError(self.path, f"RAW layer picture of frame {frame} is {img.shape} {img.dtype}, expected "
+                              f"{self.height}x{self.width} 16-bit")
         self.read += 1
         return img
 

@@ -4,8 +4,9 @@ Every codec, rawvid's modes and the references alike, has one small interface (a
 CompressAI's bench codecs): ``run(clip frames) -> RDPoint`` with the bytes it stored and
 the frames it gives back, scored against the true RAW. Rates are bits per Bayer sample
 (frames x width x height) counting every byte: for rawvid the whole .rvd (``bpp``) and
-everything but the sRGB track (``bpp_raw``: the RAW layer, keyframes, side information,
-manifest); a reference has no sRGB track, so its two rates are the same.
+everything but the sRGB track (``bpp_raw``: the .rvd's size minus that of its sRGB track
+remuxed alone into Matroska, i.e. the RAW layer, keyframes, side information, manifest and
+the framing they add); a reference has no sRGB track, so its two rates are the same.
 
 Quality: black-subtracted PSNR pooled over the clip (10 log10 of 1 / the mean squared
 error of all frames; lossless frames count as zero error), the paper's protocol (divided
@@ -190,6 +191,24 @@ def lj92_dng(clip: ClipData) -> RDPoint:
 
 
 # --------------------------------------------------------------------------- rawvid
+def preview_bytes(rvd_path: Path, work: Path) -> int:
+    """Bytes of the sRGB track alone as a Matroska file (stream copy): the file a preview would be.
+
+    The RAW part of an .rvd is everything it holds beyond that: the RAW layer's packets, the
+    keyframes, the side information, the manifest and the framing they add.
+    """
+    import subprocess
+
+    from .video import ffmpeg_exe
+
+    out = work / "preview.mkv"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(rvd_path), "-map", "0:v:0",
+                    "-c", "copy", "-f", "matroska", str(out)], check=True, capture_output=True)
+    n = out.stat().st_size
+    out.unlink()
+    return n
+
+
 def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work: Path, device: str = "auto",
                  max_frames: int | None = None) -> RDPoint:
     """Encode with rawvid, decode with its defaults, score every frame (keyframes included)."""
@@ -207,6 +226,7 @@ def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work:
     enc_s = time.perf_counter() - t0
     sizes = RvdFile(rvd_path).sizes()
     manifest = RvdFile(rvd_path).manifest
+    raw_part = sizes["file_bytes"] - preview_bytes(rvd_path, work)
     t0 = time.perf_counter()
     decode(rvd_path, out, DecodeOptions(device=device))
     dec_s = time.perf_counter() - t0
@@ -216,9 +236,11 @@ def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work:
     extra = {"frame_psnr_black": s["frame_psnr_black"], "srgb_bpp": sizes["video_bits_per_pixel"]}
     lay = manifest.get("raw_layer")
     if lay:
-        extra.update(passes=[len(x) for x in lay["scales"]], intra=lay["intra"], target=lay.get("target_psnr"))
+        extra.update(passes=[len(x) for x in lay["scales"]], intra=lay["intra"], target=lay.get("target_psnr"),
+                     predictor=lay["predictor"]["mode"], refine=manifest.get("refine", {}).get("mode"),
+                     crf=lay.get("crf"), pilot=lay.get("pilot"))
     rvd_path.unlink(missing_ok=True)
-    return RDPoint(codec, setting, clip.name, sizes["bits_per_pixel"], sizes["raw_part_bits_per_pixel"],
+    return RDPoint(codec, setting, clip.name, sizes["bits_per_pixel"], 8 * raw_part / _samples(clip),
                    s["psnr_black"], s["psnr_paper"], s["min_frame_psnr_black"], len(frames), enc_s, dec_s,
                    lossless=math.isinf(s["psnr_black"]), extra=extra)
 
@@ -274,14 +296,14 @@ def savings_at_targets(points: list[RDPoint], floors: dict[str, float]) -> list[
     """For every --target-psnr point: the x265-bayer rate at the same PSNR (log-interpolated) and the saving."""
     rows = []
     for p in points:
-        if p.codec != "rawvid-target":
+        if not p.codec.startswith("rawvid-target"):
             continue
         ref = sorted((q.psnr_black, q.bpp_raw) for q in points if q.clip == p.clip and q.codec == "x265-bayer")
         ref = [(a, b) for a, b in ref if math.isfinite(a)]
         x = None
         if len(ref) >= 2 and ref[0][0] <= p.psnr_black <= ref[-1][0]:
             x = float(np.exp(np.interp(p.psnr_black, [a for a, _ in ref], [math.log(b) for _, b in ref])))
-        rows.append({"clip": p.clip, "target": p.extra.get("target"), "floor": floors.get(p.clip),
+        rows.append({"clip": p.clip, "codec": p.codec, "target": p.extra.get("target"), "floor": floors.get(p.clip),
                      "target_minus_floor": None if p.extra.get("target") is None else
                      round(p.extra["target"] - floors.get(p.clip, 0), 2),
                      "psnr_black": p.psnr_black, "min_frame": p.min_frame_psnr_black, "bpp_raw": p.bpp_raw,
@@ -339,7 +361,7 @@ class RDOptions:
     targets: tuple[float, ...] = DEFAULT_TARGETS  # relative to each clip's noise floor
     paper_crfs: tuple[int, ...] = (16, 24, 32)
     srgb_crf: int = 16  # the sRGB track of the paper's default point
-    layer_srgb_crf: int = 32  # the sRGB track of the layered modes (the encoder's default with a layer)
+    layer_srgb_crfs: tuple[int, ...] = (32,)  # the sRGB track of the layered modes (32: the encoder's default)
     x265_crfs: tuple[float, ...] = DEFAULT_X265_CRFS
     jxl_distances: tuple[float, ...] = DEFAULT_JXL_DISTANCES
     lossless: bool = True
@@ -366,7 +388,7 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
             jobs += [("ffv1-bayer", lambda: ffv1_bayer(data)), ("lj92-dng", lambda: lj92_dng(data))]
 
         def mode(codec, setting, **kw):
-            video = VideoSettings.make(crf=kw.pop("crf", opts.layer_srgb_crf if "raw_layer" in kw else opts.srgb_crf))
+            video = VideoSettings.make(crf=kw.pop("crf", opts.srgb_crf))
             return (codec, lambda: rawvid_point(data, c.open, codec, setting,
                                                 EncodeOptions(video=video, device=opts.device, **kw), work,
                                                 opts.device))
@@ -374,12 +396,15 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
         jobs += [mode("rawvid-paper", f"srgb crf {q}", crf=q, calibration="keyframe", refine="off")
                  for q in opts.paper_crfs]
         jobs.append(mode("rawvid-default", f"srgb crf {opts.srgb_crf}"))
-        for d in opts.targets:
-            t = round(data.noise_floor + d, 2)
-            jobs.append(mode("rawvid-target", f"target {t:g} dB (floor {d:+g}), srgb crf {opts.layer_srgb_crf}",
-                             raw_layer=LayerSettings(target_psnr=t)))
+        for q in opts.layer_srgb_crfs:
+            name = "rawvid-target" if q == opts.layer_srgb_crfs[0] else f"rawvid-target-srgb{q}"
+            for d in opts.targets:
+                t = round(data.noise_floor + d, 2)
+                jobs.append(mode(name, f"target {t:g} dB (floor {d:+g}), srgb crf {q}", crf=q,
+                                 raw_layer=LayerSettings(target_psnr=t)))
         if opts.lossless:
-            jobs.append(mode("rawvid-lossless", "lossless raw", raw_layer=LayerSettings(codec="ffv1")))
+            jobs.append(mode("rawvid-lossless", f"lossless raw, srgb crf {opts.layer_srgb_crfs[0]}",
+                             crf=opts.layer_srgb_crfs[0], raw_layer=LayerSettings(codec="ffv1")))
         for k, (codec, job) in enumerate(jobs):
             if progress:
                 progress(f"{c.name}: {codec}", k, len(jobs), n, len(clips))

@@ -174,11 +174,10 @@ class ChainPass:
                     intra, pred = True, pred_own
         if idr:
             st.idr.append(i)
-        if intra and st.predictor != "direct":
-            st.maps[i] = own_values
+        if intra:
             st.intra.append(i)
-        elif intra:
-            st.intra.append(i)
+            if st.predictor == "chain":
+                st.maps[i] = own_values
         p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
         if intra:
             self.last_intra_psnr = p_pred
@@ -219,6 +218,8 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
     top-ups: (bytes, each frame's black-subtracted PSNR)."""
     import dataclasses
 
+    from .refine import pack
+
     fixed = dataclasses.replace(layer, target_psnr=None, crf=None if layer.lossless else crf, predictor=predictor)
     cp = ChainPass(info, len(frames), keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=fixed, predictor=predictor,
@@ -230,7 +231,8 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
     except BaseException:
         cp.abort()
         raise
-    return cp.st.bytes, cp.st.psnr
+    side = len(pack(cp.maps)) if cp.maps is not None else 0  # the refinement's bytes count too
+    return cp.st.bytes + side, cp.st.psnr
 
 
 def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
@@ -244,25 +246,30 @@ def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
 
 
 def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
-          per_frame: bool, blocks: bool) -> tuple[str, float | None, dict]:
+          per_frame: bool, blocks: bool) -> tuple[str, bool, float | None, dict]:
     """Choose the layer's predictor and (for --target-psnr) its x265 CRF on the clip's first frames.
 
     Each candidate predictor codes PILOT_FRAMES frames closed loop, as the main pass would at the
     base scale: for a target, the largest CRF (bisection over 0..51) at which every frame reaches
     target + AIM_DB; then the predictor whose pilot costs fewer bytes (at a fixed CRF: bytes x
-    2^((best PSNR - PSNR) / 6), the slope of a codec at high rate). The per-frame scale and
-    top-up passes of the main pass then hold each frame at the target.
+    2^((best PSNR - PSNR) / 6), the slope of a codec at high rate). The chain is tried with and
+    without block refinement (its weights' bytes counted): where the prediction alone already
+    reaches the target they are bytes for nothing. The per-frame scale and top-up passes of the
+    main pass then hold each frame at the target. Returns (predictor, refinement, CRF, report).
     """
     import tempfile
 
     n = min(PILOT_FRAMES, stop - start)
     frames = list(_frames(src, video, start, start + n))
-    candidates = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
+    preds = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
+    candidates = [c for p in preds for c in ((["chain+blocks"] if blocks else []) + ["chain"] if p == "chain" else [p])]
     info = src.info
     out: dict = {"frames": n}
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
-        def probe(pred, crf):
-            nbytes, psnrs = _probe(frames, info, keys, method, layer, pred, crf, per_frame, blocks, Path(td))
+        def probe(cand, crf):
+            pred = cand.split("+")[0]
+            nbytes, psnrs = _probe(frames, info, keys, method, layer, pred, crf, per_frame, cand.endswith("+blocks"),
+                                   Path(td))
             finite = [p for p in psnrs if math.isfinite(p)]
             return nbytes, (min(finite) if finite else math.inf), psnrs
 
@@ -295,7 +302,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
         v["cost"] = v["bytes"] * 2 ** (min(gap, 12.0) / 6)
     chosen = min(candidates, key=lambda k: out[k]["cost"])
     out["chosen"] = chosen
-    return chosen, out[chosen]["crf"], out
+    return chosen.split("+")[0], chosen.endswith("+blocks"), out[chosen]["crf"], out
 
 
 def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, per_frame: bool,
@@ -312,9 +319,9 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         if method is None:
             method = GlobalFit()
         predictor, crf = layer.predictor, layer.crf
-        if predictor == "auto" or layer.target_psnr is not None:
-            predictor, crf, report = pilot(src, video, start, stop, keys, method, layer, per_frame=per_frame,
-                                           blocks=blocks)
+        if predictor == "auto" or layer.target_psnr is not None or (blocks and predictor == "chain"):
+            predictor, blocks, crf, report = pilot(src, video, start, stop, keys, method, layer,
+                                                   per_frame=per_frame, blocks=blocks)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
                    layer_path=tdir / LAYER_NAME, crf=crf)

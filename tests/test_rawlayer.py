@@ -235,3 +235,31 @@ def test_bd_rate():
     half = [(r / 2, p) for r, p in ref]
     assert bd_rate(ref, half) == pytest.approx(-50.0, abs=1e-6)
     assert bd_rate(ref, [(1.0, 10.0), (2.0, 12.0)]) is None  # no overlap
+
+
+def test_cli_layered_encode_info_decode(mlv_factory, tmp_path):
+    path, info, mosaics = _mlv(mlv_factory, n=4)
+    rvd = tmp_path / "cli.rvd"
+    res = run_cli("encode", path, "-o", rvd, "--target-psnr", "47", "--refine", "off")
+    assert res.returncode == 0, res.stderr
+    res = run_cli("info", rvd)
+    assert res.returncode == 0 and "RAW layer" in res.stdout and "NoiseProfile" in res.stdout, res.stdout
+    assert RvdFile(rvd).manifest["video"]["crf"] == 32  # the sRGB default with a layer
+    res = run_cli("decode", rvd, "-o", tmp_path / "f")
+    assert res.returncode == 0, res.stderr
+    got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "f", 4), mosaics)]
+    assert min(got) >= 47 - 0.5, got
+
+
+def test_resume_with_per_frame_calibration_is_identical(mlv_factory, tmp_path):
+    path, info, mosaics = _mlv(mlv_factory, n=6)
+    rvd = tmp_path / "pf.rvd"
+    encode(path, rvd, EncodeOptions(calibration="per-frame", refine="off",
+                                    raw_layer=LayerSettings(codec="ffv1", predictor="chain")))
+    decode(rvd, tmp_path / "all")
+    decode(rvd, tmp_path / "res", DecodeOptions(stop=3))
+    res = decode(rvd, tmp_path / "res", DecodeOptions(resume=True))  # lossless: a CRC mismatch would raise
+    assert res.frames == 3
+    for i in range(6):
+        assert (tmp_path / "res" / frame_name(i)).read_bytes() == (tmp_path / "all" / frame_name(i)).read_bytes()
+        assert np.array_equal(read_dng(tmp_path / "res" / frame_name(i))[0], mosaics[i])
