@@ -11,6 +11,7 @@ from . import rawlayer as rl
 from .bayer import denormalise, normalise
 from .errors import RawvidError
 
+
 def select_device(device: str) -> str:
     """``auto`` -> cuda when available, else cpu; an unavailable or unknown device is a clean error."""
     import torch

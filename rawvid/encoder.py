@@ -293,7 +293,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 predictor = {"mode": st.predictor, "method": None, "model": None}
                 if st.predictor == "chain":
                     predictor.update({"method": "network", "model": model} if net else {"method": "global-fit"})
-                manifest["raw_layer"] = st.to_dict(predictor, noise.to_dict() if noise else None, LAYER_NAME)
+                manifest["raw_layer"] = st.to_dict(predictor, LAYER_NAME)
             (tdir / MANIFEST_NAME).write_text(json.dumps(manifest, separators=(",", ":")))
             files = [(tdir / MANIFEST_NAME, MIME_JSON)] + [(tdir / f"key_{k:06d}.dng", MIME_DNG) for k in keylist]
             files += [(tdir / name, MIME_BINARY) for name in side]

@@ -104,9 +104,9 @@ def lossless_recon(pred: np.ndarray, code: np.ndarray) -> np.ndarray:
 
 def psnr_black(recon: np.ndarray, truth: np.ndarray, black: int, white: int) -> float:
     """Black-subtracted PSNR of integer planes (the bench's protocol)."""
-    d = recon.astype(np.float64) - truth.astype(np.float64)
-    mse = float(np.mean(d * d))
-    return math.inf if mse == 0 else 10 * math.log10(float(white - black) ** 2 / mse)
+    from .metrics import psnr
+
+    return psnr(recon, truth, peak=float(white - black))
 
 
 def crc(planes: np.ndarray) -> int:
@@ -162,7 +162,7 @@ def _open_encoder(settings: LayerSettings, width: int, height: int, rate: Fracti
                   crf: float | None = None):
     import av
 
-    enc, fmt, opts = settings.codec_options(crf if crf is not None else (settings.crf or 24.0))
+    enc, fmt, opts = settings.codec_options(crf)
     if ctx is None:
         ctx = av.CodecContext.create(enc, "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, fmt
@@ -278,7 +278,7 @@ class RateController:
     scale: float | None = None
     #: dB lost per 20 log10 of scale: 1 at high rates, lower where x265 skips most of the residual
     slope: float = 0.8
-    history: list = field(default_factory=list)
+    last: tuple | None = None  # the last frame's (scale, PSNR, inter), to measure the slope
 
     def clamp(self, s: float) -> float:
         return round_scale(min(max(s, self.lo), self.hi))
@@ -288,13 +288,13 @@ class RateController:
 
     def observe(self, scale: float, psnr: float, inter: bool = True) -> None:
         """Learn from a frame's first pass; the next frame starts from the scale that would have hit the aim."""
-        if inter and self.history and self.history[-1][2]:
-            s0, p0, _ = self.history[-1]
+        if inter and self.last is not None and self.last[2]:
+            s0, p0, _ = self.last
             ds = 20 * math.log10(scale / s0)
             if abs(ds) > 0.5:  # enough movement to measure the slope (frames differ too: smooth it)
                 b = min(max((p0 - psnr) / ds, 0.3), 1.2)
                 self.slope = 0.7 * self.slope + 0.3 * b
-        self.history.append((scale, psnr, inter))
+        self.last = (scale, psnr, inter)
         if not inter:  # an IDR lands higher than the P-frames that follow (x265's I/P ratio): learn nothing
             return
         miss = min(max(psnr - (self.target + AIM_DB), -12.0), 12.0)
@@ -322,7 +322,6 @@ class LayerInfo:
     intra: set[int]
     idr: list[int]
     crcs: list[int]
-    noise: dict | None
     maps: dict[int, np.ndarray] = field(default_factory=dict)  # intra frame -> its global map
 
     @property
@@ -389,10 +388,7 @@ def parse_layer(m: dict, count: int, path) -> LayerInfo | None:
         raise bad(f"crc32 must list {count} 32-bit values")
     if len(set(intra)) != len(intra) or len(set(idr)) != len(idr):
         raise bad("intra and idr must not repeat a frame")
-    noise = lay.get("noise")
-    if noise is not None and not isinstance(noise, dict):
-        raise bad("noise must be an object")
-    return LayerInfo(codec, lossless, pred["mode"], clean, set(intra), sorted(idr), crcs, noise)
+    return LayerInfo(codec, lossless, pred["mode"], clean, set(intra), sorted(idr), crcs)
 
 
 class LayerReader:

@@ -84,9 +84,9 @@ def score(clip: ClipData, frames: list[np.ndarray]) -> dict:
     info = clip.info
     span = float(info.white - info.black)
     full = float((1 << info.bits) - 1)
-    mses = [float(np.mean((f.astype(np.float64) - t) ** 2)) for f, t in zip(frames, clip.mosaics)]
     if len(frames) != len(clip.mosaics):
         raise ValueError(f"{clip.name}: {len(frames)} frames decoded, {len(clip.mosaics)} expected")
+    mses = [float(np.mean((f.astype(np.float64) - t) ** 2)) for f, t in zip(frames, clip.mosaics)]
     pooled = float(np.mean(mses))
 
     def db(mse: float, peak: float) -> float:
@@ -139,7 +139,8 @@ def x265_bayer(clip: ClipData, crf: float, preset: str = "fast") -> RDPoint:
     s = score(clip, frames)
     bpp = 8 * nbytes / _samples(clip)
     return RDPoint("x265-bayer", f"crf {crf:g}", clip.name, bpp, bpp, s["psnr_black"], s["psnr_paper"],
-                   s["min_frame_psnr_black"], len(frames), enc_s, dec_s, extra={"frame_psnr_black": s["frame_psnr_black"]})
+                   s["min_frame_psnr_black"], len(frames), enc_s, dec_s,
+                   extra={"frame_psnr_black": s["frame_psnr_black"]})
 
 
 def jpegxl(clip: ClipData, distance: float) -> RDPoint:
@@ -283,8 +284,9 @@ def summarise(points: list[RDPoint], floors: dict[str, float]) -> dict:
             if codec == "x265-bayer":
                 continue
             row = table.setdefault(codec, {"raw": {}, "file": {}})
-            row["raw"][clip] = bd_rate([(p.bpp_raw, p.psnr_black) for p in ref], [(p.bpp_raw, p.psnr_black) for p in pts])
-            row["file"][clip] = bd_rate([(p.bpp, p.psnr_black) for p in ref], [(p.bpp, p.psnr_black) for p in pts])
+            for key, rate in (("raw", "bpp_raw"), ("file", "bpp")):
+                row[key][clip] = bd_rate([(getattr(p, rate), p.psnr_black) for p in ref],
+                                         [(getattr(p, rate), p.psnr_black) for p in pts])
     for row in table.values():
         for k in ("raw", "file"):
             vals = [v for v in row[k].values() if v is not None]

@@ -50,10 +50,12 @@ class LayerState:
     bytes: int = 0
     pilot: dict | None = None
 
-    def to_dict(self, predictor: dict, noise: dict | None, file: str) -> dict:
+    def to_dict(self, predictor: dict, file: str) -> dict:
+        """The manifest's ``raw_layer`` (the noise model is the manifest's own ``noise_profile``)."""
         d = {**self.settings.to_dict(self.crf), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
              "scales": self.scales, "intra": self.intra, "idr": self.idr, "crc32": self.crcs,
-             "maps_file": LAYER_MAPS_NAME if self.predictor == "chain" else None, "maps_dtype": "float16-le", "noise": noise, "pilot": self.pilot}
+             "maps_file": LAYER_MAPS_NAME if self.predictor == "chain" else None, "maps_dtype": "float16-le",
+             "pilot": self.pilot}
         if self.settings.lossless:
             d["mapping"] = {"code": "(true - pred + 32768) mod 65536", "recon": "(pred + code - 32768) mod 65536",
                             "offset": rl.FFV1_OFFSET, "scale": 1, "clip": None}
@@ -133,15 +135,12 @@ class ChainPass:
 
     def step(self, i: int, rgb: np.ndarray, mosaic: np.ndarray) -> None:
         """One frame: its calibration, refinement weights and (with a layer) its coded residual."""
-        from .methods import CURVE_KNOTS, GlobalMap, fit_global_map
-
         info = self.info
         srgb, truth = srgb_half(rgb), raw_planes(mosaic, info)
-        gmap = None
+        gmap = own = None  # own: this frame's map fitted on its true RAW (float16, as stored), fitted once
         if self.per_frame:
-            row = np.asarray(fit_global_map(srgb, truth).to_list(), dtype="<f2")
-            self.rows.append(row)
-            gmap = GlobalMap.from_list(row.astype(np.float64), CURVE_KNOTS)
+            gmap, own = fit_own_map(srgb, truth)
+            self.rows.append(own.astype("<f2"))
         if self.method is None and self.st is None:
             return
         st = self.st
@@ -158,27 +157,29 @@ class ChainPass:
         idr = intra = i in self.keys
         if st.predictor == "direct":
             pred = direct_prediction(info)
+            p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
         elif idr:
-            _, own_values = fit_own_map(srgb, truth)
-            pred = own_prediction(own_values, srgb, info)
+            own = fit_own_map(srgb, truth)[1] if own is None else own
+            pred = own_prediction(own, srgb, info)
+            p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
         else:
             pred, _, idx = predict_frame(self.method, self.prev_raw, self.prev_srgb, srgb, info, gmap,
                                          target=truth if self.blocks else None)
             if idx is not None:
                 self.maps[i] = idx
-            p_inter = rl.psnr_black(pred, true_int, info.black, info.white)
-            if p_inter < self.last_intra_psnr - INTRA_GAIN_DB:  # the chain has drifted far: a fresh start?
-                _, own_values = fit_own_map(srgb, truth)
-                pred_own = own_prediction(own_values, srgb, info)
-                if rl.psnr_black(pred_own, true_int, info.black, info.white) > p_inter + INTRA_GAIN_DB:
-                    intra, pred = True, pred_own
+            p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
+            if p_pred < self.last_intra_psnr - INTRA_GAIN_DB:  # the chain has drifted far: a fresh start?
+                own = fit_own_map(srgb, truth)[1] if own is None else own
+                pred_own = own_prediction(own, srgb, info)
+                p_own = rl.psnr_black(pred_own, true_int, info.black, info.white)
+                if p_own > p_pred + INTRA_GAIN_DB:
+                    intra, pred, p_pred = True, pred_own, p_own
         if idr:
             st.idr.append(i)
         if intra:
             st.intra.append(i)
             if st.predictor == "chain":
-                st.maps[i] = own_values
-        p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
+                st.maps[i] = own
         if intra:
             self.last_intra_psnr = p_pred
         recon = code_layer(self.writer, self.rc, st, i, idr or self.fresh, pred, true_int, info, self.min_scale,

@@ -1,7 +1,6 @@
 """The RAW layer: residual mappings, closed-loop round trips, rate control, lossless, bad layers, RD helpers."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
