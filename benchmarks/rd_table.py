@@ -52,21 +52,24 @@ def summary_table(results: list[dict]) -> str:
 
 
 def savings_table(results: list[dict]) -> str:
-    rows = ["| clip | curve | target - floor | floor | PSNR black | worst frame | bpp RAW part | x265-bayer at same PSNR | saving |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [("| clip | curve | target - floor | floor | PSNR black | worst frame | bpp RAW part "
+             "| x265-bayer (CRF) at same PSNR | x265-bayer (QP) | saving vs the stronger |"),
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for r in res["target_savings"]:
             rows.append(f"| {r['clip']} | {r['codec']} | {r['target_minus_floor']:+.0f} | {fmt(r['floor'])} | "
                         f"{fmt(r['psnr_black'])} | {fmt(r['min_frame'])} | {r['bpp_raw']:.4f} | "
-                        f"{fmt(r['x265_bayer_bpp_same_psnr'], 4)} | {fmt(r['saving_percent'], 0)}% |")
+                        f"{fmt(r['x265_bayer_bpp_same_psnr'], 4)} | {fmt(r.get('x265_bayer_qp_bpp_same_psnr'), 4)} | "
+                        f"{fmt(r['saving_percent'], 0)}% |")
     return "\n".join(rows)
 
 
-def bd_table(results: list[dict]) -> str:
-    rows = ["| curve | BD-rate RAW part vs x265-bayer | BD-rate whole file | clips |", "|---|---|---|---|"]
+def bd_table(results: list[dict], ref: str = "x265_bayer") -> str:
+    name = ref.replace("_", "-")
+    rows = [f"| curve | BD-rate RAW part vs {name} | BD-rate whole file | clips |", "|---|---|---|---|"]
     per = defaultdict(lambda: {"raw": [], "file": []})
     for res in results:
-        for codec, row in res["summary"]["bd_rate_vs_x265_bayer_percent"].items():
+        for codec, row in res["summary"].get(f"bd_rate_vs_{ref}_percent", {}).items():
             per[codec]["raw"] += [v for v in row["raw"].values() if v is not None]
             per[codec]["file"] += [v for v in row["file"].values() if v is not None]
     for codec, d in per.items():
@@ -80,6 +83,7 @@ def bd_table(results: list[dict]) -> str:
 def main() -> None:
     results = [json.loads(open(p).read()) for p in sys.argv[1:]]
     print(bd_table(results), "\n")
+    print(bd_table(results, "x265_bayer_qp"), "\n")
     print(savings_table(results), "\n")
     print(summary_table(results), "\n")
     for res in results:

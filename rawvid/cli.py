@@ -371,13 +371,15 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
                   "lossless" if p.lossless else f"{p.min_frame_psnr_black:.2f}", f"{res['floors'][p.clip]:.2f}")
     wide = out if out.is_terminal else Console(width=220)
     wide.print(t)
-    for codec, row in res["summary"]["bd_rate_vs_x265_bayer_percent"].items():
-        wide.print(f"BD-rate vs x265-bayer, {codec}: RAW part {_fmt(row['mean_raw'], 1)}%, whole file "
-                   f"{_fmt(row['mean_file'], 1)}%", highlight=False)
+    for ref in ("x265_bayer", "x265_bayer_qp"):
+        for codec, row in res["summary"][f"bd_rate_vs_{ref}_percent"].items():
+            wide.print(f"BD-rate vs {ref.replace('_', '-')}, {codec}: RAW part {_fmt(row['mean_raw'], 1)}%, whole file "
+                       f"{_fmt(row['mean_file'], 1)}%", highlight=False)
     for r in res["target_savings"]:
         wide.print(f"{r['clip']} {r['codec']}: target floor{r['target_minus_floor']:+.1f} dB -> {r['psnr_black']:.2f} dB "
                    f"(worst frame {r['min_frame']:.2f}), RAW part {r['bpp_raw']:.4f} bpp vs x265-bayer "
-                   f"{_fmt(r['x265_bayer_bpp_same_psnr'], 4)}: saving {_fmt(r['saving_percent'], 1)}%", highlight=False)
+                   f"{_fmt(r['x265_bayer_bpp_same_psnr'], 4)} (CRF) / {_fmt(r['x265_bayer_qp_bpp_same_psnr'], 4)} (QP): "
+                   f"saving {_fmt(r['saving_percent'], 1)}% against the stronger", highlight=False)
     res.update(command="rawvid " + " ".join(sys.argv[1:]), versions=versions())
     if json_path:
         with atomic_write(json_path) as f:
@@ -544,7 +546,8 @@ def info(path, as_json):
     lay = m.get("raw_layer")
     if lay:
         what = ("FFV1 lossless" if lay.get("lossless") else
-                f"x265 {'target ' + str(lay.get('target_psnr')) + ' dB' if lay.get('target_psnr') else 'crf ' + str(lay.get('crf'))}")
+                f"x265 target {lay.get('target_psnr')} dB (QP {lay.get('qp')})" if lay.get("target_psnr") else
+                f"x265 crf {lay.get('crf')}")
         pred = lay.get("predictor") or {}
         t.add_row("RAW layer", f"{what}, predictor {pred.get('mode')} {pred.get('method') or ''}"
                   f"{' ' + pred['model'] if pred.get('model') else ''}; "

@@ -38,6 +38,9 @@ from .noise import estimate_noise
 #: --target-psnr ladder, in dB relative to each clip's measured noise floor.
 DEFAULT_TARGETS = (-6.0, -3.0, 0.0, 2.0, 4.0)
 DEFAULT_X265_CRFS = (30, 24, 18, 12, 8, 4)
+DEFAULT_X265_QPS = (36, 30, 24, 18, 12, 8, 4, 1)
+#: the two ladders of direct coding the RAW layer is measured against
+REFERENCES = ("x265-bayer", "x265-bayer-qp")
 DEFAULT_JXL_DISTANCES = (2.0, 1.0, 0.5, 0.25)
 
 
@@ -112,14 +115,15 @@ def _untile(clip: ClipData, img: np.ndarray) -> np.ndarray:
     return unpack(rl.untile(img), clip.info.cfa)
 
 
-def x265_bayer(clip: ClipData, crf: float, preset: str = "fast") -> RDPoint:
-    """x265 straight on the tiled Bayer planes (12-bit grey, inter, the RAW layer's settings)."""
+def x265_bayer(clip: ClipData, crf: float | None = None, preset: str = "fast", qp: int | None = None) -> RDPoint:
+    """x265 straight on the tiled Bayer planes (12-bit grey, inter, the RAW layer's settings), at a
+    CRF or at a constant QP (I-frames at the same QP, as the layer codes a target)."""
     info = clip.info
     shift = rl.base_scale(info.bits)
     h, w = info.height, info.width
-    settings = rl.LayerSettings(crf=crf, preset=preset)
+    settings = rl.LayerSettings(crf=24.0 if crf is None else crf, preset=preset)
     t0 = time.perf_counter()
-    enc = rl._open_encoder(settings, w, h, Fraction(25))
+    enc = rl._open_encoder(settings, w, h, Fraction(25), crf=crf, qp=qp)
     packets = []
     for i, t in enumerate(_tiles(clip)):
         code = np.clip(np.rint(t / shift), 0, rl.X265_MAX).astype(np.uint16)
@@ -138,7 +142,8 @@ def x265_bayer(clip: ClipData, crf: float, preset: str = "fast") -> RDPoint:
     dec_s = time.perf_counter() - t0
     s = score(clip, frames)
     bpp = 8 * nbytes / _samples(clip)
-    return RDPoint("x265-bayer", f"crf {crf:g}", clip.name, bpp, bpp, s["psnr_black"], s["psnr_paper"],
+    return RDPoint("x265-bayer" if qp is None else "x265-bayer-qp", f"crf {crf:g}" if qp is None else f"qp {qp}",
+                   clip.name, bpp, bpp, s["psnr_black"], s["psnr_paper"],
                    s["min_frame_psnr_black"], len(frames), enc_s, dec_s,
                    extra={"frame_psnr_black": s["frame_psnr_black"]})
 
@@ -239,7 +244,7 @@ def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work:
     if lay:
         extra.update(passes=[len(x) for x in lay["scales"]], intra=lay["intra"], target=lay.get("target_psnr"),
                      predictor=lay["predictor"]["mode"], refine=manifest.get("refine", {}).get("mode"),
-                     crf=lay.get("crf"), pilot=lay.get("pilot"))
+                     crf=lay.get("crf"), qp=lay.get("qp"), pilot=lay.get("pilot"))
     rvd_path.unlink(missing_ok=True)
     return RDPoint(codec, setting, clip.name, sizes["bits_per_pixel"], 8 * raw_part / _samples(clip),
                    s["psnr_black"], s["psnr_paper"], s["min_frame_psnr_black"], len(frames), enc_s, dec_s,
@@ -273,43 +278,55 @@ def bd_rate(ref: list[tuple[float, float]], test: list[tuple[float, float]]) -> 
 
 
 def summarise(points: list[RDPoint], floors: dict[str, float]) -> dict:
-    """BD-rates of every curve against x265-bayer, per clip and averaged; RAW part and whole file."""
+    """BD-rates of every curve against each x265-bayer ladder (CRF, constant QP), per clip and
+    averaged; RAW part and whole file."""
     by_clip: dict[str, dict[str, list[RDPoint]]] = {}
     for p in points:
         by_clip.setdefault(p.clip, {}).setdefault(p.codec, []).append(p)
-    table: dict[str, dict] = {}
-    for clip, curves in by_clip.items():
-        ref = curves.get("x265-bayer", [])
-        for codec, pts in curves.items():
-            if codec == "x265-bayer":
-                continue
-            row = table.setdefault(codec, {"raw": {}, "file": {}})
-            for key, rate in (("raw", "bpp_raw"), ("file", "bpp")):
-                row[key][clip] = bd_rate([(getattr(p, rate), p.psnr_black) for p in ref],
-                                         [(getattr(p, rate), p.psnr_black) for p in pts])
-    for row in table.values():
-        for k in ("raw", "file"):
-            vals = [v for v in row[k].values() if v is not None]
-            row[f"mean_{k}"] = float(np.mean(vals)) if vals else None
-    return {"bd_rate_vs_x265_bayer_percent": table, "noise_floor_db": floors}
+    out: dict = {"noise_floor_db": floors}
+    for ref_name in REFERENCES:
+        table: dict[str, dict] = {}
+        for clip, curves in by_clip.items():
+            ref = curves.get(ref_name, [])
+            for codec, pts in curves.items():
+                if codec == ref_name:
+                    continue
+                row = table.setdefault(codec, {"raw": {}, "file": {}})
+                for key, rate in (("raw", "bpp_raw"), ("file", "bpp")):
+                    row[key][clip] = bd_rate([(getattr(p, rate), p.psnr_black) for p in ref],
+                                             [(getattr(p, rate), p.psnr_black) for p in pts])
+        for row in table.values():
+            for k in ("raw", "file"):
+                vals = [v for v in row[k].values() if v is not None]
+                row[f"mean_{k}"] = float(np.mean(vals)) if vals else None
+        out[f"bd_rate_vs_{ref_name.replace('-', '_')}_percent"] = table
+    return out
+
+
+def _rate_at(points: list[RDPoint], clip: str, codec: str, psnr: float) -> float | None:
+    """A reference curve's RAW rate at a PSNR (log-interpolated; None outside the curve)."""
+    ref = sorted((q.psnr_black, q.bpp_raw) for q in points if q.clip == clip and q.codec == codec)
+    ref = [(a, b) for a, b in ref if math.isfinite(a) and b > 0]
+    if len(ref) >= 2 and ref[0][0] <= psnr <= ref[-1][0]:
+        return float(np.exp(np.interp(psnr, [a for a, _ in ref], [math.log(b) for _, b in ref])))
+    return None
 
 
 def savings_at_targets(points: list[RDPoint], floors: dict[str, float]) -> list[dict]:
-    """For every --target-psnr point: the x265-bayer rate at the same PSNR (log-interpolated) and the saving."""
+    """For every --target-psnr point: each x265-bayer ladder's rate at the same PSNR (log-interpolated)
+    and the saving against the stronger of the two (the lower rate)."""
     rows = []
     for p in points:
         if not p.codec.startswith("rawvid-target"):
             continue
-        ref = sorted((q.psnr_black, q.bpp_raw) for q in points if q.clip == p.clip and q.codec == "x265-bayer")
-        ref = [(a, b) for a, b in ref if math.isfinite(a)]
-        x = None
-        if len(ref) >= 2 and ref[0][0] <= p.psnr_black <= ref[-1][0]:
-            x = float(np.exp(np.interp(p.psnr_black, [a for a, _ in ref], [math.log(b) for _, b in ref])))
+        x_crf, x_qp = (_rate_at(points, p.clip, r, p.psnr_black) for r in REFERENCES)
+        known = [v for v in (x_crf, x_qp) if v is not None]
+        x = min(known) if known else None
         rows.append({"clip": p.clip, "codec": p.codec, "target": p.extra.get("target"), "floor": floors.get(p.clip),
                      "target_minus_floor": None if p.extra.get("target") is None else
                      round(p.extra["target"] - floors.get(p.clip, 0), 2),
                      "psnr_black": p.psnr_black, "min_frame": p.min_frame_psnr_black, "bpp_raw": p.bpp_raw,
-                     "x265_bayer_bpp_same_psnr": x,
+                     "x265_bayer_bpp_same_psnr": x_crf, "x265_bayer_qp_bpp_same_psnr": x_qp,
                      "saving_percent": None if x is None else (1 - p.bpp_raw / x) * 100})
     return rows
 
@@ -365,8 +382,10 @@ class RDOptions:
     srgb_crf: int = 16  # the sRGB track of the paper's default point
     layer_srgb_crfs: tuple[int, ...] = (32,)  # the sRGB track of the layered modes (32: the encoder's default)
     x265_crfs: tuple[float, ...] = DEFAULT_X265_CRFS
+    x265_qps: tuple[int, ...] = DEFAULT_X265_QPS
     jxl_distances: tuple[float, ...] = DEFAULT_JXL_DISTANCES
     lossless: bool = True
+    default_point: bool = True  # the paper's default (sRGB CRF 16, block refinement)
     max_frames: int | None = None
     device: str = "auto"
 
@@ -385,6 +404,7 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
         floors[c.name] = data.noise_floor
         jobs = []
         jobs += [("x265-bayer", (lambda q=q: x265_bayer(data, q))) for q in opts.x265_crfs]
+        jobs += [("x265-bayer-qp", (lambda q=q: x265_bayer(data, qp=q))) for q in opts.x265_qps]
         jobs += [("jpegxl", (lambda d=d: jpegxl(data, d))) for d in opts.jxl_distances]
         if opts.lossless:
             jobs += [("ffv1-bayer", lambda: ffv1_bayer(data)), ("lj92-dng", lambda: lj92_dng(data))]
@@ -397,7 +417,8 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
 
         jobs += [mode("rawvid-paper", f"srgb crf {q}", crf=q, calibration="keyframe", refine="off")
                  for q in opts.paper_crfs]
-        jobs.append(mode("rawvid-default", f"srgb crf {opts.srgb_crf}"))
+        if opts.default_point:
+            jobs.append(mode("rawvid-default", f"srgb crf {opts.srgb_crf}"))
         for q in opts.layer_srgb_crfs:
             name = "rawvid-target" if q == opts.layer_srgb_crfs[0] else f"rawvid-target-srgb{q}"
             for d in opts.targets:

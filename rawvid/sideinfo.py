@@ -31,6 +31,8 @@ LAYER_MAPS_NAME = "rawlayer_maps.f16"  # the intra frames' own global maps, in t
 PILOT_FRAMES = 4
 #: an intra frame replaces a chained one when its prediction is this much better (dB)
 INTRA_GAIN_DB = 1.0
+#: half an x265 QP step, as a factor on the scale
+HALF_QP = 2 ** (1 / 12)
 
 
 @dataclass
@@ -39,7 +41,8 @@ class LayerState:
 
     settings: rl.LayerSettings
     predictor: str = "chain"  # chain | direct (auto is resolved by the pilot)
-    crf: float | None = None  # the x265 CRF coded with (chosen by the pilot under --target-psnr)
+    crf: float | None = None  # the x265 CRF coded with (--raw-crf)
+    qp: int | None = None  # the constant x265 QP coded with (chosen by the pilot under --target-psnr)
     scales: list = field(default_factory=list)
     intra: list = field(default_factory=list)
     idr: list = field(default_factory=list)
@@ -48,11 +51,12 @@ class LayerState:
     psnr: list = field(default_factory=list)  # per frame, black-subtracted, of the reconstruction
     pred_psnr: list = field(default_factory=list)  # per frame, of the prediction alone
     bytes: int = 0
+    frame_bytes: list = field(default_factory=list)  # per frame, all its passes
     pilot: dict | None = None
 
     def to_dict(self, predictor: dict, file: str) -> dict:
         """The manifest's ``raw_layer`` (the noise model is the manifest's own ``noise_profile``)."""
-        d = {**self.settings.to_dict(self.crf), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
+        d = {**self.settings.to_dict(self.crf, self.qp), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
              "scales": self.scales, "intra": self.intra, "idr": self.idr, "crc32": self.crcs,
              "maps_file": LAYER_MAPS_NAME if self.predictor == "chain" else None, "maps_dtype": "float16-le",
              "pilot": self.pilot}
@@ -71,11 +75,15 @@ class LayerState:
 
 
 def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerState, i: int, idr: bool,
-               pred: np.ndarray, truth: np.ndarray, info, min_scale: float, base: float) -> np.ndarray:
+               pred: np.ndarray, truth: np.ndarray, info, min_scale: float, base: float,
+               p_pred: float = -math.inf) -> np.ndarray:
     """Code one frame's residual (with top-up passes under --target-psnr); returns the reconstruction.
 
-    ``idr``: an x265 IDR picture (every keyframe, and the frame after a top-up, so that x265 never
-    predicts a frame from a top-up picture, which looks like nothing the frames look like)."""
+    ``idr``: an x265 IDR picture (every keyframe). A top-up picture stays in x265's references, but
+    x265 predicts the next frame from the frame's first pass (it keeps several references and
+    chooses by cost): measured, an IDR after each top-up cost 10-25% more bytes. ``p_pred``: the
+    prediction's own PSNR; a P-frame whose prediction alone clears the aim by GROW_DB is coded at
+    the largest scale (x265 skips nearly all of it) and teaches the controller nothing."""
     s_cfg = st.settings
     if s_cfg.lossless:
         dec = writer.code(rl.lossless_code(rl.tile(truth), rl.tile(pred)), i, idr)
@@ -85,15 +93,17 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
         st.scales.append([1.0])
         return recon
     res = rl.tile(truth.astype(np.int64) - pred)
-    # the pilot chose the CRF at which the base scale reaches the target: start there, then follow the misses
-    scale = rl.round_scale(base) if rc is None else rc.first_guess(base)
+    # the pilot chose the QP at which the base scale reaches the target: start there, then follow the misses
+    easy = rc is not None and not idr and p_pred >= rc.target + rl.AIM_DB + rl.GROW_DB
+    scale = rl.round_scale(base) if rc is None else rc.clamp(rc.hi) if easy else rc.first_guess(base)
     scale = max(scale, min_scale)
     dec = writer.code(rl.to_code(res, scale), i, idr)
     recon = rl.apply_residual(pred, rl.untile(rl.from_code(dec, scale)), info.bits)
     p = rl.psnr_black(recon, truth, info.black, info.white)
     scales = [scale]
     if rc is not None:
-        rc.observe(scale, p, inter=not idr)
+        if not easy:
+            rc.observe(scale, p, inter=not idr)
         # a top-up picture is unlike the frames x265 predicts from: only to hold the hard floor
         while p < rc.target - rl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
             scale = rc.top_up_scale(scale, p)  # top-ups code an error around zero: no range limit
@@ -110,7 +120,8 @@ class ChainPass:
 
     def __init__(self, info, count: int, keys: set[int], *, method=None, per_frame: bool = False,
                  blocks: bool = False, layer: rl.LayerSettings | None = None, predictor: str = "chain",
-                 layer_path: Path | None = None, crf: float | None = None):
+                 layer_path: Path | None = None, crf: float | None = None, qp: int | None = None,
+                 scale_mult: float = 1.0, control: bool = True):
         from .refine import grid_shape
 
         self.info, self.count, self.keys = info, count, keys
@@ -122,16 +133,18 @@ class ChainPass:
         self.st = self.writer = self.rc = None
         self.min_scale, self.base_scale = 0.0, rl.base_scale(info.bits)
         if layer is not None:
-            self.st = LayerState(layer, predictor, crf=crf)
-            self.writer = rl.LayerWriter(layer_path, info.width, info.height, info.fps, info.bits, layer, crf)
+            self.st = LayerState(layer, predictor, crf=crf, qp=qp)
+            self.writer = rl.LayerWriter(layer_path, info.width, info.height, info.fps, info.bits, layer, crf, qp)
             lo, self.base_scale, hi = scale_bounds(info, predictor)
+            self.base_scale = rl.round_scale(self.base_scale * scale_mult)
             if predictor == "direct":  # the whole range around mid-scale must fit the 12-bit codes
                 self.min_scale = lo
-            if layer.target_psnr is not None:
+                # and the scale stays put: x265 predicts each frame from the last, which a new scale would dim
+                lo = hi = self.base_scale
+            if layer.target_psnr is not None and control:
                 self.rc = rl.RateController(layer.target_psnr, lo, hi)
         self.last_intra_psnr = -math.inf
         self.prev_raw = self.prev_srgb = None
-        self.fresh = False  # the last frame needed a top-up: start x265 afresh (an IDR picture)
 
     def step(self, i: int, rgb: np.ndarray, mosaic: np.ndarray) -> None:
         """One frame: its calibration, refinement weights and (with a layer) its coded residual."""
@@ -182,9 +195,10 @@ class ChainPass:
                 st.maps[i] = own
         if intra:
             self.last_intra_psnr = p_pred
-        recon = code_layer(self.writer, self.rc, st, i, idr or self.fresh, pred, true_int, info, self.min_scale,
-                           self.base_scale)
-        self.fresh = len(st.scales[-1]) > 1
+        before = self.writer.bytes
+        recon = code_layer(self.writer, self.rc, st, i, idr, pred, true_int, info, self.min_scale, self.base_scale,
+                           p_pred)
+        st.frame_bytes.append(self.writer.bytes - before)
         st.pred_psnr.append(p_pred)
         st.psnr.append(rl.psnr_black(recon, true_int, info.black, info.white))
         st.crcs.append(rl.crc(recon))
@@ -214,17 +228,23 @@ def _frames(src, video: Path, start: int, stop: int):
 
 
 def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, predictor: str, crf: float | None,
-           per_frame: bool, blocks: bool, folder: Path) -> tuple[int, list[float]]:
+           qp: int | None, per_frame: bool, blocks: bool, folder: Path, count: int,
+           scale_mult: float = 1.0) -> tuple[float, list[float]]:
     """Code the pilot frames closed loop, exactly as the main pass would at the base scale with no
-    top-ups: (bytes, each frame's black-subtracted PSNR)."""
+    top-ups: (the bytes they foretell for ``count`` frames, each frame's black-subtracted PSNR).
+
+    The intra frames' bytes count once per intra frame the clip will have, the others' mean once
+    per other frame: a pilot of 4 frames would otherwise weigh the intra frame as a quarter of a
+    clip (measured: it chose the chain where direct coding was 30% cheaper over 16 frames)."""
     import dataclasses
 
     from .refine import pack
 
-    fixed = dataclasses.replace(layer, target_psnr=None, crf=None if layer.lossless else crf, predictor=predictor)
+    fixed = dataclasses.replace(layer, predictor=predictor)
     cp = ChainPass(info, len(frames), keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=fixed, predictor=predictor,
-                   layer_path=folder / f"pilot-{predictor}-{crf}.mkv", crf=crf)
+                   layer_path=folder / f"pilot-{predictor}-{crf}-{qp}-{scale_mult:g}.mkv", crf=crf, qp=qp,
+                   scale_mult=scale_mult, control=False)
     try:
         for i, rgb, mosaic in frames:
             cp.step(i, rgb, mosaic)
@@ -233,7 +253,14 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
         cp.abort()
         raise
     side = len(pack(cp.maps)) if cp.maps is not None else 0  # the refinement's bytes count too
-    return cp.st.bytes + side, cp.st.psnr
+    st = cp.st
+    intra = [b for i, b in enumerate(st.frame_bytes) if i in st.intra]
+    inter = [b for i, b in enumerate(st.frame_bytes) if i not in st.intra]
+    n_intra = max(1, sum(1 for k in keys if 0 <= k < count))
+    total = float(sum(st.frame_bytes))
+    if intra and inter:
+        total = float(np.mean(intra)) * n_intra + float(np.mean(inter)) * (count - n_intra)
+    return total + side * count / len(frames), st.psnr
 
 
 def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
@@ -247,16 +274,21 @@ def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
 
 
 def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
-          per_frame: bool, blocks: bool) -> tuple[str, bool, float | None, dict]:
-    """Choose the layer's predictor and (for --target-psnr) its x265 CRF on the clip's first frames.
+          per_frame: bool, blocks: bool) -> tuple[str, bool, int | None, float, dict]:
+    """Choose the layer's predictor and (for --target-psnr) its constant x265 QP on the clip's first frames.
 
     Each candidate predictor codes PILOT_FRAMES frames closed loop, as the main pass would at the
-    base scale: for a target, the largest CRF (bisection over 0..51) at which every frame reaches
+    base scale: for a target, the largest QP (bisection over 0..51) at which every frame reaches
     target + AIM_DB; then the predictor whose pilot costs fewer bytes (at a fixed CRF: bytes x
-    2^((best PSNR - PSNR) / 6), the slope of a codec at high rate). The chain is tried with and
-    without block refinement (its weights' bytes counted): where the prediction alone already
-    reaches the target they are bytes for nothing. The per-frame scale and top-up passes of the
-    main pass then hold each frame at the target. Returns (predictor, refinement, CRF, report).
+    2^((best PSNR - PSNR) / 6), the slope of a codec at high rate). A constant QP, not a CRF:
+    measured on the test split, x265's per-frame PSNR at a constant QP (I-frames at the same QP)
+    spreads 0.5 dB where a CRF's spreads 2-8 dB, at the same mean rate for the same mean PSNR,
+    so holding every frame at the target costs less. The chain is tried with and without block
+    refinement (its weights' bytes counted): where the prediction alone already reaches the target
+    they are bytes for nothing. The chain's per-frame scale and the top-up passes of the main pass
+    then hold each frame at the target. Returns (predictor, refinement, QP or None, the factor on
+    the base scale, report): the bisection runs in half QP steps, the half step as a scale 2^(1/12)
+    coarser, since direct coding keeps one scale for the clip (it must not move between frames).
     """
     import tempfile
 
@@ -265,45 +297,44 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     preds = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
     candidates = [c for p in preds for c in ((["chain+blocks"] if blocks else []) + ["chain"] if p == "chain" else [p])]
     info = src.info
+    target = layer.target_psnr is not None and not layer.lossless
     out: dict = {"frames": n}
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
-        def probe(cand, crf):
+        def probe(cand, qp, mult=1.0):
             pred = cand.split("+")[0]
-            nbytes, psnrs = _probe(frames, info, keys, method, layer, pred, crf, per_frame, cand.endswith("+blocks"),
-                                   Path(td))
+            nbytes, psnrs = _probe(frames, info, keys, method, layer, pred, layer.crf, qp, per_frame,
+                                   cand.endswith("+blocks"), Path(td), stop - start, mult)
             finite = [p for p in psnrs if math.isfinite(p)]
-            return nbytes, (min(finite) if finite else math.inf), psnrs
+            return nbytes, (min(finite) if finite else math.inf)
 
         for pred in candidates:
-            if layer.lossless or layer.target_psnr is None:
-                crf = layer.crf
-                nbytes, worst, _ = probe(pred, crf)
+            if not target:
+                qp, mult = None, 1.0
+                nbytes, worst = probe(pred, None)
             else:
-                # direct cannot code finer than the bit depth's scale: leave it room above the target
-                aim = layer.target_psnr + rl.AIM_DB + (rl.GROW_DB if pred == "direct" else 0.0)
-                lo, hi, best = 0.0, 51.0, None  # lo reaches the aim (or is 0), hi does not
-                for _ in range(6):
-                    mid = round((lo + hi) / 2, 2)
-                    nb, worst, _ = probe(pred, mid)
+                aim = layer.target_psnr + rl.AIM_DB
+                # half QP steps: QP q and the scale x 2^(1/12) for q + 1/2 (x265's step doubles every 6 QP)
+                lo, hi, best = -1, 2 * 51 + 1, None  # half-step lo reaches the aim (-1: none tried does), hi not
+                while hi - lo > 1:
+                    mid = (lo + hi + 1) // 2
+                    nb, worst = probe(pred, mid // 2, HALF_QP ** (mid % 2))
                     if worst >= aim:
                         lo, best = mid, (mid, nb, worst)
                     else:
                         hi = mid
-                    if hi - lo < 1.0:
-                        break
-                if best is None:
-                    nb, worst, _ = probe(pred, 0.0)
-                    best = (0.0, nb, worst)
-                crf, nbytes, worst = best
-            out[pred] = {"crf": crf, "bytes": nbytes, "worst_psnr_black": worst}
+                if best is None:  # not even QP 0: the top-up passes will have to do it
+                    best = (0, nb, worst)
+                half, nbytes, worst = best
+                qp, mult = half // 2, HALF_QP ** (half % 2)
+            out[pred] = {"qp": qp, "scale_mult": mult, "bytes": nbytes, "worst_psnr_black": worst}
     top = max(out[k]["worst_psnr_black"] for k in candidates)
     for k in candidates:
         v = out[k]
-        gap = 0.0 if not math.isfinite(top) or layer.target_psnr is not None else top - v["worst_psnr_black"]
+        gap = 0.0 if not math.isfinite(top) or target else top - v["worst_psnr_black"]
         v["cost"] = v["bytes"] * 2 ** (min(gap, 12.0) / 6)
     chosen = min(candidates, key=lambda k: out[k]["cost"])
     out["chosen"] = chosen
-    return chosen.split("+")[0], chosen.endswith("+blocks"), out[chosen]["crf"], out
+    return chosen.split("+")[0], chosen.endswith("+blocks"), out[chosen]["qp"], out[chosen]["scale_mult"], out
 
 
 def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, per_frame: bool,
@@ -315,17 +346,17 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     from .refine import BLOCK, LEVELS, pack
 
     count = stop - start
-    predictor, crf, report = "chain", None, None
+    predictor, crf, qp, mult, report = "chain", None, None, 1.0, None
     if layer is not None:
         if method is None:
             method = GlobalFit()
         predictor, crf = layer.predictor, layer.crf
         if predictor == "auto" or layer.target_psnr is not None or (blocks and predictor == "chain"):
-            predictor, blocks, crf, report = pilot(src, video, start, stop, keys, method, layer,
+            predictor, blocks, qp, mult, report = pilot(src, video, start, stop, keys, method, layer,
                                                    per_frame=per_frame, blocks=blocks)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
-                   layer_path=tdir / LAYER_NAME, crf=crf)
+                   layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult)
     try:
         for i, rgb, mosaic in _frames(src, video, start, stop):
             cp.step(i, rgb, mosaic)

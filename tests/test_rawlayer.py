@@ -204,7 +204,8 @@ def test_rate_controller_follows_misses_within_its_bounds():
     for _ in range(40):
         rc.observe(rc.scale, 70.0)
     assert rc.scale == 16.0  # never past its bound
-    assert rc.top_up_scale(8.0, 49.0) <= 4.0  # a top-up pass is at least twice as fine
+    assert rc.top_up_scale(8.0, 49.9) <= 8.0 * rl.TOP_UP_STEP  # a top-up pass is finer by at least a step
+    assert rc.top_up_scale(8.0, 44.0) < rc.top_up_scale(8.0, 49.0)  # and by more for a larger miss
 
 
 def test_noise_profile_is_measured_and_written(mlv_factory, tmp_path):
