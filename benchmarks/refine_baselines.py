@@ -81,16 +81,19 @@ def main() -> None:
             row[v] = float(np.mean(chain(method, raws, srgbs, maps, info, True)))
         rows.append(row)
         print(video.name, " ".join(f"{k} {row[k]:.2f}" for k in ["global-fit", *variants]), flush=True)
+    report(rows, variants, args.json, {"split": str(args.split), "crf": args.crf})
+
+
+def report(rows: list[dict], variants: list[str], json_path: Path | None, header: dict) -> None:
+    """Means over clips of each variant and of global-fit (gain, clips ahead); print, and write JSON."""
     summary = {v: {"psnr_black": float(np.mean([r[v] for r in rows])),
                    "gain_db": float(np.mean([r[v] - r["global-fit"] for r in rows])),
                    "clips_ahead": sum(r[v] > r["global-fit"] for r in rows)} for v in variants}
     summary["global-fit"] = {"psnr_black": float(np.mean([r["global-fit"] for r in rows]))}
     for k, s in summary.items():
         print(k, json.dumps(s))
-    if args.json:
-        args.json.write_text(json.dumps({"split": str(args.split), "crf": args.crf, "clips": rows,
-                                         "summary": summary}, indent=1))
-
+    if json_path:
+        json_path.write_text(json.dumps({**header, "clips": rows, "summary": summary}, indent=1))
 
 if __name__ == "__main__":
     main()

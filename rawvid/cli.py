@@ -397,12 +397,18 @@ def dataset() -> None:
     """Build training and test data in the RVD layout."""
 
 
+def _scene_sources(fn):
+    """The options that name the RAW stills a dataset is built from (``_load_scenes`` reads them)."""
+    fn = click.option("--raw", "raws", multiple=True, type=click.Path(path_type=Path),
+                      help="Extra RAW stills (DNG), repeatable.")(fn)
+    return click.option("--shared", "shared_root", type=click.Path(path_type=Path), default=None,
+                        help="The real camera data folder (default: ../shared/data beside the repository).")(fn)
+
+
 @dataset.command("build")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Folder to write: OUTPUT/<render>/{train,test}/ in the RVD layout.")
-@click.option("--shared", "shared_root", type=click.Path(path_type=Path), default=None,
-              help="The real camera data folder (default: ../shared/data beside the repository).")
-@click.option("--raw", "raws", multiple=True, type=click.Path(path_type=Path), help="Extra RAW stills (DNG), repeatable.")
+@_scene_sources
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--size", default="512x320", show_default=True, help="Clip size WxH in Bayer pixels.")
 @click.option("--frames", default=24, show_default=True, type=click.IntRange(2), help="Frames per training clip.")
@@ -414,6 +420,20 @@ def dataset() -> None:
 def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, clips_per_scene, test_fraction, renders):
     """Synthetic RAW video clips over real sensor stills, split by source scene."""
     from .dataset import build_dataset
+
+    scenes = _load_scenes(shared_root, raws)
+    w, h = _size(size)
+    modes = _renders(renders)
+    with FrameProgress("clips") as progress:
+        rep = build_dataset(output, scenes, seed=seed, frames=frames, test_frames=test_frames, size=(w, h),
+                            clips_per_scene=clips_per_scene, test_fraction=test_fraction, renders=modes,
+                            progress=progress)
+    for r, splits in rep.splits.items():
+        for sp, c in splits.items():
+            console.print(f"{output}/{r}/{sp}: {c['clips']} clips, {c['frames']} frames")
+
+
+def _load_scenes(shared_root: Path | None, raws) -> list:
     from .model import MODELS_DIR
     from .scenes import load_shared_scenes, scene_from_dng
 
@@ -422,19 +442,52 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
     scenes += [scene_from_dng(p) for p in raws]
     if not scenes:
         raise RawvidError(root, "no RAW stills found (give --shared or --raw)")
+    console.print(f"{len(scenes)} scenes from {root}" + (f" and {len(raws)} extra RAW file(s)" if raws else ""))
+    return scenes
+
+
+def _size(size: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise ValueError(f"--size {size!r} is not WxH") from None
+    return w, h
+
+
+def _renders(renders: str) -> tuple[str, ...]:
     modes = tuple(r.strip() for r in renders.split(","))
     for r in modes:
         if r not in ("stable", "rvd"):
             raise ValueError(f"unknown render mode {r!r} (stable, rvd)")
-    console.print(f"{len(scenes)} scenes from {root}" + (f" and {len(raws)} extra RAW file(s)" if raws else ""))
+    return modes
+
+
+@dataset.command("scenarios")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Folder to write: OUTPUT/<render>/test/ in the RVD layout.")
+@_scene_sources
+@click.option("--seed", default=0, show_default=True, type=int, help="The seed of the dataset whose test scenes to use.")
+@click.option("--test-fraction", default=0.25, show_default=True, type=click.FloatRange(0, 0.9))
+@click.option("--size", default="512x320", show_default=True, help="Clip size WxH in Bayer pixels.")
+@click.option("--frames", default=32, show_default=True, type=click.IntRange(2), help="Frames per clip.")
+@click.option("--long-frames", default=120, show_default=True, type=click.IntRange(2),
+              help="Frames of the 'long' scenario (the RVD benchmark's length).")
+@click.option("--per-scenario", default=2, show_default=True, type=click.IntRange(1), help="Clips per scenario.")
+@click.option("--scenario", "scenarios", default=None,
+              help="Comma-separated subset of: orbit, rotate-zoom, exposure-step, clipped, dark-noisy, long.")
+@click.option("--render", "renders", default="stable", show_default=True, help="Comma-separated render modes.")
+@handle_errors
+def dataset_scenarios(output, shared_root, raws, seed, test_fraction, size, frames, long_frames, per_scenario,
+                      scenarios, renders):
+    """Test clips of named hard scenarios over the held-out scenes (large motion, clipping, noise, long)."""
+    from .dataset import build_scenarios
+
+    scenes = _load_scenes(shared_root, raws)
+    kinds = tuple(k.strip() for k in scenarios.split(",")) if scenarios else None
     with FrameProgress("clips") as progress:
-        rep = build_dataset(output, scenes, seed=seed, frames=frames, test_frames=test_frames, size=(w, h),
-                            clips_per_scene=clips_per_scene, test_fraction=test_fraction, renders=modes,
-                            progress=progress)
+        rep = build_scenarios(output, scenes, seed=seed, frames=frames, long_frames=long_frames, size=_size(size),
+                              per_scenario=per_scenario, test_fraction=test_fraction, scenarios=kinds,
+                              renders=_renders(renders), progress=progress)
     for r, splits in rep.splits.items():
         for sp, c in splits.items():
             console.print(f"{output}/{r}/{sp}: {c['clips']} clips, {c['frames']} frames")

@@ -337,6 +337,61 @@ def build_dataset(out: str | os.PathLike, scenes: list, *, seed: int = 0, frames
     return BuildReport(out, counts, test_g, train_g)
 
 
+def build_scenarios(out: str | os.PathLike, scenes: list, *, seed: int = 0, frames: int = 32, long_frames: int = 120,
+                    size: tuple[int, int] = (512, 320), per_scenario: int = 2, test_fraction: float = 0.25,
+                    scenarios: tuple[str, ...] | None = None, renders: tuple[str, ...] = ("stable",),
+                    progress=None) -> BuildReport:
+    """Write ``out/<render>/test`` of named scenario clips (``synth.SCENARIOS``) over the scenes that
+    ``build_dataset`` with the same seed and test fraction holds out: clips no model trained on
+    that split has seen, each tagged with its scenario and its camera, so bench reports both.
+
+    Each scenario takes ``per_scenario`` held-out scenes in turn (a different start for each
+    scenario, so every camera of the test split appears); ``long`` clips have ``long_frames``.
+    """
+    import zlib
+
+    from .isp import render
+    from .synth import SCENARIOS, make_scenario_clip, sensor_info
+
+    out = Path(out)
+    w, h = size
+    if w % 4 or h % 4 or w < 64 or h < 64:
+        raise ValueError(f"clip size {w}x{h}: both sides must be multiples of 4 and at least 64")
+    qh, qw = h // 2, w // 2
+    kinds = tuple(scenarios or SCENARIOS)
+    for k in kinds:
+        if k not in SCENARIOS:
+            raise ValueError(f"unknown scenario {k!r} ({', '.join(SCENARIOS)})")
+    groups = sorted({s.source_group for s in scenes})
+    train_g, test_g = split_groups(groups, seed, test_fraction)
+    held = [s for s in scenes if s.source_group in test_g]
+    if not held:
+        raise ValueError("no held-out scene to build scenarios from")
+    plan = [(kind, held[(3 * n + j) % len(held)]) for n, kind in enumerate(kinds) for j in range(min(per_scenario, len(held)))]
+    writers = {r: RVDWriter(out / r / "test") for r in renders}
+    counts = {r: {"test": {"clips": 0, "frames": 0}} for r in renders}
+    for done, (kind, scene) in enumerate(plan):
+        name = f"{kind}_{scene.name}"
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        n = long_frames if kind == "long" else frames
+        spec, shot, mosaics = make_scenario_clip(kind, scene, rng, n, qh, qw)
+        info = sensor_info(shot, qh, qw)
+        mosaics = list(mosaics)
+        tags = [f"scenario: {kind}", f"camera: {info.camera.model}"]
+        if spec.orbit is not None:
+            tags.append(f"max displacement {4 * spec.orbit[0] / spec.scale[0]:.0f} px")  # diameter, Bayer pixels
+        clipped = float(np.mean([np.mean(m >= shot.sensor.white) for m in mosaics]))
+        if clipped > 0.01:
+            tags.append(f"clipped highlights ({100 * clipped:.0f}% of RAW samples)")
+        for r in renders:
+            counts[r]["test"]["clips"] += 1
+            counts[r]["test"]["frames"] += writers[r].add_video(name, ((m, render(m, info, r)) for m in mosaics), tags,
+                                                                info)
+        if progress:
+            progress(done + 1, len(plan))
+    return BuildReport(out, counts, test_g, train_g)
+
+
 def _tags(spec) -> list[str]:
     """Scenario tags of a synthetic clip, in the spirit of the RVD test tags."""
     tags = []

@@ -62,3 +62,27 @@ def backward_warp(img: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, 
     warped = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     valid = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).to(img.dtype).unsqueeze(1)
     return warped * valid, valid
+
+
+def compose(flow: torch.Tensor, prev_to_key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chain backward flows: ``flow`` (frame t -> t-1) then ``prev_to_key`` (t-1 -> keyframe).
+
+    Returns (t -> keyframe flow, valid): ``key[x + out[x]] ~ frame_t[x]``; invalid where the
+    path leaves frame t-1. Chained flows follow displacements no single DIS call can (the
+    camera circling far from the keyframe and back), at the cost of accumulated error.
+    """
+    warped, valid = backward_warp(prev_to_key, flow)
+    return flow + warped, valid
+
+
+def warp_error(source: torch.Tensor, flow: torch.Tensor, target: torch.Tensor, radius: int = 4) -> torch.Tensor:
+    """Local mean absolute sRGB error (N x 1 x H x W) of ``source`` warped onto ``target`` by ``flow``.
+
+    The warped source is first brought to the target's overall brightness (one gain), so an
+    exposure change between the frames is not mistaken for a wrong flow; pixels warped from
+    outside the frame count as error 1.
+    """
+    warped, valid = backward_warp(source, flow)
+    gain = (target * valid).sum() / warped.sum().clamp_min(1e-6)  # over the pixels both have
+    err = (warped * gain - target).abs().mean(1, keepdim=True) * valid + (1 - valid)
+    return F.avg_pool2d(err, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .flow import backward_warp, dis_flow, flow_to_tensor
+from .flow import backward_warp, compose, dis_flow, flow_to_tensor, warp_error
 from .model import FAGDN, run_network, step_inputs
 
 CURVE_KNOTS = 33
@@ -232,6 +232,13 @@ class Warp(GlobalFit):
 
 
 # --------------------------------------------------------------------------- network
+#: how the network's keyframe reference finds the keyframe: ``direct`` (one DIS call, as trained)
+#: or ``safe`` (the better of direct and chained flows per pixel, untrusted pixels dropped)
+KEY_FLOW = "direct"
+#: ``safe``: the keyframe's sRGB, warped, must match the frame within this mean absolute error
+KEY_TRUST_ERR = 0.04
+
+
 class Network(GlobalFit):
     """FAGDN chained from the previous output along DIS optical flow.
 
@@ -241,15 +248,21 @@ class Network(GlobalFit):
 
     name = "network"
 
-    def __init__(self, model: FAGDN, device: str = "cpu", tile: int | None = None, flow_preset: str = "fast"):
+    def __init__(self, model: FAGDN, device: str = "cpu", tile: int | None = None, flow_preset: str = "fast",
+                 key_flow: str = KEY_FLOW):
         super().__init__()
         self.model = model.to(device).eval()
         self.device, self.tile, self.flow_preset = device, tile, flow_preset
+        if key_flow not in ("direct", "safe"):
+            raise ValueError(f"unknown keyframe flow {key_flow!r} (direct, safe)")
+        self.key_flow_mode = key_flow
+        self.key_chain: torch.Tensor | None = None  # the last frame's flow to the keyframe (safe mode)
         self._base: tuple | None = None  # (srgb, map, map.apply(srgb)) of the last map application
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         super().keyframe(raw, srgb)
         self._base = None
+        self.key_chain = None
         if self.model.config.key_reference:  # the keyframe's sRGB, its residual against A(k), and A(k), as tensors
             prior = self.map.apply(srgb)  # type: ignore[union-attr]
             self.key_srgb = srgb
@@ -274,19 +287,43 @@ class Network(GlobalFit):
     def _t(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(0).to(self.device)
 
+    def _safe_key_flow(self, srgb: torch.Tensor, flow: torch.Tensor,
+                       direct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The flow to the keyframe and where to trust it (1 x 1 x h x w).
+
+        Per pixel, the better (by the keyframe sRGB's warp error) of DIS straight to the
+        keyframe and the last frame's flow to the keyframe chained through this frame's
+        flow; trusted where that error is under KEY_TRUST_ERR.
+        """
+        t = time.perf_counter()
+        key = self.key["key_srgb"]
+        err = warp_error(key, direct, srgb)
+        best = direct
+        if self.key_chain is not None:
+            chained, valid = compose(flow, self.key_chain)
+            err_c = torch.where(valid > 0, warp_error(key, chained, srgb), torch.ones_like(err))
+            use = err_c < err
+            best = torch.where(use, chained, direct)
+            err = torch.minimum(err, err_c)
+        self.key_chain = best
+        self.timings.add("flow", time.perf_counter() - t)
+        return best, (err < KEY_TRUST_ERR).to(best.dtype)
+
     @torch.no_grad()
     def predict(self, prev_raw, prev_srgb, srgb):
         flow = self._flow(srgb, prev_srgb, self.flow_preset).to(self.device)
-        key_flow = None
+        key_flow = trust = None
         if self.model.config.key_reference:
             key_flow = self._flow(srgb, self.key_srgb, self.flow_preset).to(self.device)
+            if self.key_flow_mode == "safe":
+                key_flow, trust = self._safe_key_flow(self._t(srgb), flow, key_flow)
         t = time.perf_counter()
         priors = {}
         if self.model.config.prior:
             prev = self._apply(self.prev_map or self.map, prev_srgb)  # type: ignore[arg-type]
             priors = {"prior_cur": self._t(self._apply(self.map, srgb)), "prior_prev": self._t(prev)}  # type: ignore[arg-type]
         if key_flow is not None:
-            priors.update(self.key, key_flow=key_flow)
+            priors.update(self.key, key_flow=key_flow, key_trust=trust)
         inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw), flow, **priors)
         pred = run_network(self.model, inputs, tile=self.tile)
         out = pred[0].float().cpu().numpy()

@@ -417,11 +417,13 @@ def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Te
                 flow: torch.Tensor, prior_cur: torch.Tensor | None = None,
                 prior_prev: torch.Tensor | None = None, key_srgb: torch.Tensor | None = None,
                 key_residual: torch.Tensor | None = None, key_flow: torch.Tensor | None = None,
-                key_prior: torch.Tensor | None = None) -> list[torch.Tensor]:
+                key_prior: torch.Tensor | None = None, key_trust: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The network's inputs for one chained step (N x C x H x W each), warps included.
 
     Decode and training both build their inputs here, so the warp (bilinear) and the
-    order of inputs can never differ between the two.
+    order of inputs can never differ between the two. ``key_trust`` (N x 1 x H x W, 0 or 1):
+    where the flow to the keyframe is not trusted, the warped keyframe residual is zero (the
+    keyframe then adds nothing to the global map and the chained reference).
     """
     from .flow import backward_warp
 
@@ -436,7 +438,10 @@ def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Te
     if config.key_reference:
         if key_srgb is None or key_residual is None or key_flow is None:
             raise ValueError("this model needs the keyframe (sRGB, residual) and the flow to it")
-        inputs += [backward_warp(key_residual, key_flow)[0], backward_warp(key_srgb, key_flow)[0]]
+        key_warped = backward_warp(key_residual, key_flow)[0]
+        if key_trust is not None:
+            key_warped = key_warped * key_trust
+        inputs += [key_warped, backward_warp(key_srgb, key_flow)[0]]
     if config.ratio_refs or config.adaptive_refs:
         if key_prior is None:
             raise ValueError("this model needs the keyframe's global-fit prior A(k)")

@@ -38,6 +38,8 @@ class ClipSpec:
     cut_at: int | None = None
     cut_start: tuple[float, float] | None = None
     patches: list[dict] = field(default_factory=list)
+    #: a circle that leaves the start and comes back: (radius in quads, start angle in radians, turns)
+    orbit: tuple[float, float, float] | None = None
 
 
 def _fit_window(scene_hw: tuple[int, int], qh: int, qw: int, scale: float, angle: float) -> tuple[float, float]:
@@ -137,6 +139,9 @@ def linear_frames(scene: Scene, spec: ClipSpec, rng: np.random.Generator) -> Ite
         wob = amp * math.sin(2 * math.pi * j / period + phase)
         cy = start[0] + spec.velocity[0] * j + wob * math.cos(phase) + shake[i, 0]
         cx = start[1] + spec.velocity[1] * j + wob * math.sin(phase) + shake[i, 1]
+        if spec.orbit is not None:
+            oy, ox = orbit_offset(spec.orbit, t)
+            cy, cx = cy + oy, cx + ox
         sh, sw = scene.rgb.shape[:2]
         scale = spec.scale[0] + (spec.scale[1] - spec.scale[0]) * t
         angle = spec.angle[0] + (spec.angle[1] - spec.angle[0]) * t
@@ -167,6 +172,86 @@ def linear_frames(scene: Scene, spec: ClipSpec, rng: np.random.Generator) -> Ite
             mm = mask[py : py + y1 - y0, px : px + x1 - x0]
             frame[y0:y1, x0:x1] = region * (1 - mm) + sub[py : py + y1 - y0, px : px + x1 - x0] * mm
         yield frame * spec.gains[i]
+
+
+def orbit_offset(orbit: tuple[float, float, float], t: float) -> tuple[float, float]:
+    """(dy, dx) in quads of a circular path at time t in [0, 1]: 0 at t = 0 and again at t = 1."""
+    r, a0, turns = orbit
+    a = a0 + 2 * math.pi * turns * t
+    return r * (math.sin(a) - math.sin(a0)), r * (math.cos(a) - math.cos(a0))
+
+
+#: Named test scenarios (``rawvid dataset scenarios``): what the shipped model must survive on
+#: clips it has never seen. ``long`` is the RVD benchmark's clip length.
+SCENARIOS = ("orbit", "rotate-zoom", "exposure-step", "clipped", "dark-noisy", "long")
+
+
+def scenario_spec(kind: str, scene: Scene, rng: np.random.Generator, frames: int, qh: int,
+                  qw: int) -> tuple[ClipSpec, Scene]:
+    """A clip of one named scenario over a scene: (spec, the scene with the sensor it is shot with).
+
+    - ``orbit``: the window circles as far as the scene allows (up to half its width away
+      from the start) and comes back, with a slight rotation and an exposure ramp;
+    - ``rotate-zoom``: 8-14 degrees of rotation and a 1.3-1.45x zoom while panning;
+    - ``exposure-step``: two sudden exposure changes (x2, then x0.35);
+    - ``clipped``: exposed so that 6-22% of the scene's quads clip at white in some channel;
+    - ``dark-noisy``: 0.1-0.16 of the exposure, read noise x3 and half the full well;
+    - ``long``: an orbit of two turns with a drifting pan.
+    """
+    import dataclasses
+
+    if kind not in SCENARIOS:
+        raise ValueError(f"unknown scenario {kind!r} ({', '.join(SCENARIOS)})")
+    spec = draw_spec(scene, rng, frames, qh, qw, hard=False)
+    spec.patches, spec.cut_at, spec.cut_start, spec.bracket = [], None, None, []
+    spec.shake = min(spec.shake, 0.3)
+    spec.gains = [1.0] * frames
+    sh, sw = scene.rgb.shape[:2]
+    if kind in ("orbit", "long"):
+        a0 = float(rng.uniform(-2, 2))
+        spec.angle = (a0, a0 + float(rng.uniform(-3, 3)))
+        spec.scale = (spec.scale[0], spec.scale[0])
+        hy, hx = _fit_window((sh, sw), qh, qw, spec.scale[0], max(abs(a) for a in spec.angle))
+        room = max(0.0, min(sh / 2 - hy - 2, sw / 2 - hx - 2))
+        radius = min(0.95 * room, 0.25 * qw * spec.scale[0])  # at most half the window's width away
+        phi = float(rng.uniform(0, 2 * math.pi))
+        # start on the circle around the scene's centre, so that the whole orbit stays inside
+        spec.start = (sh / 2 + radius * math.sin(phi), sw / 2 + radius * math.cos(phi))
+        spec.orbit = (radius, phi, 2.0 if kind == "long" else 1.0)
+        spec.velocity = (0.0, 0.0) if kind == "orbit" else (float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.1, 0.1)))
+        spec.wobble = (0.0, 1.0, 0.0)
+        g0 = float(rng.uniform(0.7, 0.9))
+        spec.gains = [g0 * (1 + 0.4 * i / max(1, frames - 1)) for i in range(frames)]
+    elif kind == "rotate-zoom":
+        z = float(rng.uniform(1.3, 1.45))
+        s0 = spec.scale[0]
+        spec.scale = (s0, s0 / z) if rng.random() < 0.5 else (s0 / z, s0)
+        a0 = float(rng.uniform(-3, 3))
+        spec.angle = (a0, a0 + float(rng.choice([-1, 1]) * rng.uniform(8, 14)))
+    elif kind == "exposure-step":
+        a, b = frames // 3, (2 * frames) // 3
+        spec.gains = [1.0 if i < a else 2.0 if i < b else 0.7 for i in range(frames)]
+        spec.gains = [0.6 * g for g in spec.gains]
+    elif kind == "clipped":
+        frac = float(rng.uniform(0.06, 0.22))
+        level = float(np.quantile(scene.rgb.max(axis=-1), 1 - frac))
+        spec.gains = [1.0 / max(level, 1e-3)] * frames
+    elif kind == "dark-noisy":
+        g = float(rng.uniform(0.1, 0.16))
+        spec.gains = [g] * frames
+        sensor = dataclasses.replace(scene.sensor, read_noise=3 * scene.sensor.read_noise,
+                                     full_well=scene.sensor.full_well / 2)
+        scene = dataclasses.replace(scene, sensor=sensor)
+    return spec, scene
+
+
+def make_scenario_clip(kind: str, scene: Scene, rng: np.random.Generator, frames: int, qh: int,
+                       qw: int) -> tuple[ClipSpec, Scene, Iterator[np.ndarray]]:
+    """A named scenario's clip: (spec, the scene as shot, an iterator over its RAW mosaics)."""
+    spec, shot = scenario_spec(kind, scene, rng, frames, qh, qw)
+    noise_rng = np.random.default_rng(rng.integers(1 << 63))
+    motion_rng = np.random.default_rng(rng.integers(1 << 63))
+    return spec, shot, (expose(f, shot, noise_rng) for f in linear_frames(shot, spec, motion_rng))
 
 
 def sensor_info(scene: Scene, qh: int, qw: int, fps: float = 30.0) -> RawInfo:

@@ -104,15 +104,64 @@ def test_shared_scenes_load():
     assert all(s.rgb.ndim == 3 and s.rgb.dtype == np.float32 for s in scenes.values())
 
 
-def test_cli_dataset_build(tmp_path):
+@pytest.fixture
+def two_stills(tmp_path) -> list:
+    """``--shared`` (a folder that does not exist) and two ``--raw`` DNG stills, as CLI arguments."""
     from rawvid.dng import write_dng
 
     info = make_info(width=256, height=192)
     for i in range(2):
         write_dng(tmp_path / f"still{i}.dng", make_mosaic(info, seed=i), info)
-    res = run_cli("dataset", "build", "-o", tmp_path / "ds", "--shared", tmp_path / "none", "--raw",
-                  tmp_path / "still0.dng", "--raw", tmp_path / "still1.dng", "--size", "128x96", "--frames", "3",
+    return ["--shared", tmp_path / "none", "--raw", tmp_path / "still0.dng", "--raw", tmp_path / "still1.dng"]
+
+
+def test_cli_dataset_build(tmp_path, two_stills):
+    res = run_cli("dataset", "build", "-o", tmp_path / "ds", *two_stills, "--size", "128x96", "--frames", "3",
                   "--test-frames", "4", "--clips-per-scene", "1", "--test-fraction", "0.5", "--render", "stable")
     assert res.returncode == 0, res.stderr
     assert RVDLayout.open(tmp_path / "ds" / "stable" / "test").videos
     assert RVDLayout.open(tmp_path / "ds" / "stable" / "train").videos
+
+
+def test_orbit_leaves_and_returns():
+    from rawvid.synth import orbit_offset
+
+    orbit = (40.0, 0.7, 1.0)
+    assert orbit_offset(orbit, 0.0) == (0.0, 0.0)
+    assert np.allclose(orbit_offset(orbit, 1.0), (0.0, 0.0), atol=1e-9)  # back where it started
+    far = max(np.hypot(*orbit_offset(orbit, t)) for t in np.linspace(0, 1, 41))
+    assert far == pytest.approx(80.0, rel=0.01)  # the diameter away at the far side
+
+
+def test_scenarios_over_held_out_scenes(tmp_path):
+    from rawvid.dataset import build_scenarios
+    from rawvid.synth import scenario_spec
+
+    scenes = example_scenes()
+    rng = np.random.default_rng(0)
+    clipped, shot = scenario_spec("clipped", scenes[0], rng, 4, 48, 64)
+    lin = np.stack(list(linear_frames(shot, clipped, np.random.default_rng(1))))
+    assert 0.01 < np.mean(lin.max(-1) >= 1.0) < 0.9  # a real share of the window is over white, not all
+    dark, shot = scenario_spec("dark-noisy", scenes[0], rng, 4, 48, 64)
+    assert max(dark.gains) < 0.2 and shot.sensor.read_noise == 3 * scenes[0].sensor.read_noise
+    with pytest.raises(ValueError, match="unknown scenario"):
+        scenario_spec("wobble", scenes[0], rng, 4, 48, 64)
+
+    rep = build_scenarios(tmp_path / "sc", scenes, frames=4, long_frames=6, size=(128, 96), per_scenario=1,
+                          test_fraction=0.34, scenarios=("orbit", "long", "clipped"))
+    layout = RVDLayout.open(tmp_path / "sc" / "stable" / "test")
+    assert [v.name.split("_")[0] for v in layout.videos] == ["orbit", "long", "clipped"]
+    assert [len(v.frames) for v in layout.videos] == [4, 6, 4]
+    assert all(v.name.endswith(tuple(rep.test_scenes)) for v in layout.videos)  # only scenes held out of training
+    tags = json.loads((tmp_path / "sc" / "stable" / "test" / "tags.json").read_text())
+    assert tags["orbit_" + rep.test_scenes[0]][0] == "scenario: orbit"
+    assert any(t.startswith("camera: ") for t in tags["clipped_" + rep.test_scenes[0]])
+
+
+def test_cli_dataset_scenarios(tmp_path, two_stills):
+    res = run_cli("dataset", "scenarios", "-o", tmp_path / "sc", *two_stills, "--size", "128x96", "--frames", "3",
+                  "--scenario", "rotate-zoom,exposure-step", "--per-scenario", "1", "--test-fraction", "0.5")
+    assert res.returncode == 0, res.stderr
+    assert len(RVDLayout.open(tmp_path / "sc" / "stable" / "test").videos) == 2
+    res = run_cli("dataset", "scenarios", "-o", tmp_path / "sc2", *two_stills, "--scenario", "spin")
+    assert res.returncode == 2 and "unknown scenario" in res.stderr

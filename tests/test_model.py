@@ -7,7 +7,7 @@ import torch
 
 from rawvid.bayer import PLANE_OFFSETS, denormalise, normalise, pack, srgb_half, unpack
 from rawvid.errors import RawvidError
-from rawvid.flow import backward_warp, dis_flow, flow_to_tensor
+from rawvid.flow import backward_warp, compose, dis_flow, flow_to_tensor, warp_error
 from rawvid.model import (CONFIGS, FAGDN, FAGDNConfig, count_parameters, load_model, log_exposure_ratio, lowpass,
                           run_network, save_model)
 
@@ -118,6 +118,42 @@ def test_warp_identity_and_shift():
     moved, valid = backward_warp(img, flow)
     assert torch.allclose(moved[..., 2:], img[..., :-2])
     assert float(valid[..., :2].sum()) == 0 and float(moved[..., :2].abs().sum()) == 0
+
+
+def test_chained_flows_add_up_and_the_warp_error_finds_a_wrong_flow():
+    shift = torch.zeros(1, 2, 16, 24)
+    shift[:, 0] = -1.0  # one column to the left, twice
+    both, valid = compose(shift, shift)
+    assert torch.allclose(both[:, 0, :, 1:], torch.full((1, 16, 23), -2.0))  # two columns in all
+    assert float(both[:, 1].abs().max()) == 0
+    assert float(valid[..., 0].sum()) == 0  # the path leaves the frame at the left edge
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand((1, 3, 16, 24), generator=g)
+    tgt, _ = backward_warp(src, both)
+    assert float(warp_error(src, both, tgt)[..., 4:-4, 6:-4].max()) < 1e-5  # the right flow: no error
+    assert float(warp_error(src, torch.zeros_like(both), tgt)[..., 4:-4, 6:-4].mean()) > 0.1  # the wrong one
+    assert float(warp_error(src, both, tgt * 1.5)[..., 4:-4, 6:-4].max()) < 0.05  # an exposure change is not an error
+
+
+def test_safe_keyframe_flow_runs_the_same_network():
+    from rawvid.methods import Network
+
+    cfg = FAGDNConfig(widths=(4, 8), bottleneck=8, patches=(4, 4), conf_width=4, prior=True, key_reference=True)
+    torch.manual_seed(0)
+    model = FAGDN(cfg)
+    rng = np.random.default_rng(1)
+    srgb = [rng.random((3, 16, 24), dtype=np.float32) for _ in range(3)]
+    raw = rng.random((4, 16, 24), dtype=np.float32)
+    outs = {}
+    for mode in ("direct", "safe"):
+        net = Network(model, key_flow=mode)
+        net.keyframe(raw, srgb[0])
+        a = net.predict(raw, srgb[0], srgb[1])
+        outs[mode] = net.predict(a, srgb[1], srgb[2])
+        assert outs[mode].shape == (4, 16, 24) and np.isfinite(outs[mode]).all()
+    assert net.key_chain is not None and net.key_chain.shape == (1, 2, 16, 24)
+    with pytest.raises(ValueError, match="keyframe flow"):
+        Network(model, key_flow="sideways")
 
 
 def test_dis_flow_recovers_a_shift():
