@@ -25,14 +25,22 @@ def select_device(device: str) -> str:
     return device
 
 
-def network_method(model: str, width: int, height: int, device: str = "cpu", tile: int | None = None):
-    """The chained network for a clip of ``width`` x ``height`` (tiled above ~2K x 1K half resolution)."""
+#: the network layout new files are coded with (the manifest's ``network_layout``)
+NETWORK_LAYOUT = "channels_last"
+
+
+def network_method(model: str, width: int, height: int, device: str = "cpu", tile: int | None = None,
+                   layout: str = NETWORK_LAYOUT):
+    """The chained network for a clip of ``width`` x ``height`` (tiled above ~2K x 1K half resolution).
+
+    ``layout``: the memory format its arithmetic runs in; encoder and decoder must use the same
+    (a RAW layer's reconstruction is checked to the bit), so the manifest records it."""
     from .methods import Network
     from .model import load_model
 
     if tile is None:
         tile = 1024 if width * height // 4 > 2048 * 1152 else None
-    return Network(load_model(model, device=device), device=device, tile=tile)
+    return Network(load_model(model, device=device), device=device, tile=tile, layout=layout)
 
 
 def predict_frame(method, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.ndarray, info,

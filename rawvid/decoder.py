@@ -13,7 +13,7 @@ import numpy as np
 from .chain import layer_frame, network_method, predict_frame, select_device as _select_device
 from .container import RvdFile, sha256_file
 from .dng import write_dng
-from .errors import RawvidError
+from .errors import FormatError, RawvidError
 from .model import DEFAULT_MODEL
 from .sideinfo import CALIBRATION_NAME, LAYER_MAPS_NAME, REFINE_NAME
 
@@ -67,10 +67,10 @@ def frame_name(index: int) -> str:
     return f"{index:06d}.dng"
 
 
-def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str]):
+def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str], path=None):
     """Build the reconstruction method; ``auto`` is the network when its weights exist."""
     from .methods import GlobalFit, Warp
-    from .model import DEFAULT_MODEL, resolve_model
+    from .model import DEFAULT_MODEL, LAYOUTS, resolve_model
 
     method = opts.method
     name = opts.model or manifest.get("model") or DEFAULT_MODEL
@@ -86,7 +86,10 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
     if method == "warp":
         return Warp()
     if method == "network":
-        return network_method(name, manifest["width"], manifest["height"], device, opts.tile)
+        layout = manifest.get("network_layout", "contiguous")  # files from before it was recorded: contiguous
+        if layout not in LAYOUTS:
+            raise FormatError(path, f"unknown network_layout {layout!r} in the manifest")
+        return network_method(name, manifest["width"], manifest["height"], device, opts.tile, layout)
     raise RawvidError(None, f"unknown method {method!r} (auto, network, global-fit or warp)")
 
 
@@ -208,7 +211,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     if layer is not None:
         opts = _layer_method(opts, m, notes)
-    method = _make_method(opts, m, device, notes)
+    method = _make_method(opts, m, device, notes, rvd_path)
     out = Path(output)
     digest = hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()  # identifies the clip
     last_done = _prepare_output(out, digest, opts, Path(rvd_path).name)

@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_path
 from .bayer import raw_planes
-from .chain import network_method, select_device as _select_device
+from .chain import NETWORK_LAYOUT, network_method, select_device as _select_device
 from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_BINARY, MIME_DNG, MIME_JSON, RvdFile, mux,
                         sha256_file)
 from .dng import write_dng
@@ -289,6 +289,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             manifest["noise_profile"] = None if noise is None else [noise.scale, noise.offset]
             manifest["calibration"] = calib or {"mode": "keyframe"}
             manifest["refine"] = refine or {"mode": "off"}
+            manifest["network_layout"] = NETWORK_LAYOUT
             if st is not None:
                 predictor = {"mode": st.predictor, "method": None, "model": None}
                 if st.predictor == "chain":

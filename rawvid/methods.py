@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .flow import backward_warp, compose, dis_flow, flow_to_tensor, warp_error
-from .model import FAGDN, run_network, step_inputs
+from .model import FAGDN, LAYOUTS, run_network, step_inputs
 
 CURVE_KNOTS = 33
 
@@ -249,9 +249,13 @@ class Network(GlobalFit):
     name = "network"
 
     def __init__(self, model: FAGDN, device: str = "cpu", tile: int | None = None, flow_preset: str = "fast",
-                 key_flow: str = KEY_FLOW):
+                 key_flow: str = KEY_FLOW, layout: str = "contiguous"):
         super().__init__()
-        self.model = model.to(device).eval()
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown network layout {layout!r} ({', '.join(LAYOUTS)})")
+        self.layout = layout
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        self.model = model.to(device).to(memory_format=fmt).eval()
         self.device, self.tile, self.flow_preset = device, tile, flow_preset
         if key_flow not in ("direct", "safe"):
             raise ValueError(f"unknown keyframe flow {key_flow!r} (direct, safe)")
@@ -325,7 +329,7 @@ class Network(GlobalFit):
         if key_flow is not None:
             priors.update(self.key, key_flow=key_flow, key_trust=trust)
         inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw), flow, **priors)
-        pred = run_network(self.model, inputs, tile=self.tile)
+        pred = run_network(self.model, inputs, tile=self.tile, layout=self.layout)
         out = pred[0].float().cpu().numpy()
         self.timings.add("network", time.perf_counter() - t)
         return out

@@ -425,41 +425,57 @@ def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Te
     where the flow to the keyframe is not trusted, the warped keyframe residual is zero (the
     keyframe then adds nothing to the global map and the chained reference).
     """
-    from .flow import backward_warp
-
-    warped_raw, _ = backward_warp(raw_prev, flow)
-    warped_srgb, _ = backward_warp(srgb_prev, flow)
+    if config.prior and (prior_cur is None or prior_prev is None):
+        raise ValueError("this model needs the global-fit prior of both frames")
+    # everything warped by one flow is warped in one call (per channel the same arithmetic, so the
+    # same numbers; one sampling grid instead of one per image)
+    warped_raw, warped_srgb, *warped_prior = _warp_all([raw_prev, srgb_prev] + ([prior_prev] if config.prior else []),
+                                                       flow)
     inputs = [srgb_cur, srgb_prev, raw_prev, warped_raw, warped_srgb]
     if config.prior:
-        if prior_cur is None or prior_prev is None:
-            raise ValueError("this model needs the global-fit prior of both frames")
-        warped_prior, _ = backward_warp(prior_prev, flow)
-        inputs += [prior_cur, warped_prior, prior_prev]
+        inputs += [prior_cur, warped_prior[0], prior_prev]
     if config.key_reference:
         if key_srgb is None or key_residual is None or key_flow is None:
             raise ValueError("this model needs the keyframe (sRGB, residual) and the flow to it")
-        key_warped = backward_warp(key_residual, key_flow)[0]
+        ratio = config.ratio_refs or config.adaptive_refs
+        if ratio and key_prior is None:
+            raise ValueError("this model needs the keyframe's global-fit prior A(k)")
+        key_warped, key_srgb_warped, *key_prior_warped = _warp_all(
+            [key_residual, key_srgb] + ([key_prior] if ratio else []), key_flow)  # type: ignore[list-item]
         if key_trust is not None:
             key_warped = key_warped * key_trust
-        inputs += [key_warped, backward_warp(key_srgb, key_flow)[0]]
-    if config.ratio_refs or config.adaptive_refs:
-        if key_prior is None:
-            raise ValueError("this model needs the keyframe's global-fit prior A(k)")
-        inputs.append(backward_warp(key_prior, key_flow)[0])  # type: ignore[arg-type]
+        inputs += [key_warped, key_srgb_warped, *key_prior_warped]
     return inputs
 
 
-def run_network(model: FAGDN, inputs: list[torch.Tensor], tile: int | None = None, overlap: int = 256) -> torch.Tensor:
+def _warp_all(images: list[torch.Tensor], flow: torch.Tensor) -> list[torch.Tensor]:
+    """Backward-warp several N x C_i x H x W images by one flow: the images, warped, in order."""
+    from .flow import backward_warp
+
+    warped, _ = backward_warp(torch.cat(images, 1), flow)
+    return list(torch.split(warped, [x.shape[1] for x in images], 1))
+
+
+#: memory layouts the network can run in: ``channels_last`` (NHWC) is what new files are coded
+#: with (measured: the forward 25-33% faster on this CPU, outputs within 6e-8 of the default
+#: layout); ``contiguous`` (NCHW) is what files without a ``network_layout`` were coded with
+LAYOUTS = ("contiguous", "channels_last")
+
+
+def run_network(model: FAGDN, inputs: list[torch.Tensor], tile: int | None = None, overlap: int = 256,
+                layout: str = "contiguous") -> torch.Tensor:
     """Predict RAW (1 x 4 x H x W) from :func:`step_inputs`' list.
 
     Pads to the network's multiple and crops back. With ``tile`` (half-resolution pixels),
     processes overlapping tiles aligned to the multiple and blends them with linear ramps.
+    ``layout``: the memory format the model's weights are in (one of LAYOUTS); the inputs follow.
     """
     h, w = inputs[0].shape[-2:]
     mult = model.config.multiple
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     if not tile or (h <= tile and w <= tile):
-        padded = [pad_multiple(x, mult) for x in inputs]
-        return model(*padded)["pred"][..., :h, :w]
+        padded = [pad_multiple(x, mult).contiguous(memory_format=fmt) for x in inputs]
+        return model(*padded)["pred"][..., :h, :w].contiguous()
     tile = max(mult, tile // mult * mult)
     overlap = min(overlap // mult * mult if overlap >= mult else 0, tile // 2)
     stride = tile - overlap
@@ -475,9 +491,9 @@ def run_network(model: FAGDN, inputs: list[torch.Tensor], tile: int | None = Non
     ys, xs = starts(h), starts(w)
     for y in ys:
         for x in xs:
-            crop = [pad_multiple(t[..., y : y + tile, x : x + tile], mult) for t in inputs]
+            crop = [pad_multiple(t[..., y : y + tile, x : x + tile], mult).contiguous(memory_format=fmt) for t in inputs]
             th, tw = min(tile, h - y), min(tile, w - x)
-            pred = model(*crop)["pred"][..., :th, :tw]
+            pred = model(*crop)["pred"][..., :th, :tw].contiguous()
             wy = tile_weights(th, overlap, y == 0, y + th >= h).to(pred)
             wx = tile_weights(tw, overlap, x == 0, x + tw >= w).to(pred)
             wt = (wy[:, None] * wx[None, :])[None, None]
