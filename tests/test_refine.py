@@ -176,3 +176,19 @@ def test_encode_on_a_missing_gpu_is_a_clean_error(mlv_factory, tmp_path):
     res = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--device", "cuda")
     assert_clean_error_text(res, "no CUDA device is available")
     assert not (tmp_path / "c.rvd").exists()
+
+
+def test_network_layout_is_recorded_and_followed(mlv_factory, tmp_path):
+    path, _, _ = mlv_factory(n=3, width=96, height=64)
+    rvd = encode(path, tmp_path / "c.rvd").output
+    assert RvdFile(rvd).manifest["network_layout"] == "channels_last"  # what the encoder's refinement ran in
+    new = decode(rvd, tmp_path / "new")
+    old = _tampered(rvd, tmp_path, edit_manifest=lambda m: m.pop("network_layout"))
+    (tmp_path / "parts").rename(tmp_path / "parts-old")
+    assert decode(old, tmp_path / "old").frames == new.frames == 3  # a file from before: decoded NCHW
+    for i in range(3):
+        a, b = read_dng(tmp_path / "new" / frame_name(i))[0], read_dng(tmp_path / "old" / frame_name(i))[0]
+        assert np.abs(a.astype(int) - b).max() <= 1  # the two layouts differ by float rounding at most
+    bad = _tampered(rvd, tmp_path, edit_manifest=lambda m: m.update(network_layout="sideways"))
+    res = run_cli("decode", bad, "-o", tmp_path / "bad")
+    assert_clean_error_text(res, "unknown network_layout 'sideways'")
