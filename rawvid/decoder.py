@@ -13,6 +13,7 @@ import numpy as np
 from .chain import layer_frame, network_method, predict_frame, select_device as _select_device
 from .container import RvdFile, sha256_file
 from .dng import write_dng
+from .pipeline import ReadAhead, WriteBehind
 from .errors import FormatError, RawvidError
 from .model import DEFAULT_MODEL
 from .sideinfo import CALIBRATION_NAME, LAYER_MAPS_NAME, REFINE_NAME
@@ -228,7 +229,10 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
         return DecodeResult(out, 0, time.perf_counter() - t_start, method.name, device, vars(timings), notes)
     t = time.perf_counter()
     reader = VideoReader(rvd.path, info.width, info.height)
-    frames = iter(reader)
+    ahead = ReadAhead(iter(reader), srgb_half, start=key_from)  # video decoded while the network runs
+    writer = WriteBehind(lambda path, mosaic, ts: write_dng(path, mosaic, info, compress=opts.compress,
+                                                            timestamp_us=ts), timings=timings)
+    finished = False
     lreader = None
     if layer is not None:
         from .rawlayer import LayerReader
@@ -236,14 +240,14 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
         lreader = LayerReader(rvd.path, info.width, info.height, layer.codec)
     try:
         for i in range(stop):
-            rgb = next(frames, None)
-            if rgb is None:
+            item = ahead.next()
+            if item is None:
                 raise RawvidError(rvd_path, f"video stream ends at frame {i}, the manifest says {count}")
             if i < key_from:
                 if lreader is not None:
                     lreader.skip(layer.passes[i], i)
                 continue
-            srgb = srgb_half(rgb)
+            srgb = item[1]
             timings.add("video", time.perf_counter() - t)
             t = time.perf_counter()
             if layer is not None:
@@ -291,16 +295,21 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                                                None if refine is None else refine[i])
                 mosaic = unpack(planes, info.cfa)  # the chain continues from exactly what is written
             if i >= first_write:
-                t = time.perf_counter()
-                write_dng(out / frame_name(i), mosaic, info, compress=opts.compress, timestamp_us=timestamps[i])
-                timings.add("dng", time.perf_counter() - t)
+                writer.submit(out / frame_name(i), mosaic, timestamps[i])  # written in order, behind
                 written += 1
                 if progress:
                     progress(i + 1 - first_write, total)
             prev_raw, prev_srgb = raw, srgb
             t = time.perf_counter()
+        finished = True
     finally:
         reader.close()
+        ahead.close()
         if lreader is not None:
             lreader.close()
+        try:
+            writer.close()  # the frames already computed are written, even when stopping on an error
+        except BaseException:
+            if finished:
+                raise
     return DecodeResult(out, written, time.perf_counter() - t_start, method.name, device, vars(timings), notes)

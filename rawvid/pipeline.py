@@ -1,0 +1,110 @@
+"""Overlap a decode's I/O with its network: video frames read ahead, DNGs written behind.
+
+The chain itself is sequential (each frame is predicted from the last), but reading the
+sRGB video (an ffmpeg pipe) and writing DNG files (tifffile, zlib) do not depend on it
+and release the GIL for most of their time. Two bounded queues keep memory flat: at most
+``depth`` decoded frames ahead and ``depth`` DNGs behind. Frames are read and written in
+order by one thread each, so the files that exist after an interruption are still a
+prefix of the clip (each written atomically), and the output is byte-identical to a
+sequential decode.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable, Iterator
+
+_END = object()
+
+
+class ReadAhead:
+    """Iterate ``frames`` in a background thread, applying ``prepare`` from index ``start`` on."""
+
+    def __init__(self, frames: Iterator, prepare: Callable, start: int = 0, depth: int = 3):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(frames, prepare, start), daemon=True,
+                                        name="rawvid-read-ahead")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, frames: Iterator, prepare: Callable, start: int) -> None:
+        try:
+            for i, rgb in enumerate(frames):
+                if not self._put((rgb, prepare(rgb) if i >= start else None)):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(exc)
+
+    def next(self):
+        """(frame, prepared or None), or None at the end; an error of the reader is raised here."""
+        item = self._q.get()
+        if item is _END:
+            self._q.put(_END)  # later calls see the end too
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:  # unblock the reader if it waits on a full queue
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=10)
+
+
+class WriteBehind:
+    """Run ``write(*args)`` calls in order in one background thread; ``close`` waits and re-raises."""
+
+    def __init__(self, write: Callable, depth: int = 3, timings=None, key: str = "dng"):
+        self._write, self._timings, self._key = write, timings, key
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rawvid-write-behind")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            args = self._q.get()
+            if args is _END:
+                return
+            if self._error is not None:
+                continue  # drain after a failure; the first error is what close() raises
+            try:
+                t = time.perf_counter()
+                self._write(*args)
+                if self._timings is not None:
+                    self._timings.add(self._key, time.perf_counter() - t)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by submit/close in the caller
+                self._error = exc
+
+    def submit(self, *args) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(args)
+
+    def close(self, wait: bool = True) -> None:
+        """Finish the queued writes (``wait``) or drop them (an interrupted run), then re-raise any error."""
+        if not wait:
+            while True:
+                try:
+                    self._q.get_nowait()
+                except queue.Empty:
+                    break
+        self._q.put(_END)
+        self._thread.join()
+        if wait and self._error is not None:
+            raise self._error
