@@ -219,7 +219,6 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     first_write = opts.start if last_done is None else max(opts.start, last_done + 1)
     key_from = max(k for k in keyframes if k <= first_write)
     timings = method.timings
-    timestamps = m.get("timestamps_us") or [None] * count
     calib = _load_calibration(rvd, count)
     refine = _load_refinement(rvd, count, method, opts.model or m.get("model") or DEFAULT_MODEL, notes)
     written = 0
@@ -230,8 +229,8 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     t = time.perf_counter()
     reader = VideoReader(rvd.path, info.width, info.height)
     ahead = ReadAhead(iter(reader), srgb_half, start=key_from)  # video decoded while the network runs
-    writer = WriteBehind(lambda path, mosaic, ts: write_dng(path, mosaic, info, compress=opts.compress,
-                                                            timestamp_us=ts), timings=timings)
+    writer = WriteBehind(lambda path, mosaic, index: write_dng(path, mosaic, info, compress=opts.compress,
+                                                               frame_index=index), timings=timings)
     finished = False
     lreader = None
     if layer is not None:
@@ -295,7 +294,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                                                None if refine is None else refine[i])
                 mosaic = unpack(planes, info.cfa)  # the chain continues from exactly what is written
             if i >= first_write:
-                writer.submit(out / frame_name(i), mosaic, timestamps[i])  # written in order, behind
+                writer.submit(out / frame_name(i), mosaic, i)  # written in order, behind
                 written += 1
                 if progress:
                     progress(i + 1 - first_write, total)

@@ -65,17 +65,41 @@ def _srationals(values, den: int = 10000) -> tuple[int, ...]:
     return tuple(v for x in values for v in (int(round(x * den)), den))
 
 
-def _timecode(timestamp_us: int, fps: float) -> bytes:
-    """SMPTE timecode (DNG TimeCodes tag, 8 BCD bytes) for a timestamp."""
-    rate = max(1, int(round(fps)))
-    total = int(timestamp_us // 1_000_000)
-    frames = int((timestamp_us % 1_000_000) * rate // 1_000_000)
-    parts = [frames, total % 60, (total // 60) % 60, (total // 3600) % 24]
-    bcd = bytes(((v // 10) << 4) | (v % 10) for v in parts)
-    return bcd + b"\0" * 4
+def timecode_fields(index: int, fps: float) -> tuple[int, int, int, int, bool]:
+    """(hours, minutes, seconds, frames, drop-frame) of a clip's frame ``index`` at ``fps``.
+
+    Counted from the frame index at the exact rational rate, never from rounded timestamps:
+    23.976 and 29.97 count at their nominal 24 and 30; 29.97 and 59.94 use SMPTE drop-frame
+    numbering (frame labels 0-1, or 0-3, skipped each minute except every tenth). Above 30
+    frames per second the frames field counts frame pairs (or larger groups), as SMPTE 12M
+    does for high rates, so it always fits its two BCD digits.
+    """
+    from .video import fps_fraction
+
+    rate = fps_fraction(fps)
+    nominal = max(1, round(rate))
+    n = max(0, int(index))
+    drop = rate.denominator == 1001 and nominal in (30, 60)
+    if drop:
+        d = nominal // 15  # labels skipped a minute: 2 at 29.97, 4 at 59.94
+        per10, per1 = nominal * 600 - 9 * d, nominal * 60 - d
+        tens, rem = divmod(n, per10)
+        n += 9 * d * tens + (d * ((rem - d) // per1) if rem > d else 0)
+    group = -(-nominal // 30)  # frames per count of the frames field
+    seconds = n // nominal
+    return seconds // 3600 % 24, seconds // 60 % 60, seconds % 60, (n % nominal) // group, drop
 
 
-def dng_tags(info: RawInfo, timestamp_us: int | None = None) -> list[tuple]:
+def _timecode(index: int, fps: float) -> bytes:
+    """SMPTE 12M timecode (DNG TimeCodes tag: 8 bytes, BCD frames/seconds/minutes/hours, the
+    drop-frame flag in bit 6 of the frames byte) of frame ``index``."""
+    hh, mm, ss, ff, drop = timecode_fields(index, fps)
+    bcd = [((v // 10) << 4) | (v % 10) for v in (ff, ss, mm, hh)]
+    bcd[0] |= 0x40 if drop else 0
+    return bytes(bcd) + b"\0" * 4
+
+
+def dng_tags(info: RawInfo, frame_index: int | None = None) -> list[tuple]:
     """The DNG tags rawvid writes, as tifffile ``extratags``."""
     cam = info.camera
     model = cam.model or "rawvid"
@@ -113,14 +137,15 @@ def dng_tags(info: RawInfo, timestamp_us: int | None = None) -> list[tuple]:
         tags.append((FOCAL_LENGTH, RATIONAL, 1, _rational(cam.focal_length_mm, 1000), True))
     if cam.datetime:
         tags.append((DATETIME, ASCII, 0, cam.datetime, True))
-    if timestamp_us is not None:
-        tags.append((TIME_CODES, BYTE, 8, tuple(_timecode(timestamp_us, info.fps)), True))
+    if frame_index is not None:
+        tags.append((TIME_CODES, BYTE, 8, tuple(_timecode(frame_index, info.fps)), True))
     return tags
 
 
 def encode_dng(mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
-               timestamp_us: int | None = None) -> bytes:
-    """One frame as DNG bytes: bit-packed at ``info.bits`` or lossless JPEG (``compress``)."""
+               frame_index: int | None = None) -> bytes:
+    """One frame as DNG bytes: bit-packed at ``info.bits`` or lossless JPEG (``compress``);
+    ``frame_index``: its place in the clip, for the TimeCodes tag."""
     import tifffile
 
     from .mlv import encode_lj92
@@ -131,7 +156,7 @@ def encode_dng(mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
     if (h, w) != (info.height, info.width):
         raise ValueError(f"mosaic {w}x{h} does not match metadata {info.width}x{info.height}")
     buf = io.BytesIO()
-    common = dict(photometric=PHOTOMETRIC_CFA, bitspersample=info.bits, extratags=dng_tags(info, timestamp_us),
+    common = dict(photometric=PHOTOMETRIC_CFA, bitspersample=info.bits, extratags=dng_tags(info, frame_index),
                   metadata=None, software=f"rawvid {__version__}", rowsperstrip=h)
     if compress:
         payload = encode_lj92(mosaic, info.bits)
@@ -145,9 +170,9 @@ def encode_dng(mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
 
 
 def write_dng(path: str | os.PathLike, mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
-              timestamp_us: int | None = None) -> int:
+              frame_index: int | None = None) -> int:
     """Write one frame as a DNG file atomically (temp file, then rename); returns its size."""
-    data = encode_dng(mosaic, info, compress=compress, timestamp_us=timestamp_us)
+    data = encode_dng(mosaic, info, compress=compress, frame_index=frame_index)
     with atomic_write(path) as f:
         f.write(data)
     return len(data)

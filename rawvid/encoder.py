@@ -259,7 +259,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                         noise = estimate_noise(raw_planes(fr.mosaic, info))
                     if fr.mosaic is not None and i in keys and layer is None:
                         name = f"key_{i:06d}.dng"
-                        write_dng(tdir / name, fr.mosaic, info, compress=True, timestamp_us=fr.timestamp_us)
+                        write_dng(tdir / name, fr.mosaic, info, compress=True, frame_index=i)
                         attachments[name] = sha256_file(tdir / name)
                     writer.write(rgb)
                     t_first = fr.timestamp_us if t_first is None else t_first

@@ -19,7 +19,7 @@ from rawvid.errors import FormatError, RawvidError
 def test_libraw_reads_every_variant_bit_exactly(bits, cfa, compress):
     info = make_info(bits=bits, cfa=cfa, width=64, height=48)
     mosaic = make_mosaic(info, seed=bits)
-    data = encode_dng(mosaic, info, compress=compress, timestamp_us=40_000)
+    data = encode_dng(mosaic, info, compress=compress, frame_index=1)
     with rawpy.imread(io.BytesIO(data)) as raw:
         assert np.array_equal(raw.raw_image, mosaic)
         assert raw.white_level == info.white
@@ -116,3 +116,35 @@ def test_plain_tiff_is_not_a_dng():
     tifffile.imwrite(buf, np.zeros((8, 8), np.uint16))
     with pytest.raises(FormatError, match="not a DNG"):
         read_dng_bytes(buf.getvalue())
+
+
+@pytest.mark.parametrize(("fps", "index", "want"), [
+    (24000 / 1001, 17, (0, 0, 0, 17, False)),  # 23.976 counts at 24, frame by frame
+    (23.976, 24, (0, 0, 1, 0, False)),
+    (25.0, 25 * 3661 + 7, (1, 1, 1, 7, False)),
+    (30.0, 30, (0, 0, 1, 0, False)),
+    (30000 / 1001, 1799, (0, 0, 59, 29, True)),
+    (29.97, 1800, (0, 1, 0, 2, True)),  # drop-frame: labels 00 and 01 skipped at the minute
+    (29.97, 17982, (0, 10, 0, 0, True)),  # but not at the tenth
+    (59.94, 3600, (0, 1, 0, 2, True)),  # frames 0-3 skipped, counted in pairs
+    (120.0, 119, (0, 0, 0, 29, False)),  # high rates count frame groups: always two BCD digits
+    (240.0, 240 * 59 + 239, (0, 0, 59, 29, False)),
+])
+def test_timecodes_come_from_the_frame_index_at_the_exact_rate(fps, index, want):
+    from rawvid.dng import _timecode, timecode_fields
+
+    assert timecode_fields(index, fps) == want
+    code = _timecode(index, fps)
+    assert len(code) == 8 and code[4:] == b"\0" * 4
+    ff = code[0] & 0x3F
+    assert (ff >> 4) * 10 + (ff & 15) == want[3] and bool(code[0] & 0x40) == want[4]
+
+
+def test_timecodes_of_a_decoded_sequence_count_every_frame():
+    info = make_info(width=32, height=16)
+    info.fps = 24000 / 1001
+    frames = []
+    for i in range(18):
+        page = tifffile.TiffFile(io.BytesIO(encode_dng(make_mosaic(info), info, frame_index=i))).pages[0]
+        frames.append(page.tags[51043].value[0])
+    assert frames == [((i // 10) << 4) | (i % 10) for i in range(18)]  # 0, 1, 2, ... 17: no repeats, no gaps
