@@ -321,7 +321,8 @@ def mux(video: str | os.PathLike, out: str | os.PathLike, attachments: list[tupl
     cmd += ["-map", "0:v:0"]
     if layer:
         cmd += ["-map", "1:v:0", "-metadata:s:v:1", f"title={LAYER_TITLE}"]
-    cmd += ["-c:v", "copy"]
+    # the sRGB track's colour description in the container too (players read it there first)
+    cmd += ["-c:v", "copy", "-color_primaries:v:0", "bt709", "-color_trc:v:0", "iec61966-2-1"]
     if audio:
         cmd += ["-map", f"{2 if layer else 1}:a:0", "-c:a", "flac"]
     for i, (path, mime) in enumerate(attachments):

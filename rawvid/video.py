@@ -83,11 +83,14 @@ class VideoSettings:
         tags = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "iec61966-2-1",
                 "-color_range", "pc"]
         vf = ["-vf", f"scale=out_color_matrix=bt709:out_range=full:flags={SWS_FLAGS}"]
+        # the colour description also in the bitstream's VUI: this ffmpeg build does not pass
+        # -color_primaries/-color_trc to the encoders, and players read the VUI
         if self.codec == "h265":
-            codec = ["-c:v", "libx265", "-preset", self.preset, "-crf", str(self.crf),
-                     "-x265-params", "log-level=error"]
+            codec = ["-c:v", "libx265", "-preset", self.preset, "-crf", str(self.crf), "-x265-params",
+                     "log-level=error:colorprim=bt709:transfer=iec61966-2-1:colormatrix=bt709:range=full"]
         else:
-            codec = ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf)]
+            codec = ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-x264-params",
+                     "colorprim=bt709:transfer=iec61966-2-1:colormatrix=bt709:fullrange=on"]
         return vf + codec + ["-pix_fmt", self.pix_fmt] + tags
 
     def to_dict(self) -> dict:

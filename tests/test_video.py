@@ -66,3 +66,23 @@ def test_unreadable_video(tmp_path):
         probe(bad)
     with pytest.raises(FormatError, match="unreadable video"):
         count_frames(bad)
+
+
+@pytest.mark.parametrize("codec", ["h265", "h264"])
+def test_srgb_track_is_tagged_bt709_srgb_in_bitstream_and_container(tmp_path, codec):
+    import av
+
+    from rawvid.container import mux
+
+    with VideoWriter(tmp_path / "v.mkv", 200, 126, 25, VideoSettings.make(codec, 20)) as w:
+        for f in _frames(3):
+            w.write(f)
+    mux(tmp_path / "v.mkv", tmp_path / "c.rvd", [])
+    for path in (tmp_path / "v.mkv", tmp_path / "c.rvd"):
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            frame = next(c.decode(s))  # what the bitstream's VUI says
+            assert (frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range) == (1, 13, 1, 2)
+    with av.open(str(tmp_path / "c.rvd")) as c:  # what the container says, before any decoding
+        cp = c.streams.video[0].codec_context
+        assert (cp.color_primaries, cp.color_trc) == (1, 13)  # BT.709 primaries, sRGB (IEC 61966-2-1)
