@@ -159,11 +159,21 @@ def encode(input, output, video, raw, keyframe_interval, render_mode, codec, crf
                          calibration=calibration, refine=refine, model=model, device=device, raw_layer=layer)
     with FrameProgress("encoding") as progress:
         result = run_encode(input, output, opts, video=video, raw=raw, force=force, progress=progress)
+    _print_notes(result.notes)
     s = result.sizes
     ratio = f", {s['ratio_vs_source']:.1f}x smaller than the source" if "ratio_vs_source" in s else ""
     console.print(f"wrote [bold]{result.output}[/]: {result.frames} frames in {result.seconds:.1f} s "
                   f"({result.fps:.1f} fps), {s['file_bytes'] / 1e6:.2f} MB, {s['bits_per_pixel']:.3f} bits/pixel{ratio}",
                   highlight=False)
+
+
+def _print_notes(notes: list[str]) -> None:
+    """Notes in yellow, those that start with "warning:" in bold red (both on standard error)."""
+    for note in notes:
+        if note.startswith("warning: "):
+            console.print(f"[bold red]warning:[/] {note[9:]}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -190,8 +200,7 @@ def decode(input, output, method, model, frame_range, compress, device, tile, re
                          tile=tile, resume=resume, force=force)
     with FrameProgress("decoding") as progress:
         result = run_decode(input, output, opts, progress=progress)
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    _print_notes(result.notes)
     t = result.timings
     console.print(f"wrote {result.frames} DNG frames to [bold]{result.output}[/] in {result.seconds:.1f} s "
                   f"({result.fps:.2f} fps, {result.method} on {result.device}; video {t['video']:.1f} s, "

@@ -81,7 +81,9 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
             method = "network"
         except RawvidError:
             method = "global-fit"
-            notes.append(f"no weights for model {name!r} in models/: decoding with global-fit")
+            from .encoder import missing_weights_note
+
+            notes.append(missing_weights_note(name, "decoding with global-fit"))
     if method == "global-fit":
         return GlobalFit()
     if method == "warp":

@@ -69,6 +69,7 @@ class EncodeResult:
     #: the RAW layer as the encoder measured it: per-frame black-subtracted PSNR of the
     #: reconstruction (what decode rebuilds) and of the prediction alone, passes per frame
     layer: dict | None = None
+    notes: list = field(default_factory=list)  # warnings the user should see (a missing model, ...)
 
     @property
     def fps(self) -> float:
@@ -232,6 +233,9 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
         blocks = resolve_refinement(opts.refine, src, model) == "blocks"
         # the RAW layer's predictor is the decoder's chain: the network where its weights exist
         net = blocks or (layer is not None and _has_weights(model))
+        notes = []
+        if src.has_raw and opts.refine != "off" and not _has_weights(model):
+            notes.append(missing_weights_note(model, "encoding without block refinement"))
         device = _select_device(opts.device) if net else "cpu"  # where the encoder's chain pass runs
         start = opts.start
         stop = src.frame_count if opts.stop is None else min(opts.stop, src.frame_count)
@@ -301,7 +305,16 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             mux(tdir / "video.mkv", tmp_out, files, audio=wav if audio else None,
                 title=f"rawvid {src.path.name}", layer=tdir / LAYER_NAME if st is not None else None)
     seconds = time.perf_counter() - t0
-    return EncodeResult(output, count, seconds, RvdFile(output).sizes(), None if st is None else st.stats())
+    return EncodeResult(output, count, seconds, RvdFile(output).sizes(), None if st is None else st.stats(), notes)
+
+
+def missing_weights_note(model: str, what: str) -> str:
+    """The warning for weights that cannot be found: what happens, and that quality drops to global-fit's."""
+    from .model import models_dirs
+
+    where = ", ".join(str(d) for d in models_dirs())
+    return (f"warning: no weights for model {model!r} (looked in {where}): {what}; the decoded quality will be "
+            "global-fit's, about 1-2 dB lower (install the package with its weights, or set RAWVID_MODELS)")
 
 
 def _has_weights(model: str) -> bool:

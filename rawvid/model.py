@@ -321,10 +321,24 @@ DEFAULT_MODEL = "fagdn-default"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
+def _package_weights() -> Path | None:
+    """The weights installed with the package (``rawvid._weights``: models/ in the wheel)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("rawvid._weights")
+    except (ImportError, ValueError):
+        return None
+    paths = list(spec.submodule_search_locations or []) if spec else []
+    return Path(paths[0]) if paths else None
+
+
 def models_dirs() -> list[Path]:
-    """Where weights are looked up: $RAWVID_MODELS (if set), then the repository's models/."""
+    """Where weights are looked up: $RAWVID_MODELS (if set), the weights installed with the
+    package, then the repository's models/ (a source checkout)."""
     env = os.environ.get("RAWVID_MODELS")
-    return ([Path(env)] if env else []) + [MODELS_DIR]
+    dirs = ([Path(env)] if env else []) + [p for p in (_package_weights(),) if p is not None] + [MODELS_DIR]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def save_model(model: FAGDN, path: str | os.PathLike, extra: dict | None = None) -> None:

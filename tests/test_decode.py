@@ -146,3 +146,13 @@ def test_auto_uses_shipped_weights_or_falls_back(example_rvd, tmp_path):
         assert shipped.method == "global-fit"
     missing = decode(example_rvd, tmp_path / "b", DecodeOptions(stop=2, model="no-such-model"))
     assert missing.method == "global-fit" and "no weights for model 'no-such-model'" in missing.notes[0]
+
+
+def test_missing_weights_are_a_loud_warning(mlv_factory, tmp_path):
+    path, _, _ = mlv_factory(n=2, width=64, height=48)
+    enc = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--model", "no-such-model")
+    assert enc.returncode == 0, enc.stderr
+    assert "warning:" in enc.stderr and "no weights for model 'no-such-model'" in enc.stderr
+    assert "global-fit's" in enc.stderr and "without block refinement" in enc.stderr
+    dec = run_cli("decode", tmp_path / "c.rvd", "-o", tmp_path / "out")
+    assert dec.returncode == 0 and "warning:" in dec.stderr and "decoding with global-fit" in dec.stderr
