@@ -53,7 +53,7 @@ def handle_errors(fn):
             _fail(str(exc))
         except (ValueError, OSError) as exc:  # option values and file-system problems
             _fail(str(exc))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # (decode says itself what it kept)
             console.print("[red]interrupted[/]: no output was left behind")
             sys.exit(130)
 
@@ -186,7 +186,8 @@ def _print_notes(notes: list[str]) -> None:
 @click.option("--frames", "frame_range", default=None, metavar="START:END",
               help="Decode only these frames (decoding starts at the keyframe before START).")
 @click.option("--compress", is_flag=True, help="Write lossless-JPEG DNGs (smaller, slower).")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the network runs: auto is CUDA when a GPU is available, else the CPU.")
 @click.option("--tile", type=int, default=None, help="Network tile size in half-resolution pixels (default: automatic).")
 @click.option("--resume", is_flag=True, help="Continue after the last complete frame in the output folder.")
 @click.option("-f", "--force", is_flag=True, help="Write into a folder that holds other frames.")
@@ -198,8 +199,14 @@ def decode(input, output, method, model, frame_range, compress, device, tile, re
     start, stop = parse_range(frame_range)
     opts = DecodeOptions(method=method, model=model, start=start, stop=stop, compress=compress, device=device,
                          tile=tile, resume=resume, force=force)
-    with FrameProgress("decoding") as progress:
-        result = run_decode(input, output, opts, progress=progress)
+    try:
+        with FrameProgress("decoding") as progress:
+            result = run_decode(input, output, opts, progress=progress)
+    except KeyboardInterrupt:
+        kept = len([p for p in Path(output).glob("*.dng")]) if Path(output).is_dir() else 0
+        console.print(f"[red]interrupted[/]: {kept} complete DNG frame(s) kept in {output}; "
+                      "run the same command with --resume to continue", highlight=False)
+        sys.exit(130)
     _print_notes(result.notes)
     t = result.timings
     console.print(f"wrote {result.frames} DNG frames to [bold]{result.output}[/] in {result.seconds:.1f} s "
@@ -252,7 +259,8 @@ def _fmt(v, digits: int = 2) -> str:
               help="Comma-separated: auto, off (the paper's mode), blocks.")
 @click.option("--reencode", is_flag=True, help="RVD layout: pass the given sRGB through the lossy settings.")
 @click.option("--frames", "max_frames", type=int, default=None, help="Bench only the first N frames of each clip.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the network runs: auto is CUDA when a GPU is available, else the CPU.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure to this JSON file.")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), help="Write PSNR-over-frames and rate-distortion PNGs here.")
 @click.option("--rd", is_flag=True, help="Rate-distortion: rawvid's modes (paper mode, default, --target-psnr ladder, "
@@ -528,7 +536,8 @@ def dataset_scenarios(output, shared_root, raws, seed, test_fraction, size, fram
               help="Frames chained per validation clip (use the test clips' length to see drift).")
 @click.option("--save-every", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the network runs: auto is CUDA when a GPU is available, else the CPU.")
 @click.option("--max-clips", type=int, default=None, help="Use only the first N clips of each folder.")
 @click.option("--per-frame-prob", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of samples whose global-fit prior is each frame's own map (per-frame calibration).")

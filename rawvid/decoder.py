@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,9 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
     raise RawvidError(None, f"unknown method {method!r} (auto, network, global-fit or warp)")
 
 
+_FRAME_FILE = re.compile(r"\d{6,}\.dng")
+
+
 def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_name: str) -> int | None:
     """Check the output folder; returns the last complete frame index when resuming."""
     out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +116,13 @@ def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_na
             raise RawvidError(out, "output folder holds another clip's frames (use --force to write there anyway)")
         if not opts.resume:
             raise RawvidError(out, "output folder already holds this clip's frames (use --resume or --force)")
+    if existing and opts.force and not (opts.resume and mine):
+        # --force starts afresh: frames of another clip (or of an earlier run) must not pass for this
+        # run's when it is resumed; only files named as decode names its frames are removed
+        for p in existing:
+            if _FRAME_FILE.fullmatch(p.name):
+                p.unlink()
+        existing = []
     from .atomic import atomic_write
 
     with atomic_write(marker) as f:
@@ -210,6 +221,8 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
         raise RawvidError(rvd_path, "the manifest lists no keyframe at frame 0")
     device = _select_device(opts.device)
     notes: list[str] = []
+    if opts.stop is not None and opts.stop > count:
+        notes.append(f"--frames asks for frames up to {opts.stop}; the clip has {count}: decoding {opts.start}:{count}")
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     if layer is not None:

@@ -239,6 +239,9 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
         device = _select_device(opts.device) if net else "cpu"  # where the encoder's chain pass runs
         start = opts.start
         stop = src.frame_count if opts.stop is None else min(opts.stop, src.frame_count)
+        if opts.stop is not None and opts.stop > src.frame_count:
+            notes.append(f"--frames asks for frames up to {opts.stop}; the clip has {src.frame_count}: "
+                         f"encoding {start}:{src.frame_count}")
         if start >= stop:
             raise RawvidError(src.path, f"frame range {start}:{opts.stop} selects no frame "
                               f"(the clip has {src.frame_count})")

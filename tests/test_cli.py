@@ -209,3 +209,47 @@ def test_interrupted_encode_leaves_nothing(tmp_path, sig):
     assert "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], os.listdir(tmp_path)
+
+
+def test_interrupted_decode_says_what_it_kept_and_resumes(tmp_path):
+    info = make_info(width=640, height=360)
+    from conftest import write_mlv
+
+    src = tmp_path / "long.MLV"
+    write_mlv(src, info, n=40)
+    rvd = tmp_path / "c.rvd"
+    assert run_cli("encode", src, "-o", rvd, "--refine", "off").returncode == 0
+    out = tmp_path / "frames"
+    proc = subprocess.Popen([sys.executable, "-m", "rawvid", "decode", str(rvd), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*.dng"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the decode finished before the interrupt")
+    kept = len(list(out.glob("*.dng")))
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert f"{kept} complete DNG frame(s) kept" in err and "--resume" in err
+    res = run_cli("decode", rvd, "-o", out, "--resume")
+    assert res.returncode == 0, res.stderr
+    assert len(list(out.glob("*.dng"))) == 40
+
+
+def test_force_clears_another_clips_frames_and_long_ranges_are_reported(mlv_factory, tmp_path):
+    a, _, _ = mlv_factory("a.MLV", n=6, width=64, height=48)
+    b, _, _ = mlv_factory("b.MLV", n=3, width=64, height=48)
+    for name, src in (("a", a), ("b", b)):
+        assert run_cli("encode", src, "-o", tmp_path / f"{name}.rvd", "--refine", "off").returncode == 0
+    out = tmp_path / "frames"
+    assert run_cli("decode", tmp_path / "a.rvd", "-o", out).returncode == 0
+    (out / "notes.txt").write_text("the user's own file")
+    res = run_cli("decode", tmp_path / "b.rvd", "-o", out, "--force", "--frames", "0:100")
+    assert res.returncode == 0, res.stderr
+    assert "asks for frames up to 100; the clip has 3" in res.stderr
+    assert sorted(p.name for p in out.glob("*.dng")) == ["000000.dng", "000001.dng", "000002.dng"]  # a's 3-5 gone
+    assert (out / "notes.txt").read_text() == "the user's own file"  # only frame files are removed
+    res = run_cli("decode", tmp_path / "b.rvd", "-o", out, "--resume")
+    assert res.returncode == 0 and len(list(out.glob("*.dng"))) == 3  # nothing of clip a passes for b's
