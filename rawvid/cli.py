@@ -258,7 +258,9 @@ def _fmt(v, digits: int = 2) -> str:
 @click.option("--refine", "refines", default="auto", show_default=True,
               help="Comma-separated: auto, off (the paper's mode), blocks.")
 @click.option("--reencode", is_flag=True, help="RVD layout: pass the given sRGB through the lossy settings.")
-@click.option("--frames", "max_frames", type=int, default=None, help="Bench only the first N frames of each clip.")
+@click.option("--frames", "frame_range", default=None, metavar="START:END",
+              help="Bench only these frames of each clip, as encode and decode take them (START must be 0: "
+                   "a bench chains from the first frame).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the network runs: auto is CUDA when a GPU is available, else the CPU.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure to this JSON file.")
@@ -272,7 +274,7 @@ def _fmt(v, digits: int = 2) -> str:
 @click.option("--layer-crf", "layer_crfs", default="32", show_default=True,
               help="--rd: sRGB CRFs of the layered modes (each a --target-psnr curve; the first also for lossless).")
 @handle_errors
-def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, max_frames,
+def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, frame_range,
           device, json_path, plots_dir, rd, targets, x265_crfs, layer_crfs):
     """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
 
@@ -283,6 +285,12 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
     from .bench import MethodSpec, run_bench, sweep, write_plots
     from .model import DEFAULT_MODEL, MODELS_DIR, resolve_model
 
+    from .codec import parse_range
+
+    start, max_frames = parse_range(frame_range)
+    if start:
+        raise ValueError(f"--frames {frame_range}: a bench starts at frame 0 (give :END)")
+    _check_outputs(json_path, plots_dir)  # before a long run, not after
     if not paths:
         paths = (MODELS_DIR.parent / "examples",)
     if rd:
@@ -353,6 +361,24 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise ValueError(f"expected a comma-separated list of numbers, got {text!r}") from None
+
+
+def _check_outputs(json_path: Path | None, plots_dir: Path | None) -> None:
+    """Refuse --json/--plots paths that could not be written, before any work."""
+    import os
+
+    if json_path is not None:
+        parent = json_path.parent if str(json_path.parent) else Path(".")
+        if json_path.is_dir():
+            raise RawvidError(json_path, "--json names a folder, not a file")
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise RawvidError(json_path, "--json: its folder does not exist or is not writable")
+    if plots_dir is not None:
+        if plots_dir.exists() and not plots_dir.is_dir():
+            raise RawvidError(plots_dir, "--plots names a file, not a folder")
+        base = plots_dir if plots_dir.exists() else next((p for p in plots_dir.parents if p.exists()), Path("."))
+        if not os.access(base, os.W_OK):
+            raise RawvidError(plots_dir, "--plots: the folder cannot be created or written")
 
 
 def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs) -> None:

@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from conftest import make_info, make_mosaic, run_cli
+from conftest import assert_clean_error_text, make_info, make_mosaic, run_cli
 
 from rawvid.bench import MethodSpec, run_bench, sweep, write_plots
 from rawvid.dataset import RVDLayout, RVDWriter
@@ -144,7 +144,7 @@ def test_plots_are_valid_pngs(rvd_split, mlv_factory, tmp_path):
 
 def test_cli_bench(rvd_split, tmp_path):
     res = run_cli("bench", rvd_split, "--methods", "global-fit", "--json", tmp_path / "r.json",
-                  "--plots", tmp_path / "plots", "--frames", "3")
+                  "--plots", tmp_path / "plots", "--frames", ":3")
     assert res.returncode == 0, res.stderr
     assert "global-fit" in res.stdout and "PSNR black" in res.stdout
     data = json.loads((tmp_path / "r.json").read_text())
@@ -156,3 +156,14 @@ def test_cli_bench(rvd_split, tmp_path):
 def test_cli_bench_bad_input(tmp_path):
     res = run_cli("bench", tmp_path / "missing")
     assert res.returncode == 2 and "no such file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cli_bench_checks_its_outputs_and_frames_before_running(rvd_split, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    for args, words in ((("--json", tmp_path / "no" / "such" / "r.json"), ("--json", "does not exist")),
+                        (("--json", tmp_path), ("--json", "folder, not a file")),
+                        (("--plots", tmp_path / "a_file"), ("--plots", "a file, not a folder")),
+                        (("--frames", "5:10"), ("starts at frame 0",)),
+                        (("--frames", "9"), ("not START:END",))):
+        res = run_cli("bench", rvd_split, "--methods", "global-fit", *args)
+        assert_clean_error_text(res, *words)
