@@ -3,7 +3,9 @@
 The method is FAGDN, "Leveraging Frame Affinity for sRGB-to-RAW Video De-rendering"
 (Zhang et al., CVPR 2024). Import the pieces you need::
 
-    from rawvid import encode, decode, EncodeOptions, DecodeOptions, LayerSettings, read_rvd
+    from rawvid import encode, decode, EncodeOptions, DecodeOptions, LayerSettings, open_rvd
+
+``open_rvd`` (also ``read_rvd``) opens and verifies an .rvd: its manifest, sizes and attachments.
 
 The codec names load on first use (``rawvid --help`` does not import PyTorch).
 """
@@ -14,7 +16,7 @@ from .meta import Camera, Frame, RawInfo  # noqa: E402
 from .mlv import MLVReader, MLVWriter  # noqa: E402
 from .dng import DNGSequence, encode_dng, read_dng, write_dng  # noqa: E402
 
-_CODEC = ("encode", "decode", "EncodeOptions", "DecodeOptions", "LayerSettings", "read_rvd")
+_CODEC = ("encode", "decode", "EncodeOptions", "DecodeOptions", "LayerSettings", "read_rvd", "open_rvd")
 
 
 def __getattr__(name: str):
@@ -25,7 +27,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'rawvid' has no attribute {name!r}")
 
 
-__all__ = [*_CODEC, 
-    "__version__", "RawvidError", "FormatError", "UnsupportedError", "Camera", "Frame", "RawInfo",
+__all__ = [
+    *_CODEC, "__version__", "RawvidError", "FormatError", "UnsupportedError", "Camera", "Frame", "RawInfo",
     "MLVReader", "MLVWriter", "DNGSequence", "encode_dng", "read_dng", "write_dng",
 ]
