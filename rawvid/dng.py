@@ -47,11 +47,21 @@ AS_SHOT_NEUTRAL = 50728
 CALIBRATION_ILLUMINANT1 = 50778
 CAMERA_SERIAL = 50735
 NOISE_PROFILE = 51041
+ORIENTATION = 274
+EXIF_IFD = 34665
+EXIF_PLACEHOLDER = 34666  # an unassigned code just after ExifIFD (see _append_exif)
+EXIF_VERSION = 36864
+DATETIME_ORIGINAL = 36867
+ANALOG_BALANCE = 50727
+BASELINE_EXPOSURE = 50730
+DEFAULT_CROP_ORIGIN = 50719
+DEFAULT_CROP_SIZE = 50720
+ACTIVE_AREA = 50829
 TIME_CODES = 51043
 FRAME_RATE = 51044
 
 # TIFF field types
-BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL, DOUBLE = 1, 2, 3, 4, 5, 10, 12
+BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED, SRATIONAL, DOUBLE = 1, 2, 3, 4, 5, 7, 10, 12
 PHOTOMETRIC_CFA = 32803
 COMPRESSION_LJ92 = 7
 
@@ -99,6 +109,59 @@ def _timecode(index: int, fps: float) -> bytes:
     return bytes(bcd) + b"\0" * 4
 
 
+def exif_entries(cam: Camera) -> list[tuple[int, int, int, bytes]]:
+    """The Exif IFD's entries (tag, type, count, little-endian value bytes), sorted by tag: exposure,
+    f-number, ISO, focal length and date/time original belong there, not in IFD0 (exiftool -validate)."""
+    import struct
+
+    def rational(num_den):
+        return struct.pack("<II", *num_den)
+
+    out = [(EXIF_VERSION, UNDEFINED, 4, b"0231")]
+    if cam.shutter_us:
+        out.append((EXPOSURE_TIME, RATIONAL, 1, rational((min(int(cam.shutter_us), 2**32 - 1), 1_000_000))))
+    if cam.aperture:
+        out.append((FNUMBER, RATIONAL, 1, rational(_rational(cam.aperture, 1000))))
+    if cam.iso:
+        out.append((ISO_SPEED, SHORT, 1, struct.pack("<H", min(int(cam.iso), 65535))))
+    if cam.datetime:
+        text = cam.datetime.encode("ascii", "replace")[:19] + b"\0"
+        out.append((DATETIME_ORIGINAL, ASCII, len(text), text))
+    if cam.focal_length_mm:
+        out.append((FOCAL_LENGTH, RATIONAL, 1, rational(_rational(cam.focal_length_mm, 1000))))
+    return sorted(out) if len(out) > 1 else []
+
+
+def _append_exif(data: bytes, entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """Append an Exif IFD to a little-endian classic TIFF and point IFD0 at it.
+
+    tifffile refuses to write an ExifIFD tag, so IFD0 carries a placeholder entry (EXIF_PLACEHOLDER,
+    next to 34665 so the entries stay sorted) that becomes the pointer here."""
+    import struct
+
+    if data[:4] != b"II*\0":
+        raise ValueError("expected a little-endian classic TIFF")
+    ifd0 = struct.unpack_from("<I", data, 4)[0]
+    (n,) = struct.unpack_from("<H", data, ifd0)
+    entry = next((ifd0 + 2 + 12 * i for i in range(n)
+                  if struct.unpack_from("<H", data, ifd0 + 2 + 12 * i)[0] == EXIF_PLACEHOLDER), None)
+    if entry is None:
+        raise ValueError("IFD0 has no ExifIFD placeholder to patch")
+    start = len(data) + (len(data) & 1)  # IFDs start on a word boundary
+    area = start + 2 + 12 * len(entries) + 4  # values longer than 4 bytes follow the IFD
+    ifd, values = bytearray(struct.pack("<H", len(entries))), bytearray()
+    for tag, typ, count, value in entries:
+        if len(value) <= 4:
+            ifd += struct.pack("<HHI", tag, typ, count) + value.ljust(4, b"\0")
+        else:
+            ifd += struct.pack("<HHII", tag, typ, count, area + len(values))
+            values += value + b"\0" * (len(value) & 1)
+    ifd += b"\0\0\0\0"  # no next IFD
+    out = bytearray(data) + b"\0" * (start - len(data)) + ifd + values
+    struct.pack_into("<HHII", out, entry, EXIF_IFD, LONG, 1, start)
+    return bytes(out)
+
+
 def dng_tags(info: RawInfo, frame_index: int | None = None) -> list[tuple]:
     """The DNG tags rawvid writes, as tifffile ``extratags``."""
     cam = info.camera
@@ -120,6 +183,15 @@ def dng_tags(info: RawInfo, frame_index: int | None = None) -> list[tuple]:
         (CALIBRATION_ILLUMINANT1, SHORT, 1, int(info.calibration_illuminant), True),
         (AS_SHOT_NEUTRAL, RATIONAL, 3, tuple(v for x in info.neutral for v in _rational(x)), True),
         (FRAME_RATE, SRATIONAL, 1, _rational(info.fps, 100000), True),
+        # what raw developers and Resolve look for besides the essentials (as Magic Lantern's own DNGs
+        # carry them): the whole mosaic is active and the default crop, upright, no analog gains,
+        # no exposure offset
+        (ORIENTATION, SHORT, 1, 1, True),
+        (ACTIVE_AREA, LONG, 4, (0, 0, int(info.height), int(info.width)), True),
+        (DEFAULT_CROP_ORIGIN, LONG, 2, (0, 0), True),
+        (DEFAULT_CROP_SIZE, LONG, 2, (int(info.width), int(info.height)), True),
+        (ANALOG_BALANCE, RATIONAL, 3, (1, 1, 1, 1, 1, 1), True),
+        (BASELINE_EXPOSURE, SRATIONAL, 1, (0, 1), True),
     ]
     if info.color_matrix is not None:
         tags.append((COLOR_MATRIX1, SRATIONAL, 9, _srationals(info.color_matrix), True))
@@ -127,16 +199,10 @@ def dng_tags(info: RawInfo, frame_index: int | None = None) -> list[tuple]:
         tags.append((NOISE_PROFILE, DOUBLE, 2, tuple(float(v) for v in info.noise_profile), True))
     if cam.serial:
         tags.append((CAMERA_SERIAL, ASCII, 0, cam.serial, True))
-    if cam.shutter_us:
-        tags.append((EXPOSURE_TIME, RATIONAL, 1, (int(cam.shutter_us), 1_000_000), True))
-    if cam.aperture:
-        tags.append((FNUMBER, RATIONAL, 1, _rational(cam.aperture, 1000), True))
-    if cam.iso:
-        tags.append((ISO_SPEED, SHORT, 1, min(int(cam.iso), 65535), True))
-    if cam.focal_length_mm:
-        tags.append((FOCAL_LENGTH, RATIONAL, 1, _rational(cam.focal_length_mm, 1000), True))
     if cam.datetime:
         tags.append((DATETIME, ASCII, 0, cam.datetime, True))
+    if exif_entries(cam):
+        tags.append((EXIF_PLACEHOLDER, LONG, 1, 0, True))  # becomes the ExifIFD pointer in _append_exif
     if frame_index is not None:
         tags.append((TIME_CODES, BYTE, 8, tuple(_timecode(frame_index, info.fps)), True))
     return tags
@@ -157,7 +223,7 @@ def encode_dng(mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
         raise ValueError(f"mosaic {w}x{h} does not match metadata {info.width}x{info.height}")
     buf = io.BytesIO()
     common = dict(photometric=PHOTOMETRIC_CFA, bitspersample=info.bits, extratags=dng_tags(info, frame_index),
-                  metadata=None, software=f"rawvid {__version__}", rowsperstrip=h)
+                  metadata=None, software=f"rawvid {__version__}", rowsperstrip=h, byteorder="<")
     if compress:
         payload = encode_lj92(mosaic, info.bits)
         tifffile.imwrite(buf, data=iter([payload]), shape=(h, w), dtype="uint16",
@@ -166,7 +232,8 @@ def encode_dng(mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
         tifffile.imwrite(buf, mosaic, **{**common, "bitspersample": None})
     else:
         tifffile.imwrite(buf, mosaic, **common)
-    return buf.getvalue()
+    entries = exif_entries(info.camera)
+    return _append_exif(buf.getvalue(), entries) if entries else buf.getvalue()
 
 
 def write_dng(path: str | os.PathLike, mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,

@@ -41,6 +41,10 @@ def test_file_layout_and_tags():
     assert tags[50714] == 2048 and tags[50717] == 15000
     assert tags[50708] == "Canon EOS 5D Mark III" and tags[271] == "Canon"
     assert tags[50778] == 21 and len(tags[50721]) == 18 and len(tags[50728]) == 6
+    h, w = info.height, info.width  # the tags developers and Resolve look for
+    assert int(tags[274]) == 1 and tuple(tags[50829]) == (0, 0, h, w)
+    assert tuple(tags[50719]) == (0, 0) and tuple(tags[50720]) == (w, h)
+    assert tuple(tags[50727]) == (1, 1, 1, 1, 1, 1) and tuple(tags[50730]) == (0, 1)
     lj = tifffile.TiffFile(io.BytesIO(encode_dng(make_mosaic(info), info, compress=True))).pages[0]
     assert lj.compression == 7 and lj.bitspersample == 14 and len(lj.dataoffsets) == 1
 
@@ -148,3 +152,44 @@ def test_timecodes_of_a_decoded_sequence_count_every_frame():
         page = tifffile.TiffFile(io.BytesIO(encode_dng(make_mosaic(info), info, frame_index=i))).pages[0]
         frames.append(page.tags[51043].value[0])
     assert frames == [((i // 10) << 4) | (i % 10) for i in range(18)]  # 0, 1, 2, ... 17: no repeats, no gaps
+
+
+def test_exif_fields_live_in_an_exif_ifd_and_read_back():
+    from rawvid.meta import Camera
+
+    info = make_info(bits=14)
+    info.camera = Camera(make="Canon", model="Canon EOS 5D Mark III", iso=800, shutter_us=20000, aperture=2.8,
+                         focal_length_mm=35.0, datetime="2026:11:30 10:20:30")
+    for compress in (False, True):
+        data = encode_dng(make_mosaic(info), info, compress=compress, frame_index=0)
+        tif = tifffile.TiffFile(io.BytesIO(data))
+        root = tif.pages[0].tags
+        assert 34666 not in root and all(c not in root for c in (33434, 33437, 34855, 37386))  # not in IFD0
+        exif = root[34665].value
+        assert exif["ISOSpeedRatings"] == 800 and tuple(exif["ExposureTime"]) == (20000, 1000000)
+        assert tuple(exif["FNumber"]) == (14, 5) and tuple(exif["FocalLength"]) == (35, 1)
+        assert exif["DateTimeOriginal"] == "2026:11:30 10:20:30"
+        _, back = read_dng_bytes(data)
+        assert back.camera.iso == 800 and back.camera.shutter_us == 20000
+        with rawpy.imread(io.BytesIO(data)) as raw:  # LibRaw still finds the image and the same pixels
+            assert raw.raw_image.shape == (info.height, info.width)
+
+
+def test_exiftool_validates_decoded_frames(tmp_path):
+    import shutil
+    import subprocess
+
+    from conftest import EXAMPLE
+
+    if not shutil.which("exiftool"):
+        pytest.skip("exiftool is not installed (Debian: libimage-exiftool-perl)")
+    from rawvid.mlv import MLVReader
+
+    with MLVReader(EXAMPLE) as clip:
+        mosaic, info = clip.read(1), clip.info
+    for compress in (False, True):
+        path = tmp_path / f"f{int(compress)}.dng"
+        write_dng(path, mosaic, info, compress=compress, frame_index=1)
+        out = subprocess.run(["exiftool", "-validate", "-warning", "-error", "-a", str(path)], capture_output=True,
+                             text=True, timeout=60).stdout
+        assert "Validate                        : OK" in out and "Warning" not in out, out
