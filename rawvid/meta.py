@@ -32,11 +32,29 @@ def cfa_from_colors(colors: tuple[int, int, int, int]) -> str:
     raise ValueError(f"not a Bayer pattern: {colors}")
 
 
-def neutral_from_matrix(color_matrix: tuple[float, ...] | None) -> tuple[float, float, float]:
-    """AsShotNeutral for D65 light: the camera's response to white, normalised to green."""
+def white_xyz(kelvin: float) -> np.ndarray:
+    """XYZ (Y = 1) of white light at a correlated colour temperature, 1667-25000 K: the CIE
+    daylight locus from 4000 K up, the Planckian locus below (Kim et al.'s cubic fits)."""
+    t = float(np.clip(kelvin, 1667.0, 25000.0))
+    if t >= 4000:
+        a = (-4.6070e9, 2.9678e6, 0.09911e3, 0.244063) if t <= 7000 else (-2.0064e9, 1.9018e6, 0.24748e3, 0.237040)
+        x = a[0] / t**3 + a[1] / t**2 + a[2] / t + a[3]
+        y = -3.000 * x * x + 2.870 * x - 0.275
+    else:
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
+        c = (-1.1063814, -1.34811020, 2.18555832, -0.20219683) if t < 2222 else \
+            (-0.9549476, -1.37418593, 2.09137015, -0.16748867)
+        y = c[0] * x**3 + c[1] * x**2 + c[2] * x + c[3]
+    return np.array([x / y, 1.0, (1 - x - y) / y])
+
+
+def neutral_from_matrix(color_matrix: tuple[float, ...] | None,
+                        kelvin: float | None = None) -> tuple[float, float, float]:
+    """AsShotNeutral: the camera's response to white (D65, or light of ``kelvin``), normalised to green."""
     if not color_matrix:
         return (1.0, 1.0, 1.0)
-    cam = np.asarray(color_matrix, dtype=np.float64).reshape(3, 3) @ D65_XYZ
+    white = D65_XYZ if kelvin is None else white_xyz(kelvin)
+    cam = np.asarray(color_matrix, dtype=np.float64).reshape(3, 3) @ white
     if cam[1] <= 0 or np.any(cam <= 0):
         return (1.0, 1.0, 1.0)
     return tuple(float(v) for v in cam / cam[1])

@@ -21,7 +21,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from .errors import FormatError, RawvidWarning, UnsupportedError
-from .meta import CFA_PATTERNS, MAX_SIDE, Camera, Frame, RawInfo, cfa_from_colors
+from .meta import CFA_PATTERNS, MAX_SIDE, Camera, Frame, RawInfo, cfa_from_colors, neutral_from_matrix
 
 MLVI_SIZE = 52
 RAWI_SIZE = 180
@@ -31,6 +31,9 @@ BLOCK_HEADER = 16
 
 VIDEO_CLASS_RAW = 0x01
 FLAG_LJ92 = 0x20
+#: WBAL white-balance modes with a known colour temperature (Canon's presets; 9 is Kelvin mode,
+#: whose temperature the block carries). Auto (0) and custom gains (6, used as they are) are not here.
+WB_KELVIN = {1: 5200.0, 2: 6000.0, 3: 3200.0, 4: 4000.0, 5: 6000.0, 8: 7000.0, 9: 0.0}
 FLAG_DELTA = 0x40
 FLAG_LZMA = 0x80
 
@@ -190,6 +193,7 @@ class MLVIndex:
     color_matrix: tuple[float, ...] | None = None
     illuminant: int = 21
     neutral: tuple[float, float, float] | None = None
+    kelvin: float | None = None  # the white balance's colour temperature, where WBAL gives one
     camera: Camera = field(default_factory=Camera)
     video: list[BlockRef] = field(default_factory=list)
     audio: list[BlockRef] = field(default_factory=list)
@@ -284,9 +288,12 @@ def _parse_meta(kind: bytes, b: bytes, idx: MLVIndex) -> None:
         cam.focal_length_mm = cam.focal_length_mm or (float(focal) or None)
         cam.aperture = cam.aperture or (aperture / 100 if aperture else None)
     elif kind == b"WBAL":
-        mode, _kelvin, r, g, bl = struct.unpack_from("<5I", b, 16)
+        mode, kelvin, r, g, bl = struct.unpack_from("<5I", b, 16)
         if mode == 6 and r and g and bl and idx.neutral is None:  # WB_CUSTOM: gains valid
             idx.neutral = (r / g, 1.0, bl / g)
+        elif idx.kelvin is None and mode in WB_KELVIN:  # a preset, or Kelvin mode with its temperature
+            k = float(kelvin) if mode == 9 else WB_KELVIN[mode]
+            idx.kelvin = k if 1667 <= k <= 25000 else None
     elif kind == b"RTCI":
         sec, mnt, hour, mday, mon, year = struct.unpack_from("<6H", b, 16)
         if cam.datetime is None and 1 <= mday <= 31 and mon <= 11:
@@ -365,10 +372,13 @@ class MLVReader:
         idx = self.index
         head = idx.headers[0]
         fps = head.fps if head.fps > 0 else 25.0
+        neutral = idx.neutral
+        if neutral is None and idx.kelvin is not None and idx.color_matrix:
+            neutral = neutral_from_matrix(idx.color_matrix, idx.kelvin)  # the camera's WB, not D65
         self.info = RawInfo(
             width=idx.xres, height=idx.yres, bits=idx.bits, black=idx.black, white=idx.white,
             cfa=idx.cfa, color_matrix=idx.color_matrix, calibration_illuminant=idx.illuminant,
-            as_shot_neutral=idx.neutral, fps=fps, camera=idx.camera,
+            as_shot_neutral=neutral, fps=fps, camera=idx.camera,
         )
         self.lj92 = bool(head.video_class & FLAG_LJ92)
         self.audio_format = idx.audio_format if idx.audio else None

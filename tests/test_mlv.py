@@ -6,7 +6,7 @@ import wave
 
 import numpy as np
 import pytest
-from conftest import make_info, shared
+from conftest import make_info, shared, write_mlv
 
 from rawvid.errors import FormatError, UnsupportedError
 from rawvid.mlv import MLVReader, MLVWarning, pack_bits, unpack_bits
@@ -238,3 +238,34 @@ def test_lzma_clip_is_refused(mlv_factory, tmp_path):
 def test_make_info_defaults():
     info = make_info()
     assert info.neutral[1] == 1.0 and all(v > 0 for v in info.neutral)
+
+
+def test_white_point_of_a_colour_temperature():
+    from rawvid.meta import D65_XYZ, white_xyz
+
+    assert np.allclose(white_xyz(6504), D65_XYZ, rtol=0.01)  # D65 on the daylight locus
+    xyz = white_xyz(2856)  # CIE illuminant A, on the Planckian locus: x 0.4476, y 0.4074
+    assert xyz[0] / xyz.sum() == pytest.approx(0.4476, abs=0.002) and xyz[1] / xyz.sum() == pytest.approx(0.4074, abs=0.002)
+
+
+@pytest.mark.parametrize(("mode", "kelvin", "want"), [(9, 3200, 3200.0), (3, 0, 3200.0), (1, 0, 5200.0), (0, 4000, None)])
+def test_wbal_colour_temperature_becomes_the_as_shot_neutral(tmp_path, mode, kelvin, want):
+    import struct
+
+    from rawvid.meta import neutral_from_matrix
+
+    info = make_info()
+    path = tmp_path / "wb.MLV"
+    write_mlv(path, info, n=2)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"WBAL")
+    struct.pack_into("<II", data, at + 16, mode, kelvin)
+    path.write_bytes(bytes(data))
+    with MLVReader(path) as clip:
+        got = clip.info.as_shot_neutral
+    if want is None:  # auto white balance: nothing known, the DNG falls back to D65
+        assert got is None
+    else:
+        assert got == pytest.approx(neutral_from_matrix(info.color_matrix, want))
+        d65 = neutral_from_matrix(info.color_matrix)
+        assert (got[2] < d65[2]) == (want < 6504)  # under warmer light the camera sees white with less blue
