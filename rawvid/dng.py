@@ -214,8 +214,7 @@ def encode_dng(mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
     ``frame_index``: its place in the clip, for the TimeCodes tag."""
     import tifffile
 
-    from .mlv import encode_lj92
-    from . import __version__
+    from . import __version__, lj92
 
     mosaic = np.ascontiguousarray(mosaic, dtype=np.uint16)
     h, w = mosaic.shape
@@ -225,7 +224,7 @@ def encode_dng(mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
     common = dict(photometric=PHOTOMETRIC_CFA, bitspersample=info.bits, extratags=dng_tags(info, frame_index),
                   metadata=None, software=f"rawvid {__version__}", rowsperstrip=h, byteorder="<")
     if compress:
-        payload = encode_lj92(mosaic, info.bits)
+        payload = lj92.encode(mosaic, info.bits)  # predictor 1: what darktable's rawspeed decodes
         tifffile.imwrite(buf, data=iter([payload]), shape=(h, w), dtype="uint16",
                          compression=COMPRESSION_LJ92, **common)
     elif info.bits == 16:
