@@ -465,6 +465,9 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
     from .dataset import build_dataset
 
     scenes = _load_scenes(shared_root, raws)
+    if len({s.source_group for s in scenes}) < 2:
+        raise RawvidError(None, "one RAW still makes no test split (its clips would all be training clips): give "
+                          "at least two stills of the camera, e.g. --raw a.dng --raw b.dng")
     w, h = _size(size)
     modes = _renders(renders)
     with FrameProgress("clips") as progress:
@@ -481,11 +484,12 @@ def _load_scenes(shared_root: Path | None, raws) -> list:
     from .scenes import load_shared_scenes, scene_from_dng
 
     root = shared_root or MODELS_DIR.parent.parent / "shared" / "data"
-    scenes = load_shared_scenes(root) if root.is_dir() else []
-    scenes += [scene_from_dng(p) for p in raws]
+    shared = load_shared_scenes(root) if root.is_dir() else []
+    scenes = shared + [scene_from_dng(p) for p in raws]
     if not scenes:
         raise RawvidError(root, "no RAW stills found (give --shared or --raw)")
-    console.print(f"{len(scenes)} scenes from {root}" + (f" and {len(raws)} extra RAW file(s)" if raws else ""))
+    parts = ([f"{len(shared)} from {root}"] if shared else []) + ([f"{len(raws)} from --raw"] if raws else [])
+    console.print(f"{len(scenes)} scene(s): {' and '.join(parts)}")
     return scenes
 
 
@@ -541,7 +545,7 @@ def dataset_scenarios(output, shared_root, raws, seed, test_fraction, size, fram
 @click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", default="runs/train", show_default=True, type=click.Path(path_type=Path),
               help="Folder for checkpoints, logs, weights and the model card.")
-@click.option("--arch", default="fast-prior", show_default=True,
+@click.option("--arch", default="fast-key", show_default=True,
               help="paper, small, fast, tiny, fast-prior, small-prior, paper-prior, fast-key, fast-adaptive "
                    "(or a JSON configuration).")
 @click.option("--steps", default=2000, show_default=True, type=click.IntRange(1))

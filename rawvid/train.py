@@ -42,7 +42,7 @@ Log = Callable[[dict], None]
 class TrainOptions:
     data: list[str]
     out: str = "runs/train"
-    arch: str = "fast-prior"
+    arch: str = "fast-key"  # the shipped architecture
     steps: int = 2000
     batch: int = 4
     crop: int = 128
@@ -157,8 +157,13 @@ def _load_clips(folders: list[str], rng: np.random.Generator, opts: TrainOptions
 
 
 def split_val(clips: list[ClipData], fraction: float, seed: int) -> tuple[list[ClipData], list[ClipData]]:
-    """Hold out whole scenes (clip names share the scene prefix before the last '_')."""
+    """Hold out whole scenes (clip names share the scene prefix before the last '_'). With a single
+    scene (one camera, one still) there is none to hold out: the last clips of it validate instead
+    (their camera paths, motion and noise differ; the scene does not, so the figure is optimistic)."""
     scenes = sorted({c.name.rsplit("_", 1)[0] for c in clips})
+    if len(scenes) == 1 and fraction > 0 and len(clips) > 1:
+        n = max(1, int(round(fraction * len(clips))))
+        return clips[:-n], clips[-n:]
     rng = np.random.default_rng(seed + 1)
     n = max(1, int(round(fraction * len(scenes)))) if fraction > 0 and len(scenes) > 1 else 0
     val_scenes = set(rng.permutation(scenes)[:n].tolist())
@@ -455,6 +460,8 @@ def train(opts: TrainOptions, log: Log | None = None, command: str = "") -> Trai
             save_checkpoint(ckpt, model, opt, sched, step, {**state, "history": history, "seconds": seconds})
     weights = out / "final.safetensors"
     save_model(model, weights, {"steps": step, "history": history[-1:] if history else []})
+    if not (out / "best.safetensors").is_file():  # no validation ran: the weights to use are the last ones
+        save_model(model, out / "best.safetensors", {"step": step, "validated": False})
     card = write_card(out / "MODEL_CARD.md", cfg, opts, step, seconds, history, command, count_parameters(model))
     return TrainResult(weights, card, step, seconds, history)
 
@@ -463,6 +470,15 @@ def write_card(path: Path, cfg: FAGDNConfig, opts: TrainOptions, steps: int, sec
                command: str, params: int) -> Path:
     last = history[-1] if history else {}
     best = max(history, key=lambda h: h["val_gain_db"]) if history else {}
+    if history:
+        validation = (f"validation ({', '.join(opts.val_data) if opts.val_data else 'held-out scenes'}, chained from "
+                      f"frame 0 over\n  {opts.val_frames} frames, H.265-augmented sRGB, black-subtracted PSNR): last "
+                      f"{last['val_psnr']:.2f} dB\n  vs global-fit {last['val_psnr_global_fit']:.2f} dB (gain "
+                      f"{last['val_gain_db']:+.2f} dB,\n  worst clip {last['val_min_clip_gain_db']:+.2f} dB); best gain "
+                      f"{best['val_gain_db']:+.2f} dB\n  at step {best['step']} (best.safetensors)")
+    else:
+        validation = ("validation: none ran (no validation clips; give --val-data, or more than one clip): "
+                      "best.safetensors holds the last weights, unvalidated")
     text = f"""# FAGDN weights trained by rawvid
 
 Method: FAGDN (Zhang et al., "Leveraging Frame Affinity for sRGB-to-RAW Video De-rendering", CVPR 2024),
@@ -475,11 +491,7 @@ as implemented in rawvid/model.py{", with rawvid's global-fit prior (residual ov
 - steps: {steps}, batch {opts.batch}, crop {opts.crop}, unrolled {opts.unroll} frames (truncated every {opts.tbptt}),
   loss L2 + {opts.ssim_weight} x SSIM(3x3) + {opts.aux_weight} x side outputs, Adam lr {opts.lr} x {opts.lr_gamma} every {opts.lr_step}
 - training time: {seconds / 60:.1f} minutes on {opts.device} ({os.cpu_count()} cores)
-- validation ({", ".join(opts.val_data) if opts.val_data else "held-out scenes"}, chained from frame 0 over
-  {opts.val_frames} frames, H.265-augmented sRGB, black-subtracted PSNR): last {last.get('val_psnr', float('nan')):.2f} dB
-  vs global-fit {last.get('val_psnr_global_fit', float('nan')):.2f} dB (gain {last.get('val_gain_db', float('nan')):+.2f} dB,
-  worst clip {last.get('val_min_clip_gain_db', float('nan')):+.2f} dB); best gain {best.get('val_gain_db', float('nan')):+.2f} dB
-  at step {best.get('step', '-')}
+- {validation}
 
 Measured quality on the test split comes from `rawvid bench` (see the README).
 """

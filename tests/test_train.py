@@ -109,3 +109,32 @@ def test_validation_computes_global_fit_once():
     assert second["val_psnr"] == first["val_psnr"]
     assert second["val_psnr_global_fit"] < first["val_psnr_global_fit"]
     assert validate(model, clips, 4, "cpu") == first  # without a cache: the same figures
+
+
+def test_one_camera_one_scene_path(tmp_path):
+    """A user's own camera with few stills: a single scene still validates (on its own clips) and leaves
+    best.safetensors; no validation at all still leaves usable weights and a card without nan."""
+    from conftest import make_info, make_mosaic, run_cli
+
+    from rawvid.dng import write_dng
+
+    info = make_info(width=256, height=192)
+    write_dng(tmp_path / "a.dng", make_mosaic(info, seed=1), info)
+    res = run_cli("dataset", "build", "-o", tmp_path / "one", "--shared", tmp_path / "none", "--raw", tmp_path / "a.dng")
+    assert res.returncode == 2 and "at least two stills" in res.stderr  # a test split needs a second scene
+
+    scenes = example_scenes()[:1]
+    build_dataset(tmp_path / "ds", scenes, seed=1, frames=4, size=(128, 128), clips_per_scene=3, test_fraction=0,
+                  renders=("stable",))
+    logs = []
+    res = train(_opts(tmp_path / "ds" / "stable", tmp_path / "run", 2), log=logs.append, command="test")
+    data = next(d for d in logs if d["event"] == "data")
+    assert data["val_clips"] >= 1 and data["train_clips"] >= 1  # one scene: its last clips validate
+    assert (tmp_path / "run" / "best.safetensors").is_file() and "nan" not in res.card.read_text()
+
+    opts = _opts(tmp_path / "ds" / "stable", tmp_path / "noval", 1)
+    opts.val_fraction = 0.0
+    res = train(opts, log=lambda d: None, command="test")
+    assert (tmp_path / "noval" / "best.safetensors").is_file()
+    card = res.card.read_text()
+    assert "nan" not in card and "validation: none ran" in card
