@@ -265,6 +265,7 @@ def _fmt(v, digits: int = 2) -> str:
               help="Where the network runs: auto is CUDA when a GPU is available, else the CPU.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure to this JSON file.")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), help="Write PSNR-over-frames and rate-distortion PNGs here.")
+@click.option("--wide", is_flag=True, help="Every figure in one wide table (the default fits 80 columns).")
 @click.option("--rd", is_flag=True, help="Rate-distortion: rawvid's modes (paper mode, default, --target-psnr ladder, "
                                          "lossless RAW) against x265, JPEG XL, FFV1 and lossless-JPEG DNG on the Bayer planes.")
 @click.option("--targets", default="-6,-3,0,2,4", show_default=True,
@@ -275,7 +276,7 @@ def _fmt(v, digits: int = 2) -> str:
               help="--rd: sRGB CRFs of the layered modes (each a --target-psnr curve; the first also for lossless).")
 @handle_errors
 def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, frame_range,
-          device, json_path, plots_dir, rd, targets, x265_crfs, layer_crfs):
+          device, json_path, plots_dir, wide, rd, targets, x265_crfs, layer_crfs):
     """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
 
     PATHS: RVD-layout folders (data.json, RAW/, sRGB/), MLV files, DNG folders, or folders of those
@@ -333,20 +334,7 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
 
         results = run_bench(list(paths), specs, settings, reencode=reencode, max_frames=max_frames, device=device,
                             progress=on_frames, clip_done=lambda d, n: bar.update(jobs, completed=d, total=n))
-    t = Table(title=f"rawvid bench: {len({r['clip'] for r in results['runs']})} clip(s)", title_justify="left")
-    for col in ("setting", "method", "clips", "PSNR paper", "PSNR black", "SSIM", "PSNR black @1/10/30",
-                "last-frame PSNR black", "bits/px", "x vs LJ92 DNG", "enc fps", "dec fps"):
-        t.add_column(col, justify="left" if col in ("setting", "method") else "right")
-    for s in results["summary"]:
-        at = " / ".join(_fmt(v["psnr_black"], 1) for v in s["at_frames"].values())
-        t.add_row(s["setting"], s["method"], str(s["clips"]), _fmt(s["psnr_paper"]), _fmt(s["psnr_black"]),
-                  _fmt(s["ssim"], 4), at or "-", _fmt(s["last_frame_psnr_black"]), _fmt(s["bits_per_pixel"], 3),
-                  _fmt(s["ratio_vs_lj92_dng"], 1), _fmt(s["encode_fps"]), _fmt(s["decode_fps"]))
-    wide = out if out.is_terminal else Console(width=200)  # a pipe or file gets the whole table
-    wide.print(t)
-    for tag, rows in results["tags"].items():
-        wide.print(f"[bold]{tag}[/]: " + "; ".join(f"{r['method']} ({r['setting']}) {_fmt(r['psnr_paper'])} / "
-                                                    f"{_fmt(r['psnr_black'])} dB over {r['clips']} clip(s)" for r in rows))
+    _print_bench(results, wide)
     if json_path:
         with atomic_write(json_path) as f:
             f.write(json.dumps(results, indent=1, allow_nan=False, default=str).encode())
@@ -361,6 +349,40 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise ValueError(f"expected a comma-separated list of numbers, got {text!r}") from None
+
+
+def _print_bench(results: dict, wide: bool) -> None:
+    """The bench's figures on the terminal: by default one compact table per setting that fits 80
+    columns (every figure is in --json); ``--wide``: everything in one table."""
+    from rich import box
+
+    n = len({r["clip"] for r in results["runs"]})
+    if wide:
+        t = Table(title=f"rawvid bench: {n} clip(s)", title_justify="left")
+        for col in ("setting", "method", "clips", "PSNR paper", "PSNR black", "SSIM", "PSNR black @1/10/30",
+                    "last-frame PSNR black", "bits/px", "x vs LJ92 DNG", "enc fps", "dec fps"):
+            t.add_column(col, justify="left" if col in ("setting", "method") else "right")
+        for s in results["summary"]:
+            at = " / ".join(_fmt(v["psnr_black"], 1) for v in s["at_frames"].values())
+            t.add_row(s["setting"], s["method"], str(s["clips"]), _fmt(s["psnr_paper"]), _fmt(s["psnr_black"]),
+                      _fmt(s["ssim"], 4), at or "-", _fmt(s["last_frame_psnr_black"]), _fmt(s["bits_per_pixel"], 3),
+                      _fmt(s["ratio_vs_lj92_dng"], 1), _fmt(s["encode_fps"]), _fmt(s["decode_fps"]))
+        (out if out.is_terminal else Console(width=220)).print(t)
+    else:
+        out.print(f"rawvid bench: {n} clip(s); PSNR in dB (black-subtracted, paper protocol), bits per pixel "
+                  "of the whole file, decode frames/s", highlight=False)
+        for setting in dict.fromkeys(s["setting"] for s in results["summary"]):
+            t = Table(title=setting, title_justify="left", box=box.SIMPLE, padding=(0, 1))
+            for col in ("method", "PSNR black", "PSNR paper", "SSIM", "bits/px", "dec fps"):
+                t.add_column(col, justify="left" if col == "method" else "right")
+            for s in results["summary"]:
+                if s["setting"] == setting:
+                    t.add_row(s["method"], _fmt(s["psnr_black"]), _fmt(s["psnr_paper"]), _fmt(s["ssim"], 4),
+                              _fmt(s["bits_per_pixel"], 3), _fmt(s["decode_fps"]))
+            out.print(t)
+    for tag, rows in results["tags"].items():
+        out.print(f"[bold]{tag}[/]: " + "; ".join(f"{r['method']} ({r['setting']}) {_fmt(r['psnr_black'])} dB "
+                                                  f"black over {r['clips']} clip(s)" for r in rows), highlight=False)
 
 
 def _check_outputs(json_path: Path | None, plots_dir: Path | None) -> None:

@@ -147,6 +147,9 @@ def test_cli_bench(rvd_split, tmp_path):
                   "--plots", tmp_path / "plots", "--frames", ":3")
     assert res.returncode == 0, res.stderr
     assert "global-fit" in res.stdout and "PSNR black" in res.stdout
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80  # fits an 80-column terminal; --wide for all
+    wide = run_cli("bench", rvd_split, "--methods", "global-fit", "--frames", ":3", "--wide")
+    assert wide.returncode == 0 and "x vs LJ92 DNG" in wide.stdout
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["versions"]["rawvid"] and data["runs"][0]["frames"] == 3
     assert math.isfinite(data["summary"][0]["psnr_black"])
