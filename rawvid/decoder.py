@@ -187,6 +187,25 @@ def _layer_method(opts: DecodeOptions, m: dict, notes: list[str]) -> DecodeOptio
     return dataclasses.replace(opts, method=want, model=model)
 
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_model_names(m: dict, path) -> None:
+    """A file may name a model, never point at one: the weights a decode loads come from models/ or
+    $RAWVID_MODELS, or from the user's own --model, never from a path an .rvd carries."""
+    lay = m.get("raw_layer")
+    refine = m.get("refine")
+    names = [("model", m.get("model")),
+             ("raw_layer.predictor.model", (lay.get("predictor") or {}).get("model") if isinstance(lay, dict) and
+              isinstance(lay.get("predictor"), dict) else None),
+             ("refine.model", refine.get("model") if isinstance(refine, dict) else None)]
+    for where, name in names:
+        if name is None:
+            continue
+        if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or name.endswith(".safetensors"):
+            raise FormatError(path, f"manifest {where} must be a model name, not {str(name)[:80]!r}")
+
+
 def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: DecodeOptions | None = None, *,
            progress: Progress | None = None) -> DecodeResult:
     """Rebuild a DNG sequence from an .rvd: keyframes exactly, other frames chained by the method."""
@@ -203,6 +222,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     t_start = time.perf_counter()
     rvd = RvdFile(rvd_path)
     m = rvd.manifest
+    check_model_names(m, rvd_path)
     info = info_from_manifest(m)
     count = int(m["frame_count"])
     stop = count if opts.stop is None else min(opts.stop, count)

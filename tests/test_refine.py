@@ -192,3 +192,23 @@ def test_network_layout_is_recorded_and_followed(mlv_factory, tmp_path):
     bad = _tampered(rvd, tmp_path, edit_manifest=lambda m: m.update(network_layout="sideways"))
     res = run_cli("decode", bad, "-o", tmp_path / "bad")
     assert_clean_error_text(res, "unknown network_layout 'sideways'")
+
+
+@pytest.mark.parametrize("where", ["model", "refine"])
+def test_a_file_may_name_a_model_but_not_point_at_one(mlv_factory, tmp_path, where):
+    path, _, _ = mlv_factory(n=3, width=96, height=64)
+    rvd = encode(path, tmp_path / "c.rvd").output
+    weights = str(resolve_model("fagdn-default"))  # a real weights file anywhere on disk
+
+    def edit(m):
+        if where == "model":
+            m["model"] = weights
+        else:
+            m["refine"]["model"] = "../../" + "x"
+
+    bad = _tampered(rvd, tmp_path, edit_manifest=edit)
+    res = run_cli("decode", bad, "-o", tmp_path / "out")
+    assert_clean_error_text(res, str(bad.name), "must be a model name")
+    assert not list((tmp_path / "out").glob("*.dng")) if (tmp_path / "out").exists() else True
+    ok = decode(rvd, tmp_path / "fine", DecodeOptions(model=weights))  # the user's own --model may be a path
+    assert ok.method == "network"
