@@ -250,12 +250,13 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     method = _make_method(opts, m, device, notes, rvd_path)
     out = Path(output)
     digest = hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()  # identifies the clip
+    timings = method.timings
+    # everything the file holds is checked before the output folder is touched
+    calib = _load_calibration(rvd, count)
+    refine = _load_refinement(rvd, count, method, opts.model or m.get("model") or DEFAULT_MODEL, notes)
     last_done = _prepare_output(out, digest, opts, Path(rvd_path).name)
     first_write = opts.start if last_done is None else max(opts.start, last_done + 1)
     key_from = max(k for k in keyframes if k <= first_write)
-    timings = method.timings
-    calib = _load_calibration(rvd, count)
-    refine = _load_refinement(rvd, count, method, opts.model or m.get("model") or DEFAULT_MODEL, notes)
     written = 0
     prev_raw = prev_srgb = None
     total = stop - first_write

@@ -212,3 +212,12 @@ def test_a_file_may_name_a_model_but_not_point_at_one(mlv_factory, tmp_path, whe
     assert not list((tmp_path / "out").glob("*.dng")) if (tmp_path / "out").exists() else True
     ok = decode(rvd, tmp_path / "fine", DecodeOptions(model=weights))  # the user's own --model may be a path
     assert ok.method == "network"
+
+
+def test_a_refused_decode_leaves_no_output_folder(mlv_factory, tmp_path):
+    path, _, _ = mlv_factory(n=3, width=96, height=64)
+    rvd = encode(path, tmp_path / "c.rvd").output
+    bad = _tampered(rvd, tmp_path, refine_data=b"not zlib")
+    res = run_cli("decode", bad, "-o", tmp_path / "out")
+    assert_clean_error_text(res, "refinement")
+    assert not (tmp_path / "out").exists()  # validated before the folder and its marker were made
