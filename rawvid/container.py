@@ -226,7 +226,12 @@ class RvdFile:
             self.manifest = json.loads(self._read(man))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FormatError(self.path, f"manifest.json is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise FormatError(self.path, "manifest.json is nested too deeply") from None
         self._check_version()
+        from .manifest import validate
+
+        validate(self.manifest, self.path, self.file_size)  # every field, before anyone allocates from it
         if verify:
             self.verify()
 

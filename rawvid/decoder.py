@@ -181,7 +181,11 @@ def _layer_method(opts: DecodeOptions, m: dict, notes: list[str]) -> DecodeOptio
 
     pred = m["raw_layer"]["predictor"]
     want = pred.get("method") or "global-fit"  # direct: no prediction, the method only idles
+    from .model import model_label
+
     model = pred.get("model") if want == "network" else None
+    if model and opts.model and model_label(opts.model) == model:
+        model = opts.model  # the user's own --model (a path, say) for the weights the file names
     if pred["mode"] == "chain" and (opts.method not in ("auto", want) or (opts.model and opts.model != model)):
         notes.append(f"the RAW layer was coded against {want}{' (' + model + ')' if model else ''}: decoded with it")
     return dataclasses.replace(opts, method=want, model=model)

@@ -24,7 +24,7 @@ from .dng import write_dng
 from .errors import RawvidError
 from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
-from .model import DEFAULT_MODEL
+from .model import DEFAULT_MODEL, model_label
 from .noise import estimate_noise
 from .rawlayer import LayerSettings
 from .sideinfo import LAYER_MAPS_NAME, LAYER_NAME, chain_pass
@@ -194,7 +194,7 @@ def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamp
                    "libraw": libraw_version()},
         "video": {**opts.video.to_dict(), "ffmpeg": ffmpeg_version()},
         "audio": audio,
-        "model": opts.model or DEFAULT_MODEL,
+        "model": model_label(opts.model or DEFAULT_MODEL),
         "attachments": attachments,
     }
 
@@ -300,7 +300,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             if st is not None:
                 predictor = {"mode": st.predictor, "method": None, "model": None}
                 if st.predictor == "chain":
-                    predictor.update({"method": "network", "model": model} if net else {"method": "global-fit"})
+                    predictor.update({"method": "network", "model": model_label(model)} if net else
+                                     {"method": "global-fit"})
                 manifest["raw_layer"] = st.to_dict(predictor, LAYER_NAME)
             (tdir / MANIFEST_NAME).write_text(json.dumps(manifest, separators=(",", ":")))
             files = [(tdir / MANIFEST_NAME, MIME_JSON)] + [(tdir / f"key_{k:06d}.dng", MIME_DNG) for k in keylist]

@@ -333,6 +333,16 @@ def _package_weights() -> Path | None:
     return Path(paths[0]) if paths else None
 
 
+def model_label(name_or_path: str) -> str:
+    """What a file records of the model it was made with: its name, never a path (``runs/x/best.safetensors``
+    -> ``best``); the decoder finds it by that name, or the user names the weights with --model."""
+    import re
+
+    stem = Path(name_or_path).name.removesuffix(".safetensors")
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-")[:64]
+    return label or "unnamed"
+
+
 def models_dirs() -> list[Path]:
     """Where weights are looked up: $RAWVID_MODELS (if set), the weights installed with the
     package, then the repository's models/ (a source checkout)."""

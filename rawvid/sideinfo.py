@@ -375,12 +375,12 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         calib = {"mode": "per-frame", "file": CALIBRATION_NAME, "frames": len(cp.rows),
                  "values_per_frame": arr.shape[1], "knots": CURVE_KNOTS, "dtype": "float16-le"}
     if cp.maps is not None:
-        from .model import resolve_model
+        from .model import model_label, resolve_model
 
         (tdir / REFINE_NAME).write_bytes(pack(cp.maps))
         refine = {"mode": "blocks", "file": REFINE_NAME, "frames": count, "grid": list(cp.maps.shape[1:]),
                   "block": 2 * BLOCK, "levels": list(LEVELS), "dtype": "uint8 zlib",
-                  "model": model, "model_sha256": sha256_file(resolve_model(model))}
+                  "model": model_label(model), "model_sha256": sha256_file(resolve_model(model))}
     if cp.st is not None and cp.st.predictor == "chain":
         rows = [cp.st.maps[i] for i in cp.st.intra if i in cp.st.maps]
         (tdir / LAYER_MAPS_NAME).write_bytes(b"".join(np.asarray(r, dtype="<f2").tobytes() for r in rows))

@@ -231,7 +231,7 @@ def test_interrupted_decode_says_what_it_kept_and_resumes(tmp_path):
     if proc.returncode == 0:
         pytest.skip("the decode finished before the interrupt")
     kept = len(list(out.glob("*.dng")))
-    assert proc.returncode == 130 and "Traceback" not in err
+    assert proc.returncode == 130 and "Traceback" not in err, err
     assert f"{kept} complete DNG frame(s) kept" in err and "--resume" in err
     res = run_cli("decode", rvd, "-o", out, "--resume")
     assert res.returncode == 0, res.stderr

@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import rawpy
+from conftest import assert_clean_error_text, run_cli
 
 from rawvid.codec import EncodeOptions, encode, keyframe_indices, parse_range
 from rawvid.container import MIME_JSON, RvdFile, mux
@@ -138,6 +139,11 @@ def test_checksum_mismatch_is_caught(clip, tmp_path):
         RvdFile(out)
 
 
+#: the smallest manifest the schema accepts (one 32x32 frame)
+BASE = {"format": "rawvid", "format_version": 1, "frame_count": 1, "width": 32, "height": 32, "bits": 14,
+        "black": 2048, "white": 15000, "cfa": "RGGB", "fps": 25.0, "attachments": {}}
+
+
 def _rvd_with_manifest(tmp_path, manifest: dict):
     from rawvid.video import VideoWriter
 
@@ -149,14 +155,13 @@ def _rvd_with_manifest(tmp_path, manifest: dict):
 
 
 def test_version_from_the_future(tmp_path):
-    path = _rvd_with_manifest(tmp_path, {"format": "rawvid", "format_version": 99, "attachments": {}})
+    path = _rvd_with_manifest(tmp_path, {**BASE, "format_version": 99})
     with pytest.raises(UnsupportedError, match="format version 99 is newer"):
         RvdFile(path)
 
 
 def test_missing_listed_attachment(tmp_path):
-    path = _rvd_with_manifest(tmp_path, {"format": "rawvid", "format_version": 1,
-                                         "attachments": {"key_000000.dng": "00" * 32}})
+    path = _rvd_with_manifest(tmp_path, {**BASE, "attachments": {"key_000000.dng": "00" * 32}})
     with pytest.raises(FormatError, match="'key_000000.dng' is missing"):
         RvdFile(path)
 
@@ -190,7 +195,7 @@ def test_attachment_names_are_never_paths(tmp_path):
     evil = tmp_path / "sub"
     evil.mkdir()
     (evil / "payload.dng").write_bytes(b"x")
-    path = _rvd_with_manifest(tmp_path, {"format": "rawvid", "format_version": 1, "attachments": {}})
+    path = _rvd_with_manifest(tmp_path, dict(BASE))
     rvd = RvdFile(path)
     with pytest.raises(FormatError, match="no attachment"):
         rvd.attachment("../../etc/passwd")
@@ -204,3 +209,40 @@ def test_keyframe_indices_and_ranges():
     for bad in ("5:2", "a:b", "1:2:3", "-1:4"):
         with pytest.raises(ValueError):
             parse_range(bad)
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda m: m.pop("frame_count"), "frame_count"),
+    (lambda m: m.update(frame_count="3"), "frame_count"),
+    (lambda m: m.update(frame_count=200_000_000, timestamps_us=[]), "frame_count"),  # more than the file holds
+    (lambda m: m.update(width=2 ** 31), "width"),
+    (lambda m: m.update(height=33), "width/height"),
+    (lambda m: m.update(bits=13), "bits"),
+    (lambda m: m.update(black=20000), "black"),
+    (lambda m: m.update(cfa="RGBG"), "cfa"),
+    (lambda m: m.update(fps=-1), "fps"),
+    (lambda m: m.update(model=["x"]), "model"),
+    (lambda m: m.update(timestamps_us=[0, 1]), "timestamps_us"),
+    (lambda m: m.update(camera={"iso": -100}), "camera.iso"),
+    (lambda m: m.update(camera={"shoe": 1}), "camera"),
+    (lambda m: m.update(color_matrix=[1, 2, "x"]), "color_matrix"),
+    (lambda m: m.update(keyframes=[{"index": 5, "file": "k.dng"}]), "keyframes"),
+])
+def test_the_manifest_schema_refuses_bad_fields_before_allocating(tmp_path, edit, field):
+    m = json.loads(json.dumps(BASE))
+    edit(m)
+    path = _rvd_with_manifest(tmp_path, m)
+    with pytest.raises(FormatError, match=f"manifest {field}"):
+        RvdFile(path)
+    for cmd in (("info", path), ("decode", path, "-o", tmp_path / "out")):
+        assert_clean_error_text(run_cli(*cmd), str(path.name), f"manifest {field}")
+
+
+def test_a_deeply_nested_manifest_is_a_clean_error(tmp_path):
+    path = _rvd_with_manifest(tmp_path, {})
+    deep = "[" * 200_000 + "]" * 200_000
+    (tmp_path / "manifest.json").write_text(deep)
+    mux(tmp_path / "v.mkv", tmp_path / "deep.rvd", [(tmp_path / "manifest.json", MIME_JSON)])
+    with pytest.raises(FormatError, match="nested too deeply|not an .rvd"):
+        RvdFile(tmp_path / "deep.rvd")
+    assert_clean_error_text(run_cli("info", tmp_path / "deep.rvd"), "deep.rvd")

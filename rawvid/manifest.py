@@ -1,0 +1,119 @@
+"""The .rvd manifest's schema: every field's type and range, checked on open, before anything is allocated.
+
+The manifest is untrusted input: ``RvdFile`` (which ``info`` and ``decode`` both open) runs
+:func:`validate` right after parsing it, so no later code meets a missing key, a wrong type, a
+length that disagrees with the frame count, or a size the file could not possibly hold. The RAW
+layer's own fields are checked in detail by ``rawlayer.parse_layer`` (called by decode).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import FormatError
+from .meta import CFA_PATTERNS, MAX_SIDE, SUPPORTED_BITS
+
+#: a frame costs at least this many bytes of the file (its video packet and framing): a manifest
+#: claiming more frames than the file could hold is refused before any per-frame list is built
+MIN_BYTES_PER_FRAME = 8
+MAX_FPS = 1000.0
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def validate(m: Any, path, file_size: int) -> None:
+    """Raise FormatError (naming ``path`` and the field) unless ``m`` is a well-formed manifest."""
+
+    def bad(field: str, what: str) -> FormatError:
+        return FormatError(path, f"manifest {field}: {what}")
+
+    if not isinstance(m, dict):
+        raise bad("", "not an object")
+
+    def need_int(key: str, lo: int, hi: int) -> int:
+        v = m.get(key)
+        if not _is_int(v) or not lo <= v <= hi:
+            raise bad(key, f"must be an integer in {lo}..{hi}, not {str(v)[:40]!r}")
+        return v
+
+    count = need_int("frame_count", 1, max(1, file_size // MIN_BYTES_PER_FRAME))
+    width = need_int("width", 2, MAX_SIDE)
+    height = need_int("height", 2, MAX_SIDE)
+    if width % 2 or height % 2:
+        raise bad("width/height", f"{width}x{height} is not whole Bayer quads")
+    bits = m.get("bits")
+    if bits not in SUPPORTED_BITS or not _is_int(bits):
+        raise bad("bits", f"must be one of {SUPPORTED_BITS}")
+    black = need_int("black", 0, (1 << bits) - 2)
+    need_int("white", black + 1, (1 << bits) - 1)
+    if m.get("cfa") not in CFA_PATTERNS:
+        raise bad("cfa", f"must be one of {', '.join(CFA_PATTERNS)}")
+    fps = m.get("fps")
+    if not _is_num(fps) or not 0 < fps <= MAX_FPS:
+        raise bad("fps", f"must be a number in (0, {MAX_FPS:g}]")
+    _numbers(m, "color_matrix", 9, bad)
+    _numbers(m, "as_shot_neutral", 3, bad, positive=True)
+    _numbers(m, "noise_profile", 2, bad)
+    if "calibration_illuminant" in m and not (_is_int(m["calibration_illuminant"])
+                                              and 0 <= m["calibration_illuminant"] <= 65535):
+        raise bad("calibration_illuminant", "must be an EXIF light source code")
+    for key in ("timestamps_us", "frame_numbers"):
+        v = m.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list) or len(v) != count or not all(_is_int(x) and x >= 0 for x in v):
+            raise bad(key, f"must list {count} non-negative integers")
+    keyframes = m.get("keyframes", [])
+    if not isinstance(keyframes, list) or not all(
+            isinstance(k, dict) and _is_int(k.get("index")) and 0 <= k["index"] < count
+            and isinstance(k.get("file"), str) for k in keyframes):
+        raise bad("keyframes", f"must list {{index < {count}, file}} objects")
+    for key in ("model",):
+        if m.get(key) is not None and not isinstance(m[key], str):
+            raise bad(key, "must be a string")
+    _camera(m.get("camera"), bad)
+    for key in ("attachments", "calibration", "refine", "video", "source"):
+        if key in m and m[key] is not None and not isinstance(m[key], dict):
+            raise bad(key, "must be an object")
+    att = m.get("attachments") or {}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in att.items()):
+        raise bad("attachments", "must map names to sha256 strings")
+    for key in ("raw_layer", "audio"):
+        if m.get(key) is not None and not isinstance(m[key], dict):
+            raise bad(key, "must be an object")
+
+
+def _numbers(m: dict, key: str, n: int, bad, positive: bool = False) -> None:
+    v = m.get(key)
+    if v is None:
+        return
+    if not isinstance(v, list) or len(v) != n or not all(_is_num(x) and (x > 0 or not positive) for x in v):
+        raise bad(key, f"must be {n} finite{' positive' if positive else ''} numbers")
+
+
+def _camera(cam: Any, bad) -> None:
+    if cam is None:
+        return
+    if not isinstance(cam, dict):
+        raise bad("camera", "must be an object")
+    for key in ("make", "model", "serial", "lens", "datetime"):
+        if cam.get(key) is not None and not isinstance(cam[key], str):
+            raise bad(f"camera.{key}", "must be a string")
+    for key in ("iso", "shutter_us"):
+        v = cam.get(key)
+        if v is not None and (not _is_int(v) or v < 0):
+            raise bad(f"camera.{key}", "must be a non-negative integer")
+    for key in ("aperture", "focal_length_mm"):
+        v = cam.get(key)
+        if v is not None and (not _is_num(v) or v < 0):
+            raise bad(f"camera.{key}", "must be a non-negative number")
+    unknown = set(cam) - {"make", "model", "serial", "lens", "datetime", "iso", "shutter_us", "aperture",
+                          "focal_length_mm"}
+    if unknown:
+        raise bad("camera", f"unknown field(s) {', '.join(sorted(unknown))[:60]}")
