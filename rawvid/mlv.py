@@ -31,6 +31,7 @@ BLOCK_HEADER = 16
 
 VIDEO_CLASS_RAW = 0x01
 FLAG_LJ92 = 0x20
+MLVI_FILE_COUNT_AT = 26  # byte offset of fileCount in the MLVI header
 #: WBAL white-balance modes with a known colour temperature (Canon's presets; 9 is Kelvin mode,
 #: whose temperature the block carries). Auto (0) and custom gains (6, used as they are) are not here.
 WB_KELVIN = {1: 5200.0, 2: 6000.0, 3: 3200.0, 4: 4000.0, 5: 6000.0, 8: 7000.0, 9: 0.0}
@@ -400,6 +401,10 @@ class MLVReader:
             f.seek(0)
             _index_chunk(f, ci, size, idx, str(chunk))
         head = idx.headers[0]
+        if head.file_count > len(self.chunks):  # the recording ended with more files than are here
+            missing = ", ".join(f"{self.path.stem}.M{i - 1:02d}" for i in range(len(self.chunks), head.file_count))
+            idx.warnings.append(f"the header counts {head.file_count} files, {len(self.chunks)} found: "
+                                f"missing split chunk(s) {missing}; reading the frames that are here")
         vclass = head.video_class
         if vclass & 0x0F != VIDEO_CLASS_RAW:
             raise UnsupportedError(self.path, f"video class 0x{vclass:02x} is not RAW")
@@ -606,6 +611,10 @@ class MLVWriter:
         if self._f:
             self._f.write(_block(b"NULL", b"\0" * 8))
             self._finish_chunk()
+            # as Magic Lantern does when a recording ends: the first file's header counts the files
+            with open(self._chunk_path(0), "r+b") as f:
+                f.seek(MLVI_FILE_COUNT_AT)
+                f.write(struct.pack("<H", self._chunk + 1))
 
     def __enter__(self) -> "MLVWriter":
         return self

@@ -6,7 +6,7 @@ import wave
 
 import numpy as np
 import pytest
-from conftest import make_info, shared, write_mlv
+from conftest import make_info, run_cli, shared, write_mlv
 
 from rawvid.errors import FormatError, UnsupportedError
 from rawvid.mlv import MLVReader, MLVWarning, pack_bits, unpack_bits
@@ -202,6 +202,16 @@ def test_missing_split_chunk(mlv_factory, tmp_path):
     (tmp_path / "clip.M00").unlink()
     with pytest.raises(FormatError, match=r"missing split chunk clip\.M00"):
         MLVReader(path)
+
+
+def test_missing_last_split_chunk_is_a_warning_naming_it(mlv_factory, tmp_path):
+    path, _, _ = mlv_factory(n=7, chunk_frames=3)  # clip.MLV (3 frames), clip.M00 (3), clip.M01 (1)
+    (tmp_path / "clip.M01").unlink()
+    with pytest.warns(MLVWarning, match=r"counts 3 files, 2 found: missing split chunk\(s\) clip\.M01"):
+        with MLVReader(path) as clip:
+            assert len(clip) == 6  # the frames that are here
+    res = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--refine", "off")
+    assert res.returncode == 0 and "clip.M01" in res.stderr and "warning" in res.stderr
 
 
 def test_chunk_of_another_clip(mlv_factory, tmp_path):
