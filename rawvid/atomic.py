@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from .errors import RawvidError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -34,6 +36,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.filename is None:  # a full disk (ENOSPC) or an I/O error names no file: name the output
+            raise RawvidError(target, f"cannot write: {exc.strerror or exc}") from None
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

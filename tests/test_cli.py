@@ -253,3 +253,17 @@ def test_force_clears_another_clips_frames_and_long_ranges_are_reported(mlv_fact
     assert (out / "notes.txt").read_text() == "the user's own file"  # only frame files are removed
     res = run_cli("decode", tmp_path / "b.rvd", "-o", out, "--resume")
     assert res.returncode == 0 and len(list(out.glob("*.dng"))) == 3  # nothing of clip a passes for b's
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path):
+    import errno
+
+    from rawvid.atomic import atomic_write
+    from rawvid.errors import RawvidError
+
+    target = tmp_path / "frame.dng"
+    with pytest.raises(RawvidError, match=r"frame\.dng: cannot write: No space left on device"):
+        with atomic_write(target) as f:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what write() raises on a full disk
+    assert not target.exists() and not list(tmp_path.iterdir())  # no final file, no temp file
