@@ -74,8 +74,11 @@ def _element(f: BinaryIO, end: int, path: str) -> tuple[int, int, int] | None:
     pos = f.tell()
     if pos >= end:
         return None
-    eid = _read_vint(f, keep_marker=True)
-    size = _read_vint(f, keep_marker=False) if eid else None
+    try:
+        eid = _read_vint(f, keep_marker=True)
+        size = _read_vint(f, keep_marker=False) if eid else None
+    except ValueError as exc:  # every parse error names the file and where
+        raise FormatError(path, f"{exc} in the Matroska element at offset {pos}") from None
     if eid is None or size is None:
         raise FormatError(path, f"truncated Matroska element at offset {pos}")
     data = f.tell()
@@ -126,7 +129,10 @@ class RvdLayout:
 
 def _block_track(f: BinaryIO, off: int, size: int, path: str) -> int:
     f.seek(off)
-    v = _read_vint(f, keep_marker=False)
+    try:
+        v = _read_vint(f, keep_marker=False)
+    except ValueError:
+        v = None
     if v is None or v[1] > size:
         raise FormatError(path, f"corrupt Matroska block at offset {off}")
     return v[0]

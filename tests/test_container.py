@@ -246,3 +246,14 @@ def test_a_deeply_nested_manifest_is_a_clean_error(tmp_path):
     with pytest.raises(FormatError, match="nested too deeply|not an .rvd"):
         RvdFile(tmp_path / "deep.rvd")
     assert_clean_error_text(run_cli("info", tmp_path / "deep.rvd"), "deep.rvd")
+
+
+def test_a_zero_ebml_byte_is_a_clean_error_naming_file_and_offset(tmp_path, clip):
+    out = encode(clip[0], tmp_path / "c.rvd").output
+    data = bytearray(out.read_bytes())
+    data[4] = 0x00  # the EBML header's size byte: an integer "longer than 8 bytes"
+    bad = tmp_path / "bad.rvd"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=r"bad\.rvd.*invalid EBML integer.*offset 0"):
+        RvdFile(bad)
+    assert_clean_error_text(run_cli("info", bad), "bad.rvd", "invalid EBML integer")
