@@ -303,7 +303,17 @@ def _parse_meta(kind: bytes, b: bytes, idx: MLVIndex) -> None:
         n = struct.unpack_from("<I", b, 16)[0]
         idx.versions.append(_cstr(b[20 : 20 + min(n, len(b) - 20)]))
     elif kind == b"WAVI" and idx.audio_format is None:
-        idx.audio_format = AudioFormat(*struct.unpack_from("<HHIIHH", b, 16))
+        fmt = AudioFormat(*struct.unpack_from("<HHIIHH", b, 16))
+        if audio_format_ok(fmt):
+            idx.audio_format = fmt
+        else:  # checked here, not after the video is encoded: the pixels are good, the sound is dropped
+            idx.warnings.append(f"unusable audio header (format {fmt.format}, {fmt.channels} channel(s), "
+                                f"{fmt.rate} Hz, {fmt.bits} bits): encoding the video without its audio")
+
+
+def audio_format_ok(fmt: AudioFormat) -> bool:
+    """A WAVI header a WAV file can carry: PCM, 8-32 bits, 1-16 channels, 1 Hz - 768 kHz."""
+    return fmt.format == 1 and fmt.bits in (8, 16, 24, 32) and 0 < fmt.channels <= 16 and 0 < fmt.rate <= 768_000
 
 
 def _index_chunk(f: BinaryIO, ci: int, size: int, idx: MLVIndex, path: str) -> None:
@@ -481,7 +491,7 @@ class MLVReader:
     def write_wav(self, path: str | os.PathLike) -> bool:
         """Write the clip's audio (if any) as a PCM WAV file, streaming; returns False if none."""
         fmt = self.audio_format
-        if fmt is None or fmt.format != 1 or fmt.bits not in (8, 16, 24, 32) or not (0 < fmt.channels <= 16):
+        if fmt is None or not audio_format_ok(fmt):
             return False
         with wave.open(os.fspath(path), "wb") as out:
             out.setnchannels(fmt.channels)

@@ -104,6 +104,22 @@ def test_audio_is_kept(mlv_factory, tmp_path):
         assert w.getnframes() == 4 * (48000 // 25)
 
 
+@pytest.mark.parametrize("rate", [0, 0xFFFFFFFF])
+def test_unusable_audio_header_drops_the_audio_up_front(mlv_factory, tmp_path, rate):
+    import struct
+
+    path, _, _ = mlv_factory(n=3, audio=True)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.index(b"WAVI") + 20, rate)  # WAVI samplingRate
+    path.write_bytes(bytes(data))
+    with pytest.warns(MLVWarning, match="unusable audio header"):
+        with MLVReader(path) as clip:
+            assert clip.audio_format is None and not clip.write_wav(tmp_path / "a.wav")
+    res = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--refine", "off")
+    assert res.returncode == 0 and "Traceback" not in res.stderr and "without its audio" in res.stderr
+    assert (tmp_path / "c.rvd").is_file()
+
+
 def test_frames_stream_one_at_a_time(mlv_factory):
     path, _, mosaics = mlv_factory(n=4)
     with MLVReader(path) as clip:
