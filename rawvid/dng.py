@@ -125,7 +125,7 @@ def exif_entries(cam: Camera) -> list[tuple[int, int, int, bytes]]:
     if cam.iso:
         out.append((ISO_SPEED, SHORT, 1, struct.pack("<H", min(int(cam.iso), 65535))))
     if cam.datetime:
-        text = cam.datetime.encode("ascii", "replace")[:19] + b"\0"
+        text = _ascii(cam.datetime).encode()[:19] + b"\0"
         out.append((DATETIME_ORIGINAL, ASCII, len(text), text))
     if cam.focal_length_mm:
         out.append((FOCAL_LENGTH, RATIONAL, 1, rational(_rational(cam.focal_length_mm, 1000))))
@@ -162,16 +162,21 @@ def _append_exif(data: bytes, entries: list[tuple[int, int, int, bytes]]) -> byt
     return bytes(out)
 
 
+def _ascii(text: str) -> str:
+    """TIFF strings are 7-bit ASCII: anything else (a camera name from a file) becomes '?'."""
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+
+
 def dng_tags(info: RawInfo, frame_index: int | None = None) -> list[tuple]:
     """The DNG tags rawvid writes, as tifffile ``extratags``."""
     cam = info.camera
-    model = cam.model or "rawvid"
+    model = _ascii(cam.model or "rawvid")
     tags = [
         (NEW_SUBFILE_TYPE, LONG, 1, 0, True),
         (DNG_VERSION, BYTE, 4, (1, 4, 0, 0), True),
         (DNG_BACKWARD_VERSION, BYTE, 4, (1, 1, 0, 0), True),
         (UNIQUE_CAMERA_MODEL, ASCII, 0, model, True),
-        (MAKE, ASCII, 0, cam.make or model.split(" ", 1)[0], True),
+        (MAKE, ASCII, 0, _ascii(cam.make) or model.split(" ", 1)[0], True),
         (MODEL, ASCII, 0, model, True),
         (CFA_REPEAT_PATTERN_DIM, SHORT, 2, (2, 2), True),
         (CFA_PATTERN, BYTE, 4, CFA_PATTERNS[info.cfa], True),
@@ -198,9 +203,9 @@ def dng_tags(info: RawInfo, frame_index: int | None = None) -> list[tuple]:
     if info.noise_profile is not None:
         tags.append((NOISE_PROFILE, DOUBLE, 2, tuple(float(v) for v in info.noise_profile), True))
     if cam.serial:
-        tags.append((CAMERA_SERIAL, ASCII, 0, cam.serial, True))
+        tags.append((CAMERA_SERIAL, ASCII, 0, _ascii(cam.serial), True))
     if cam.datetime:
-        tags.append((DATETIME, ASCII, 0, cam.datetime, True))
+        tags.append((DATETIME, ASCII, 0, _ascii(cam.datetime), True))
     if exif_entries(cam):
         tags.append((EXIF_PLACEHOLDER, LONG, 1, 0, True))  # becomes the ExifIFD pointer in _append_exif
     if frame_index is not None:

@@ -265,6 +265,10 @@ def _parse_rawi(b: bytes, idx: MLVIndex, path: str) -> None:
     matrix = None
     if all(cm[i + 1] != 0 for i in range(0, 18, 2)):
         matrix = tuple(cm[i] / cm[i + 1] for i in range(0, 18, 2))
+        if not all(abs(v) <= 16 for v in matrix):  # a colour matrix entry is a few units at most
+            idx.warnings.append("RAWI colour matrix out of range: dropped (the DNGs carry none; set it in your "
+                                "raw developer)")
+            matrix = None
     idx.xres, idx.yres, idx.bits, idx.black, idx.white, idx.cfa = xres, yres, bpp, black, white, cfa
     idx.color_matrix = matrix
     # ML writes 1 (daylight); DNG readers treat 21 (D65) the same way for a single matrix.

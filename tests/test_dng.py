@@ -193,3 +193,18 @@ def test_exiftool_validates_decoded_frames(tmp_path):
         out = subprocess.run(["exiftool", "-validate", "-warning", "-error", "-a", str(path)], capture_output=True,
                              text=True, timeout=60).stdout
         assert "Validate                        : OK" in out and "Warning" not in out, out
+
+
+def test_hostile_camera_metadata_is_sanitised_not_fatal():
+    from rawvid.meta import Camera
+
+    info = make_info(bits=14)
+    info.camera = Camera(make="Cañon\x00", model="EOS \xff\u2603", serial="\x80\x81", shutter_us=2 ** 40, iso=10 ** 9,
+                         datetime="2026:11:30 10:20:30\u00e9")
+    data = encode_dng(make_mosaic(info), info, compress=True, frame_index=0)  # no exception: the pixels are good
+    tags = tifffile.TiffFile(io.BytesIO(data)).pages[0].tags
+    assert tags[272].value == "EOS ??" and tags[271].value == "Ca?on?"
+    exif = tags[34665].value
+    assert exif["ISOSpeedRatings"] == 65535 and tuple(exif["ExposureTime"]) == (2 ** 32 - 1, 1_000_000)
+    with rawpy.imread(io.BytesIO(data)) as raw:
+        assert raw.raw_image.shape == (info.height, info.width)

@@ -295,3 +295,20 @@ def test_wbal_colour_temperature_becomes_the_as_shot_neutral(tmp_path, mode, kel
         assert got == pytest.approx(neutral_from_matrix(info.color_matrix, want))
         d65 = neutral_from_matrix(info.color_matrix)
         assert (got[2] < d65[2]) == (want < 6504)  # under warmer light the camera sees white with less blue
+
+
+def test_out_of_range_colour_matrix_is_dropped_with_a_warning(tmp_path):
+    import struct
+
+    info = make_info()
+    path = tmp_path / "cm.MLV"
+    write_mlv(path, info, n=2)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"RAWI") + 16 + 4 + 36 + 16 + 16 + 8 + 8  # RAWI header, xRes/yRes, raw_info up to the matrix
+    struct.pack_into("<ii", data, at, 2 ** 31 - 1, 1)
+    path.write_bytes(bytes(data))
+    with pytest.warns(MLVWarning, match="colour matrix out of range"):
+        with MLVReader(path) as clip:
+            assert clip.info.color_matrix is None
+    res = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--refine", "off")
+    assert res.returncode == 0 and "Traceback" not in res.stderr
