@@ -471,9 +471,14 @@ class MLVReader:
         if self.lj92:
             payload = f.read(ref.size)
             try:
-                return decode_lj92(payload, w, h)
+                mosaic = decode_lj92(payload, w, h)
             except Exception as exc:  # imagecodecs raises its own error types
                 raise FormatError(self.path, f"corrupt LJ92 frame {ref.number} (index {i}): {exc}") from None
+            top = int(mosaic.max()) if mosaic.size else 0
+            if top >> bits:  # a damaged frame can decode to values no {bits}-bit sensor gives
+                raise FormatError(self.path, f"corrupt LJ92 frame {ref.number} (index {i}): value {top} "
+                                  f"is above the {bits}-bit range")
+            return mosaic
         need = packed_size(w * h, bits)
         if ref.size < (w * h * bits + 7) // 8:
             raise FormatError(self.path, f"frame {ref.number} payload is {ref.size} bytes, expected {need}")

@@ -312,3 +312,23 @@ def test_out_of_range_colour_matrix_is_dropped_with_a_warning(tmp_path):
             assert clip.info.color_matrix is None
     res = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--refine", "off")
     assert res.returncode == 0 and "Traceback" not in res.stderr
+
+
+def test_lj92_frame_decoding_above_the_bit_depth_is_refused_by_name(tmp_path):
+    from rawvid.mlv import MLVWriter
+
+    info = make_info(bits=14)
+    path = tmp_path / "bad.MLV"
+    good = np.full((info.height, info.width), 3000, np.uint16)
+    bad = good.copy()
+    bad[5, 7] = 20000  # what a damaged LJ92 stream decoded to: above any 14-bit value
+    with MLVWriter(path, info, lj92=True) as w:
+        w.write_frame(good, number=0)
+        w.write_frame(bad, number=1)
+    with MLVReader(path) as clip:
+        assert clip.read(0).max() == 3000
+        with pytest.raises(FormatError, match=r"corrupt LJ92 frame 1 \(index 1\): value 20000 is above the 14-bit"):
+            clip.read(1)
+    res = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--refine", "off")
+    assert res.returncode == 2 and "corrupt LJ92 frame 1" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "c.rvd").exists()  # never an .rvd whose keyframe LibRaw cannot read
