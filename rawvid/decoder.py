@@ -14,9 +14,9 @@ import numpy as np
 from .chain import layer_frame, network_method, predict_frame, select_device as _select_device
 from .container import RvdFile, sha256_file
 from .dng import write_dng
-from .pipeline import ReadAhead, WriteBehind
 from .errors import FormatError, RawvidError
 from .model import DEFAULT_MODEL
+from .pipeline import ReadAhead, WriteBehind
 from .sideinfo import CALIBRATION_NAME, LAYER_MAPS_NAME, REFINE_NAME
 
 #: ``progress(done, total)``
@@ -72,7 +72,7 @@ def frame_name(index: int) -> str:
 def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str], path=None):
     """Build the reconstruction method; ``auto`` is the network when its weights exist."""
     from .methods import GlobalFit, Warp
-    from .model import DEFAULT_MODEL, LAYOUTS, resolve_model
+    from .model import DEFAULT_MODEL, LAYOUTS, missing_weights_note, resolve_model
 
     method = opts.method
     name = opts.model or manifest.get("model") or DEFAULT_MODEL
@@ -82,8 +82,6 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
             method = "network"
         except RawvidError:
             method = "global-fit"
-            from .encoder import missing_weights_note
-
             notes.append(missing_weights_note(name, "decoding with global-fit"))
     if method == "global-fit":
         return GlobalFit()
@@ -191,25 +189,6 @@ def _layer_method(opts: DecodeOptions, m: dict, notes: list[str]) -> DecodeOptio
     return dataclasses.replace(opts, method=want, model=model)
 
 
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def check_model_names(m: dict, path) -> None:
-    """A file may name a model, never point at one: the weights a decode loads come from models/ or
-    $RAWVID_MODELS, or from the user's own --model, never from a path an .rvd carries."""
-    lay = m.get("raw_layer")
-    refine = m.get("refine")
-    names = [("model", m.get("model")),
-             ("raw_layer.predictor.model", (lay.get("predictor") or {}).get("model") if isinstance(lay, dict) and
-              isinstance(lay.get("predictor"), dict) else None),
-             ("refine.model", refine.get("model") if isinstance(refine, dict) else None)]
-    for where, name in names:
-        if name is None:
-            continue
-        if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or name.endswith(".safetensors"):
-            raise FormatError(path, f"manifest {where} must be a model name, not {str(name)[:80]!r}")
-
-
 def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: DecodeOptions | None = None, *,
            progress: Progress | None = None) -> DecodeResult:
     """Rebuild a DNG sequence from an .rvd: keyframes exactly, other frames chained by the method."""
@@ -226,7 +205,6 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     t_start = time.perf_counter()
     rvd = RvdFile(rvd_path)
     m = rvd.manifest
-    check_model_names(m, rvd_path)
     info = info_from_manifest(m)
     count = int(m["frame_count"])
     stop = count if opts.stop is None else min(opts.stop, count)

@@ -24,7 +24,7 @@ from .dng import write_dng
 from .errors import RawvidError
 from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
-from .model import DEFAULT_MODEL, model_label
+from .model import DEFAULT_MODEL, missing_weights_note, model_label
 from .noise import estimate_noise
 from .rawlayer import LayerSettings
 from .sideinfo import LAYER_MAPS_NAME, LAYER_NAME, chain_pass
@@ -310,15 +310,6 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 title=f"rawvid {src.path.name}", layer=tdir / LAYER_NAME if st is not None else None)
     seconds = time.perf_counter() - t0
     return EncodeResult(output, count, seconds, RvdFile(output).sizes(), None if st is None else st.stats(), notes)
-
-
-def missing_weights_note(model: str, what: str) -> str:
-    """The warning for weights that cannot be found: what happens, and that quality drops to global-fit's."""
-    from .model import models_dirs
-
-    where = ", ".join(str(d) for d in models_dirs())
-    return (f"warning: no weights for model {model!r} (looked in {where}): {what}; the decoded quality will be "
-            "global-fit's, about 1-2 dB lower (install the package with its weights, or set RAWVID_MODELS)")
 
 
 def _has_weights(model: str) -> bool:

@@ -74,9 +74,7 @@ def validate(m: Any, path, file_size: int) -> None:
             isinstance(k, dict) and _is_int(k.get("index")) and 0 <= k["index"] < count
             and isinstance(k.get("file"), str) for k in keyframes):
         raise bad("keyframes", f"must list {{index < {count}, file}} objects")
-    for key in ("model",):
-        if m.get(key) is not None and not isinstance(m[key], str):
-            raise bad(key, "must be a string")
+    _model_names(m, bad)
     _camera(m.get("camera"), bad)
     for key in ("attachments", "calibration", "refine", "video", "source"):
         if key in m and m[key] is not None and not isinstance(m[key], dict):
@@ -87,6 +85,24 @@ def validate(m: Any, path, file_size: int) -> None:
     for key in ("raw_layer", "audio"):
         if m.get(key) is not None and not isinstance(m[key], dict):
             raise bad(key, "must be an object")
+
+
+def _model_names(m: dict, bad) -> None:
+    """A file may name a model, never point at one: the weights a decode loads come from models/ or
+    $RAWVID_MODELS, or from the user's own --model, never from a path an .rvd carries."""
+    from .model import MODEL_NAME
+
+    lay, refine = m.get("raw_layer"), m.get("refine")
+    pred = lay.get("predictor") if isinstance(lay, dict) else None
+    for where, name in (("model", m.get("model")),
+                        ("raw_layer.predictor.model", pred.get("model") if isinstance(pred, dict) else None),
+                        ("refine.model", refine.get("model") if isinstance(refine, dict) else None)):
+        if name is None:
+            continue
+        if not isinstance(name, str):
+            raise bad(where, "must be a string")
+        if not MODEL_NAME.fullmatch(name) or name.endswith(".safetensors"):
+            raise bad(where, f"must be a model name, not {name[:80]!r}")
 
 
 def _numbers(m: dict, key: str, n: int, bad, positive: bool = False) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .flow import backward_warp, compose, dis_flow, flow_to_tensor, warp_error
-from .model import FAGDN, LAYOUTS, run_network, step_inputs
+from .model import FAGDN, LAYOUTS, memory_format, run_network, step_inputs
 
 CURVE_KNOTS = 33
 
@@ -254,8 +254,7 @@ class Network(GlobalFit):
         if layout not in LAYOUTS:
             raise ValueError(f"unknown network layout {layout!r} ({', '.join(LAYOUTS)})")
         self.layout = layout
-        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-        self.model = model.to(device).to(memory_format=fmt).eval()
+        self.model = model.to(device).to(memory_format=memory_format(layout)).eval()
         self.device, self.tile, self.flow_preset = device, tile, flow_preset
         if key_flow not in ("direct", "safe"):
             raise ValueError(f"unknown keyframe flow {key_flow!r} (direct, safe)")

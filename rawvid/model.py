@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -333,14 +334,28 @@ def _package_weights() -> Path | None:
     return Path(paths[0]) if paths else None
 
 
+#: what a file may record of its model: a name (model_label makes one), never a path
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def model_label(name_or_path: str) -> str:
     """What a file records of the model it was made with: its name, never a path (``runs/x/best.safetensors``
     -> ``best``); the decoder finds it by that name, or the user names the weights with --model."""
-    import re
-
     stem = Path(name_or_path).name.removesuffix(".safetensors")
     label = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-")[:64]
     return label or "unnamed"
+
+
+def missing_weights_note(model: str, what: str) -> str:
+    """The warning for weights that cannot be found: what happens, and that quality drops to global-fit's."""
+    where = ", ".join(str(d) for d in models_dirs())
+    return (f"warning: no weights for model {model!r} (looked in {where}): {what}; the decoded quality will be "
+            "global-fit's, about 1-2 dB lower (install the package with its weights, or set RAWVID_MODELS)")
+
+
+def memory_format(layout: str) -> torch.memory_format:
+    """The torch memory format of a network layout (one of LAYOUTS)."""
+    return torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
 
 def models_dirs() -> list[Path]:
@@ -496,7 +511,7 @@ def run_network(model: FAGDN, inputs: list[torch.Tensor], tile: int | None = Non
     """
     h, w = inputs[0].shape[-2:]
     mult = model.config.multiple
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    fmt = memory_format(layout)
     if not tile or (h <= tile and w <= tile):
         padded = [pad_multiple(x, mult).contiguous(memory_format=fmt) for x in inputs]
         return model(*padded)["pred"][..., :h, :w].contiguous()
