@@ -42,23 +42,19 @@ def _check(renders: dict[str, np.ndarray]) -> None:
     assert means.max() / means.min() < 1.6  # not tinted: a grey-ish colour chart scene stays balanced
 
 
-def test_darktable_renders_plain_and_compressed_frames(frames, tmp_path):
-    if not shutil.which("darktable-cli"):
-        pytest.skip("darktable-cli is not installed")
+#: each program's command line, rendering DNG to JPEG OUT (CONF: a private config folder)
+PROGRAMS = {
+    "darktable-cli": lambda dng, out, conf: ["darktable-cli", dng, out, "--core", "--configdir", conf],
+    "rawtherapee-cli": lambda dng, out, conf: ["rawtherapee-cli", "-o", out, "-j90", "-Y", "-c", dng],
+}
+
+
+@pytest.mark.parametrize("program", list(PROGRAMS))
+def test_developers_render_plain_and_compressed_frames(frames, tmp_path, program):
+    if not shutil.which(program):
+        pytest.skip(f"{program} is not installed")
     renders = {}
     for name in ("plain", "lj92"):
         out = tmp_path / f"{name}.jpg"
-        renders[name] = _render(["darktable-cli", str(frames / f"{name}.dng"), str(out), "--core", "--configdir",
-                                 str(tmp_path / "conf")], out)
-    _check(renders)
-
-
-def test_rawtherapee_renders_plain_and_compressed_frames(frames, tmp_path):
-    if not shutil.which("rawtherapee-cli"):
-        pytest.skip("rawtherapee-cli is not installed")
-    renders = {}
-    for name in ("plain", "lj92"):
-        out = tmp_path / f"{name}.jpg"
-        renders[name] = _render(["rawtherapee-cli", "-o", str(out), "-j90", "-Y", "-c", str(frames / f"{name}.dng")],
-                                out)
+        renders[name] = _render(PROGRAMS[program](str(frames / f"{name}.dng"), str(out), str(tmp_path / "conf")), out)
     _check(renders)
