@@ -10,12 +10,23 @@ sequential decode.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from typing import Callable, Iterator
 
 _END = object()
+
+
+def cpu_threads() -> int:
+    """CPU threads one rawvid process may use: RAWVID_THREADS when set (``rawvid batch`` gives each
+    clip its share of the cores; torchrun each process its share), else every core."""
+    try:
+        n = int(os.environ.get("RAWVID_THREADS", "0"))
+    except ValueError:
+        n = 0
+    return n if n > 0 else max(1, os.cpu_count() or 1)
 
 
 class ReadAhead:

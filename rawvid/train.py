@@ -107,9 +107,11 @@ def _codec_variant(frames_rgb: list[np.ndarray], crf: int, fps: float) -> list[n
         return list(read_frames(path, w, h))
 
 
-def load_clips(folders: list[str], rng: np.random.Generator, opts: TrainOptions, log: Log) -> list[ClipData]:
+def load_clips(folders: list[str], rng: np.random.Generator, opts: TrainOptions, log: Log,
+               mmap: bool = False) -> list[ClipData]:
     """Every clip of every folder, with its codec-augmented sRGB; cached in OUT/cache as .npy files
-    (plain arrays, loaded with allow_pickle=False), so a resumed run starts in seconds."""
+    (plain arrays, loaded with allow_pickle=False), so a resumed run starts in seconds. ``mmap``:
+    map the cached arrays instead of reading them (a process of several touches only its shard)."""
     import hashlib
 
     key = hashlib.sha256(json.dumps([sorted(str(Path(f).resolve()) for f in folders), opts.seed, opts.max_clips,
@@ -119,10 +121,11 @@ def load_clips(folders: list[str], rng: np.random.Generator, opts: TrainOptions,
     if index.is_file():
         names = json.loads(index.read_text())
         clips = []
+        mode = "r" if mmap else None
         for i, name in enumerate(names):
-            raw = np.load(cache / f"{i:05d}_raw.npy", allow_pickle=False)
+            raw = np.load(cache / f"{i:05d}_raw.npy", allow_pickle=False, mmap_mode=mode)
             variants = sorted(cache.glob(f"{i:05d}_srgb*.npy"))
-            clips.append(ClipData(name, raw, [np.load(v, allow_pickle=False) for v in variants]))
+            clips.append(ClipData(name, raw, [np.load(v, allow_pickle=False, mmap_mode=mode) for v in variants]))
         log({"event": "cache", "clips": len(clips), "path": str(cache)})
         return clips
     clips = _load_clips(folders, rng, opts, log)
@@ -131,7 +134,10 @@ def load_clips(folders: list[str], rng: np.random.Generator, opts: TrainOptions,
         np.save(cache / f"{i:05d}_raw.npy", c.raw)
         for j, v in enumerate(c.srgb):
             np.save(cache / f"{i:05d}_srgb{j}.npy", v)
-    index.write_text(json.dumps([c.name for c in clips]))
+    from .atomic import atomic_write
+
+    with atomic_write(index) as f:  # the index last: a cache without it is rebuilt, never half-read
+        f.write(json.dumps([c.name for c in clips]).encode())
     return clips
 
 
@@ -243,8 +249,11 @@ def _flows(srgb: np.ndarray, to_keyframe: bool = False) -> list[torch.Tensor]:
             for t in range(1, srgb.shape[0])]
 
 
-def unrolled_loss(model: FAGDN, batch: list[Sample], opts: TrainOptions, device: str) -> tuple[torch.Tensor, list[float]]:
-    """Chain each sample from its keyframe on the network's own outputs; mean loss over steps."""
+def unrolled_loss(model: FAGDN, batch: list[Sample], opts: TrainOptions, device: str,
+                  forward: Callable | None = None) -> tuple[torch.Tensor, list[float]]:
+    """Chain each sample from its keyframe on the network's own outputs; mean loss over steps.
+    ``forward``: what runs the model (its DistributedDataParallel wrapper when there is one)."""
+    forward = forward or model
     raw = torch.from_numpy(np.stack([s.raw for s in batch])).to(device)  # B x T x 4 x c x c
     srgb = torch.from_numpy(np.stack([s.srgb for s in batch])).to(device)
     prior = torch.from_numpy(np.stack([s.prior for s in batch])).to(device) if batch[0].prior is not None else None
@@ -260,7 +269,7 @@ def unrolled_loss(model: FAGDN, batch: list[Sample], opts: TrainOptions, device:
         if key:
             pri.update(key_srgb=srgb[:, 0], key_residual=key_res, key_flow=key_flows[t - 1], key_prior=prior[:, 0])
         inputs = step_inputs(model.config, srgb[:, t], srgb[:, t - 1], prev, flows[t - 1], **pri)
-        out = model(*inputs)
+        out = forward(*inputs)
         losses.append(step_loss(out, raw[:, t], opts))
         mses.append(float(F.mse_loss(out["pred"].detach(), raw[:, t])))
         prev = out["pred"]
@@ -390,30 +399,63 @@ class TrainResult:
 
 
 def train(opts: TrainOptions, log: Log | None = None, command: str = "") -> TrainResult:
-    """Train, checkpointing every ``save_every`` steps; resumes from ``out/checkpoint.safetensors``."""
+    """Train, checkpointing every ``save_every`` steps; resumes from ``out/checkpoint.safetensors``.
+
+    Under ``torchrun`` every process trains a DistributedDataParallel replica on its shard of the
+    training clips with its share of the batch; rank 0 alone validates and writes (see
+    :mod:`rawvid.distributed`)."""
+    from . import distributed
+
+    world = distributed.world_from_env()
     log = log or (lambda d: print(json.dumps(d), flush=True))
+    if not world.main:
+        log = lambda d: None  # noqa: E731 - one log, rank 0's
+    if opts.batch % world.size:
+        raise ValueError(f"--batch {opts.batch} must be a multiple of the {world.size} training processes")
+    device = distributed.start(world, opts.device)
+    try:
+        return _train(opts, log, command, world, device)
+    finally:
+        distributed.stop(world)
+
+
+def _train(opts: TrainOptions, log: Log, command: str, world, device: str) -> TrainResult:
+    from . import distributed
+
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
-    if opts.device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if not device.startswith("cuda"):
+        torch.set_num_threads(distributed.threads_per_process(world))
     cfg = TRAIN_CONFIGS[opts.arch] if opts.arch in TRAIN_CONFIGS else FAGDNConfig.from_dict(json.loads(opts.arch))
     if opts.crop % cfg.multiple:
         raise ValueError(f"--crop {opts.crop} must be a multiple of {cfg.multiple} for this architecture")
     t_load = time.perf_counter()
-    clips = load_clips(opts.data, rng, opts, log)
+    # rank 0 builds the clip cache, the others read it after (mapped: each touches its own shard)
+    if not world.main:
+        distributed.barrier(world)
+    clips = load_clips(opts.data, rng, opts, log, mmap=world.distributed)
+    val_extra = load_clips(opts.val_data, np.random.default_rng(opts.seed + 1), opts, log, mmap=world.distributed) \
+        if opts.val_data and world.main else []  # its own generator: adding --val leaves the samples unchanged
+    if world.main:
+        distributed.barrier(world)
     if not clips:
         raise ValueError("no training clips found")
-    if opts.val_data:  # its own generator, so that adding --val leaves the training samples unchanged
-        train_clips = clips
-        val_clips = load_clips(opts.val_data, np.random.default_rng(opts.seed + 1), opts, log)
+    if opts.val_data:
+        train_clips, val_clips = clips, val_extra
     else:
         train_clips, val_clips = split_val(clips, opts.val_fraction, opts.seed)
+    if world.distributed:
+        if len(train_clips) < world.size:
+            raise ValueError(f"{len(train_clips)} training clips for {world.size} processes: each needs one")
+        train_clips = train_clips[world.rank :: world.size]
+        val_clips = val_clips if world.main else []
+        rng = np.random.default_rng([opts.seed, world.rank])  # each process its own samples
     fit_cache: dict = {}  # global-fit's validation scores, computed at the first validation
-    log({"event": "data", "train_clips": len(train_clips), "val_clips": len(val_clips),
-         "seconds": round(time.perf_counter() - t_load, 1)})
-    model = FAGDN(cfg).to(opts.device)
+    log({"event": "data", "train_clips": len(train_clips) * world.size, "val_clips": len(val_clips),
+         "processes": world.size, "seconds": round(time.perf_counter() - t_load, 1)})
+    model = FAGDN(cfg).to(device)
     if opts.init:
         copied, total = warm_start(model, opts.init)
         log({"event": "init", "weights": opts.init, "tensors_copied": copied, "tensors": total})
@@ -421,53 +463,64 @@ def train(opts: TrainOptions, log: Log | None = None, command: str = "") -> Trai
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.lr_step, gamma=opts.lr_gamma)
     ckpt = out / "checkpoint.safetensors"
     step, state = 0, {"history": [], "seconds": 0.0, "best_gain": -1e9}
-    if opts.resume and ckpt.is_file():
+    if opts.resume and ckpt.is_file():  # every process reads rank 0's checkpoint
         step, state = load_checkpoint(ckpt, model, opt, sched)
         log({"event": "resumed", "step": step})
+    forward = model
+    if world.distributed:  # wraps after loading: DDP starts every replica from rank 0's weights
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[world.local_rank] if device.startswith("cuda") else None)
     history: list[dict] = state["history"]
     seconds = float(state["seconds"])
-    log({"event": "start", "config": cfg.to_dict(), "parameters": count_parameters(model), "options": asdict(opts)})
+    log({"event": "start", "config": cfg.to_dict(), "parameters": count_parameters(model), "options": asdict(opts),
+         "processes": world.size})
     model.train()
+    per_process = opts.batch // world.size
     t0 = time.perf_counter()
     while step < opts.steps:
         batch = [draw_sample(train_clips[int(rng.integers(len(train_clips)))], rng, opts, cfg.prior)
-                 for _ in range(opts.batch)]
-        loss, mses = unrolled_loss(model, batch, opts, opts.device)
+                 for _ in range(per_process)]
+        loss, mses = unrolled_loss(model, batch, opts, device, forward)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP the gradients arrive averaged over the processes
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         step += 1
         if step % 10 == 0:
-            log({"event": "step", "step": step, "loss": round(float(loss.detach()), 6), "lr": opt.param_groups[0]["lr"],
-                 "psnr_first": round(-10 * math.log10(max(mses[0], 1e-12)), 2),
-                 "psnr_last": round(-10 * math.log10(max(mses[-1], 1e-12)), 2),
+            mean_loss, mse_first, mse_last = distributed.mean(world, [float(loss.detach()), mses[0], mses[-1]])
+            log({"event": "step", "step": step, "loss": round(mean_loss, 6), "lr": opt.param_groups[0]["lr"],
+                 "psnr_first": round(-10 * math.log10(max(mse_first, 1e-12)), 2),
+                 "psnr_last": round(-10 * math.log10(max(mse_last, 1e-12)), 2),
                  "sec_per_step": round((time.perf_counter() - t0) / 10, 2)})
             seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
         if val_clips and (step % opts.val_every == 0 or step == opts.steps):
-            v = validate(model, val_clips, opts.val_frames, opts.device, fit_cache)
+            v = validate(model, val_clips, opts.val_frames, device, fit_cache)
             v["step"] = step
             history.append(v)
             log({"event": "val", **v})
             if v["val_gain_db"] > state["best_gain"]:
                 state["best_gain"] = v["val_gain_db"]
                 save_model(model, out / "best.safetensors", {"step": step, **v})
-        if step % opts.save_every == 0 or step == opts.steps:
+        if world.main and (step % opts.save_every == 0 or step == opts.steps):
             seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
             save_checkpoint(ckpt, model, opt, sched, step, {**state, "history": history, "seconds": seconds})
     weights = out / "final.safetensors"
-    save_model(model, weights, {"steps": step, "history": history[-1:] if history else []})
-    if not (out / "best.safetensors").is_file():  # no validation ran: the weights to use are the last ones
-        save_model(model, out / "best.safetensors", {"step": step, "validated": False})
-    card = write_card(out / "MODEL_CARD.md", cfg, opts, step, seconds, history, command, count_parameters(model))
+    card = out / "MODEL_CARD.md"
+    if world.main:
+        save_model(model, weights, {"steps": step, "history": history[-1:] if history else []})
+        if not (out / "best.safetensors").is_file():  # no validation ran: the weights to use are the last ones
+            save_model(model, out / "best.safetensors", {"step": step, "validated": False})
+        card = write_card(card, cfg, opts, step, seconds, history, command, count_parameters(model), world.size)
+    distributed.barrier(world)  # the others return once the files exist
     return TrainResult(weights, card, step, seconds, history)
 
 
 def write_card(path: Path, cfg: FAGDNConfig, opts: TrainOptions, steps: int, seconds: float, history: list[dict],
-               command: str, params: int) -> Path:
+               command: str, params: int, processes: int = 1) -> Path:
     last = history[-1] if history else {}
     best = max(history, key=lambda h: h["val_gain_db"]) if history else {}
     if history:
@@ -490,7 +543,9 @@ as implemented in rawvid/model.py{", with rawvid's global-fit prior (residual ov
 - command: `{command}`
 - steps: {steps}, batch {opts.batch}, crop {opts.crop}, unrolled {opts.unroll} frames (truncated every {opts.tbptt}),
   loss L2 + {opts.ssim_weight} x SSIM(3x3) + {opts.aux_weight} x side outputs, Adam lr {opts.lr} x {opts.lr_gamma} every {opts.lr_step}
-- training time: {seconds / 60:.1f} minutes on {opts.device} ({os.cpu_count()} cores)
+- training time: {seconds / 60:.1f} minutes on {opts.device} ({os.cpu_count()} cores){
+    f", {processes} processes (torchrun, DistributedDataParallel, batch {opts.batch // processes} each)"
+    if processes > 1 else ""}
 - {validation}
 
 Measured quality on the test split comes from `rawvid bench` (see the README).
