@@ -20,7 +20,8 @@ from .errors import FormatError, UnsupportedError
 from .video import ffmpeg_exe
 
 FORMAT_NAME = "rawvid"
-FORMAT_VERSION = 1
+#: 2: the manifest is sealed (manifest_sha256) and the tracks' packets carry CRC-32s (tracks.crc32.json)
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 MIME_DNG = "image/x-adobe-dng"
 MIME_JSON = "application/json"
@@ -37,6 +38,7 @@ TRACK_NUMBER = 0xD7
 TRACK_TYPE = 0x83
 CODEC_ID = 0x86
 CLUSTER = 0x1F43B675
+CLUSTER_TIMECODE = 0xE7
 SIMPLE_BLOCK = 0xA3
 BLOCK_GROUP = 0xA0
 BLOCK = 0xA1
@@ -122,20 +124,30 @@ class RvdLayout:
     track_types: dict[int, int] = field(default_factory=dict)  # track number -> 1 video, 2 audio
     track_codecs: dict[int, str] = field(default_factory=dict)
     track_bytes: dict[int, int] = field(default_factory=dict)
+    #: track number -> its blocks in file (decode) order: (frame data offset, size, timecode)
+    blocks: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
 
     def stream_bytes(self, kind: int) -> int:
         return sum(b for t, b in self.track_bytes.items() if self.track_types.get(t) == kind)
 
 
-def _block_track(f: BinaryIO, off: int, size: int, path: str) -> int:
+def _block_header(f: BinaryIO, off: int, size: int, path: str) -> tuple[int, int, int]:
+    """A (Simple)Block's track number, relative timecode and header length (track, int16, flags)."""
     f.seek(off)
     try:
         v = _read_vint(f, keep_marker=False)
     except ValueError:
         v = None
-    if v is None or v[1] > size:
+    if v is None or v[1] + 3 > size:
         raise FormatError(path, f"corrupt Matroska block at offset {off}")
-    return v[0]
+    rel = int.from_bytes(f.read(2), "big", signed=True)
+    return v[0], rel, v[1] + 3
+
+
+def _add_block(lay: RvdLayout, f: BinaryIO, off: int, size: int, cluster_time: int, path: str) -> None:
+    track, rel, head = _block_header(f, off, size, path)
+    lay.track_bytes[track] = lay.track_bytes.get(track, 0) + size
+    lay.blocks.setdefault(track, []).append((off + head, size - head, cluster_time + rel))
 
 
 def scan(f: BinaryIO, path: str) -> RvdLayout:
@@ -172,15 +184,16 @@ def scan(f: BinaryIO, path: str) -> RvdLayout:
                 lay.track_types[num] = kind
                 lay.track_codecs[num] = codec
         elif eid == CLUSTER:
+            cluster_time = 0
             for cid, coff, csize in _children(f, off, size, path):
-                if cid == SIMPLE_BLOCK:
-                    t = _block_track(f, coff, csize, path)
-                    lay.track_bytes[t] = lay.track_bytes.get(t, 0) + csize
+                if cid == CLUSTER_TIMECODE:
+                    cluster_time = _uint(f, coff, csize)
+                elif cid == SIMPLE_BLOCK:
+                    _add_block(lay, f, coff, csize, cluster_time, path)
                 elif cid == BLOCK_GROUP:
                     for bid, boff, bsize in _children(f, coff, csize, path):
                         if bid == BLOCK:
-                            t = _block_track(f, boff, bsize, path)
-                            lay.track_bytes[t] = lay.track_bytes.get(t, 0) + bsize
+                            _add_block(lay, f, boff, bsize, cluster_time, path)
         elif eid == ATTACHMENTS:
             for aid, aoff, asize in _children(f, off, size, path):
                 if aid != ATTACHED_FILE:
@@ -235,8 +248,10 @@ class RvdFile:
         except RecursionError:
             raise FormatError(self.path, "manifest.json is nested too deeply") from None
         self._check_version()
+        from .checksums import check_seal
         from .manifest import validate
 
+        check_seal(self.manifest, self.path)  # a damaged or edited manifest is refused before it is read
         validate(self.manifest, self.path, self.file_size)  # every field, before anyone allocates from it
         if verify:
             self.verify()
@@ -319,10 +334,13 @@ class RvdFile:
 # --------------------------------------------------------------------------- writing
 def mux(video: str | os.PathLike, out: str | os.PathLike, attachments: list[tuple[Path, str]],
         audio: str | os.PathLike | None = None, title: str = "", layer: str | os.PathLike | None = None) -> None:
-    """Remux a video file (stream copy) with optional audio (to FLAC) and attachments into Matroska.
+    """Remux a video file (stream copy) with optional audio and attachments into Matroska.
 
     ``attachments`` are (file, mimetype); each is stored under its file name. ``layer``: the
     RAW layer's video file, copied in as the second video track (the sRGB stays track 0).
+    ``audio``: a FLAC track already in Matroska (:func:`encode_flac`), copied; a WAV is
+    encoded to FLAC here. Stream copy keeps every packet's bytes, so the CRC-32s the
+    encoder computes on these files hold for the .rvd.
     """
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", os.fspath(video)]
     if layer:
@@ -335,7 +353,8 @@ def mux(video: str | os.PathLike, out: str | os.PathLike, attachments: list[tupl
     # the sRGB track's colour description in the container too (players read it there first)
     cmd += ["-c:v", "copy", "-color_primaries:v:0", "bt709", "-color_trc:v:0", "iec61966-2-1"]
     if audio:
-        cmd += ["-map", f"{2 if layer else 1}:a:0", "-c:a", "flac"]
+        copy = Path(audio).suffix.lower() == ".mka"
+        cmd += ["-map", f"{2 if layer else 1}:a:0", "-c:a", "copy" if copy else "flac"]
     for i, (path, mime) in enumerate(attachments):
         cmd += ["-attach", os.fspath(path), f"-metadata:s:t:{i}", f"mimetype={mime}"]
     if title:
@@ -345,3 +364,13 @@ def mux(video: str | os.PathLike, out: str | os.PathLike, attachments: list[tupl
     if res.returncode != 0:
         lines = res.stderr.decode("utf-8", "replace").strip().splitlines()
         raise FormatError(out, f"muxing failed: {lines[-1] if lines else 'ffmpeg error'}")
+
+
+def encode_flac(wav: str | os.PathLike, out: str | os.PathLike) -> None:
+    """WAV to a FLAC track in Matroska (muxed by copy, so its packets can be checksummed first)."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", os.fspath(wav), "-map", "0:a:0",
+           "-c:a", "flac", "-f", "matroska", os.fspath(out)]
+    res = subprocess.run(cmd, capture_output=True)
+    if res.returncode != 0:
+        lines = res.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise FormatError(wav, f"audio encoding failed: {lines[-1] if lines else 'ffmpeg error'}")

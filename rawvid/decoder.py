@@ -1,6 +1,7 @@
 """Decoding: .rvd -> a DNG sequence, streaming, resumable, byte-identical whether resumed or not."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from .container import RvdFile, sha256_file
 from .dng import write_dng
 from .errors import FormatError, RawvidError
 from .model import DEFAULT_MODEL
-from .pipeline import ReadAhead, WriteBehind
+from .pipeline import ReadAhead, WriteBehind, cpu_threads
 from .sideinfo import CALIBRATION_NAME, LAYER_MAPS_NAME, REFINE_NAME
 
 #: ``progress(done, total)``
@@ -38,6 +39,7 @@ class DecodeOptions:
     tile: int | None = None  # network tile size in half-resolution pixels (None: automatic)
     resume: bool = False
     force: bool = False
+    salvage: bool = False  # a damaged track: write the frames decoded before the damage instead of refusing
 
 
 @dataclass
@@ -98,7 +100,12 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
 _FRAME_FILE = re.compile(r"\d{6,}\.dng")
 
 
-def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_name: str) -> int | None:
+def manifest_digest(m: dict) -> str:
+    """SHA-256 of a manifest (keys sorted): what identifies a clip in a decode folder's marker."""
+    return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()
+
+
+def _prepare_output(out: Path, digest: str, opts: DecodeOptions, rvd_name: str) -> int | None:
     """Check the output folder; returns the last complete frame index when resuming."""
     out.mkdir(parents=True, exist_ok=True)
     marker = out / DECODE_MARKER
@@ -106,7 +113,7 @@ def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_na
     mine = None
     if marker.is_file():
         try:
-            mine = json.loads(marker.read_text()).get("manifest_sha256") == manifest_digest
+            mine = json.loads(marker.read_text()).get("manifest_sha256") == digest
         except (json.JSONDecodeError, OSError):
             mine = False
     if existing and not opts.force:
@@ -124,11 +131,34 @@ def _prepare_output(out: Path, manifest_digest: str, opts: DecodeOptions, rvd_na
     from .atomic import atomic_write
 
     with atomic_write(marker) as f:
-        f.write(json.dumps({"manifest_sha256": manifest_digest, "rvd": rvd_name}).encode())
+        f.write(json.dumps({"manifest_sha256": digest, "rvd": rvd_name}).encode())
     if opts.resume and mine:
         done = [int(p.stem) for p in existing if p.stem.isdigit()]
         return max(done) if done else None
     return None
+
+
+def _checked_stop(rvd: RvdFile, layer, opts: DecodeOptions, stop: int, notes: list[str]) -> int:
+    """Check every packet's CRC-32 before decoding; a damaged track is refused, or with ``salvage``
+    the decode stops before the first frame the damage reaches. Damaged audio is only a note
+    (DNGs carry no audio)."""
+    from .checksums import check_tracks
+
+    check = check_tracks(rvd, [len(s) for s in layer.scales] if layer is not None else None)
+    if check.ok:
+        return stop
+    what = check.describe()
+    if not check.damaged.get("video") and not check.damaged.get("layer"):
+        notes.append(f"warning: {what} (CRC-32 mismatch); the DNGs carry no audio and are not affected")
+        return stop
+    clean = min(check.clean_frames.get(t, stop) for t in ("video", "layer") if check.damaged.get(t))
+    if not opts.salvage:
+        raise FormatError(rvd.path, f"{what} (CRC-32 mismatch); decode --salvage writes the {clean} frame(s) "
+                          "decoded before the damage")
+    if clean <= opts.start:
+        raise FormatError(rvd.path, f"{what}: no frame from {opts.start} on decodes before the damage")
+    notes.append(f"warning: {what}: --salvage writes frames {opts.start}:{min(stop, clean)} only")
+    return min(stop, clean)
 
 
 def _load_calibration(rvd: RvdFile, count: int):
@@ -192,7 +222,6 @@ def _layer_method(opts: DecodeOptions, m: dict, notes: list[str]) -> DecodeOptio
 def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: DecodeOptions | None = None, *,
            progress: Progress | None = None) -> DecodeResult:
     """Rebuild a DNG sequence from an .rvd: keyframes exactly, other frames chained by the method."""
-    import hashlib
 
     import torch
 
@@ -216,27 +245,33 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     layer = parse_layer(m, count, rvd_path)
     if layer is not None and layer.predictor == "chain":
         layer.load_maps(rvd.attachment(LAYER_MAPS_NAME), 3 * CURVE_KNOTS + 16, rvd_path)
+    notes: list[str] = []
+    stop = _checked_stop(rvd, layer, opts, stop, notes)
     keyframes = {int(k["index"]): k["file"] for k in m.get("keyframes", [])}
     if layer is not None:
         keyframes = {k: None for k in layer.idr}  # intra frames of the RAW layer, no DNGs
     if 0 not in keyframes:
         raise RawvidError(rvd_path, "the manifest lists no keyframe at frame 0")
     device = _select_device(opts.device)
-    notes: list[str] = []
     if opts.stop is not None and opts.stop > count:
         notes.append(f"--frames asks for frames up to {opts.stop}; the clip has {count}: decoding {opts.start}:{count}")
     if device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(cpu_threads())
     if layer is not None:
         opts = _layer_method(opts, m, notes)
     method = _make_method(opts, m, device, notes, rvd_path)
     out = Path(output)
-    digest = hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()  # identifies the clip
+    digest = manifest_digest(m)  # identifies the clip
     timings = method.timings
     # everything the file holds is checked before the output folder is touched
     calib = _load_calibration(rvd, count)
     refine = _load_refinement(rvd, count, method, opts.model or m.get("model") or DEFAULT_MODEL, notes)
     last_done = _prepare_output(out, digest, opts, Path(rvd_path).name)
+    from .atomic import remove_stale
+
+    stale = remove_stale(out)  # the half-written frame of a killed run
+    if stale:
+        notes.append(f"removed {len(stale)} temp file(s) left by an interrupted rawvid run")
     first_write = opts.start if last_done is None else max(opts.start, last_done + 1)
     key_from = max(k for k in keyframes if k <= first_write)
     written = 0
@@ -295,7 +330,10 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                         method.keyframe(raw, srgb)
                     mosaic = unpack(planes, info.cfa)
             elif i in keyframes:
-                mosaic, _ = read_dng_bytes(rvd.attachment(keyframes[i]), keyframes[i])
+                mosaic, _ = read_dng_bytes(rvd.attachment(keyframes[i]), f"{rvd.path}: keyframe {keyframes[i]}")
+                if mosaic.shape != (info.height, info.width):
+                    raise FormatError(rvd.path, f"keyframe {keyframes[i]} is {mosaic.shape[1]}x{mosaic.shape[0]}, "
+                                      f"the clip {info.width}x{info.height}")
                 raw = raw_planes(mosaic, info)
                 method.keyframe(raw, srgb)
             elif last_done is not None and i <= last_done:

@@ -5,7 +5,6 @@ import contextlib
 import datetime as _dt
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,11 +14,12 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale, temp_dir
 from .bayer import raw_planes
 from .chain import NETWORK_LAYOUT, network_method, select_device as _select_device
-from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_BINARY, MIME_DNG, MIME_JSON, RvdFile, mux,
-                        sha256_file)
+from .checksums import CHECKSUMS_NAME, sealed_json, track_file_crcs
+from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_BINARY, MIME_DNG, MIME_JSON, RvdFile,
+                        encode_flac, mux, sha256_file)
 from .dng import write_dng
 from .errors import RawvidError
 from .isp import libraw_version, render, render_params
@@ -251,7 +251,11 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
         count = stop - start
         keys = set(keyframe_indices(count, opts.keyframe_interval))
         info = src.info
-        with tempfile.TemporaryDirectory(prefix=".rawvid-", dir=output.parent) as td, \
+        stale = remove_stale(output.parent)  # what a killed run left beside its output
+        if stale:
+            notes.append(f"removed {len(stale)} temp file(s) left by an interrupted rawvid run: "
+                         f"{', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''}")
+        with temp_dir(output.parent) as td, \
                 atomic_path(output) as tmp_out:
             tdir = Path(td)
             timestamps: list[int] = []
@@ -288,9 +292,15 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             for name in side:
                 attachments[name] = sha256_file(tdir / name)
             audio = None
-            wav = tdir / "audio.wav"
+            wav, flac = tdir / "audio.wav", tdir / "audio.mka"
             if start == 0 and stop == src.frame_count and src.write_wav(wav):
                 audio = {"codec": "flac", "source": "MLV WAVI/AUDF"}
+                encode_flac(wav, flac)
+            tracks = {"video": tdir / "video.mkv", **({"layer": tdir / LAYER_NAME} if st is not None else {}),
+                      **({"audio": flac} if audio else {})}
+            (tdir / CHECKSUMS_NAME).write_text(json.dumps({"algorithm": "crc32", "tracks": track_file_crcs(tracks)},
+                                                          separators=(",", ":")))
+            attachments[CHECKSUMS_NAME] = sha256_file(tdir / CHECKSUMS_NAME)
             keylist = sorted(keys) if layer is None else []
             manifest = build_manifest(src, opts, count, timestamps, numbers, keylist, attachments, audio)
             manifest["noise_profile"] = None if noise is None else [noise.scale, noise.offset]
@@ -303,10 +313,10 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                     predictor.update({"method": "network", "model": model_label(model)} if net else
                                      {"method": "global-fit"})
                 manifest["raw_layer"] = st.to_dict(predictor, LAYER_NAME)
-            (tdir / MANIFEST_NAME).write_text(json.dumps(manifest, separators=(",", ":")))
+            (tdir / MANIFEST_NAME).write_bytes(sealed_json(manifest))  # sealed: the last change to the manifest
             files = [(tdir / MANIFEST_NAME, MIME_JSON)] + [(tdir / f"key_{k:06d}.dng", MIME_DNG) for k in keylist]
-            files += [(tdir / name, MIME_BINARY) for name in side]
-            mux(tdir / "video.mkv", tmp_out, files, audio=wav if audio else None,
+            files += [(tdir / name, MIME_BINARY) for name in side] + [(tdir / CHECKSUMS_NAME, MIME_JSON)]
+            mux(tdir / "video.mkv", tmp_out, files, audio=flac if audio else None,
                 title=f"rawvid {src.path.name}", layer=tdir / LAYER_NAME if st is not None else None)
     seconds = time.perf_counter() - t0
     return EncodeResult(output, count, seconds, RvdFile(output).sizes(), None if st is None else st.stats(), notes)

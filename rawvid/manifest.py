@@ -17,6 +17,8 @@ from .meta import CFA_PATTERNS, MAX_SIDE, SUPPORTED_BITS
 #: claiming more frames than the file could hold is refused before any per-frame list is built
 MIN_BYTES_PER_FRAME = 8
 MAX_FPS = 1000.0
+#: colour matrix and neutral entries a DNG's rationals can carry (real ones are within +-10)
+DNG_MATRIX_LIMIT = 1e4
 
 
 def _is_int(v: Any) -> bool:
@@ -57,8 +59,8 @@ def validate(m: Any, path, file_size: int) -> None:
     fps = m.get("fps")
     if not _is_num(fps) or not 0 < fps <= MAX_FPS:
         raise bad("fps", f"must be a number in (0, {MAX_FPS:g}]")
-    _numbers(m, "color_matrix", 9, bad)
-    _numbers(m, "as_shot_neutral", 3, bad, positive=True)
+    _numbers(m, "color_matrix", 9, bad, limit=DNG_MATRIX_LIMIT)  # SRATIONAL x/10000 in the DNG
+    _numbers(m, "as_shot_neutral", 3, bad, positive=True, limit=DNG_MATRIX_LIMIT)
     _numbers(m, "noise_profile", 2, bad)
     if "calibration_illuminant" in m and not (_is_int(m["calibration_illuminant"])
                                               and 0 <= m["calibration_illuminant"] <= 65535):
@@ -105,12 +107,15 @@ def _model_names(m: dict, bad) -> None:
             raise bad(where, f"must be a model name, not {name[:80]!r}")
 
 
-def _numbers(m: dict, key: str, n: int, bad, positive: bool = False) -> None:
+def _numbers(m: dict, key: str, n: int, bad, positive: bool = False, limit: float = math.inf) -> None:
+    """``n`` finite numbers (positive ones, within +-``limit``: what the DNG tag they go to can hold)."""
     v = m.get(key)
     if v is None:
         return
-    if not isinstance(v, list) or len(v) != n or not all(_is_num(x) and (x > 0 or not positive) for x in v):
-        raise bad(key, f"must be {n} finite{' positive' if positive else ''} numbers")
+    if not isinstance(v, list) or len(v) != n or \
+            not all(_is_num(x) and (x > 0 or not positive) and abs(x) <= limit for x in v):
+        raise bad(key, f"must be {n} finite{' positive' if positive else ''} numbers"
+                  + (f" within +-{limit:g}" if limit < math.inf else ""))
 
 
 def _camera(cam: Any, bad) -> None:

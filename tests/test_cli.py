@@ -32,7 +32,8 @@ def test_encode_then_info_on_the_example(tmp_path):
     out = tmp_path / "example.rvd"
     res = run_cli("encode", EXAMPLE, "-o", out)
     assert res.returncode == 0, res.stderr
-    assert "wrote" in res.stderr and "18 frames" in res.stderr
+    said = " ".join(res.stderr.split())  # whatever the terminal width wrapped
+    assert "wrote" in said and "18 frames" in said
     info = run_cli("info", out)
     assert info.returncode == 0 and "960x540 RGGB 14-bit" in info.stdout and "Canon EOS 550D" in info.stdout
     js = json.loads(run_cli("info", out, "--json").stdout)
@@ -178,8 +179,8 @@ def test_bad_rvd_checksum_and_version(mlv_factory, tmp_path):
 
     assert run_cli("encode", path, "-o", out, "--force").returncode == 0
     data = out.read_bytes()
-    assert data.count(b'"format_version":1,') == 1  # the manifest is compact JSON
-    out.write_bytes(data.replace(b'"format_version":1,', b'"format_version":7,'))
+    assert data.count(b'"format_version":2,') == 1  # the manifest is compact JSON
+    out.write_bytes(data.replace(b'"format_version":2,', b'"format_version":7,'))
     assert_clean_error(run_cli("info", out), "c.rvd", "format version 7 is newer")
 
 
@@ -209,6 +210,38 @@ def test_interrupted_encode_leaves_nothing(tmp_path, sig):
     assert "Traceback" not in err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], os.listdir(tmp_path)
+
+
+def test_a_killed_encode_is_cleaned_up_by_the_next(tmp_path):
+    """kill -9 leaves the temp folder and .part file; the next encode there removes them (their owner
+    is provably gone) and nothing of a live process or of another host."""
+    info = make_info(width=640, height=360)
+    from conftest import write_mlv
+
+    src = tmp_path / "long.MLV"
+    write_mlv(src, info, n=120)
+    out = tmp_path / "out.rvd"
+    proc = subprocess.Popen([sys.executable, "-m", "rawvid", "encode", str(src), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len([p for p in tmp_path.iterdir() if p.name.startswith(".")]) < 2:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait(timeout=30)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert any(n.startswith(".rawvid-") for n in left) and any(n.endswith(".part") for n in left), left
+    assert all(f"~{proc.pid}" in n for n in left)  # named for their owner
+    from rawvid.atomic import owner
+
+    live = tmp_path / f".other.rvd.{owner()}.abcd1234.part"  # this very process: alive
+    live.write_bytes(b"x")
+    foreign = tmp_path / ".other.rvd.elsewhere~1.abcd1234.part"  # another host on a shared disk
+    foreign.write_bytes(b"x")
+    res = run_cli("encode", src, "-o", out, "--frames", "0:2", "--refine", "off")
+    assert res.returncode == 0, res.stderr
+    assert "removed 2 temp file(s) left by an interrupted rawvid run" in " ".join(res.stderr.split())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted([live.name, foreign.name])
 
 
 def test_interrupted_decode_says_what_it_kept_and_resumes(tmp_path):

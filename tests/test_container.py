@@ -27,14 +27,14 @@ def test_encode_writes_a_complete_rvd(clip, tmp_path):
     res = encode(path, tmp_path / "c.rvd", EncodeOptions(keyframe_interval=4))
     rvd = RvdFile(res.output)
     m = rvd.manifest
-    assert m["format"] == "rawvid" and m["format_version"] == 1
+    assert m["format"] == "rawvid" and m["format_version"] == 2
     assert m["frame_count"] == 6 and (m["width"], m["height"], m["bits"], m["cfa"]) == (128, 96, 14, "RGGB")
     assert (m["black"], m["white"]) == (info.black, info.white)
     assert len(m["timestamps_us"]) == 6 and m["timestamps_us"][0] == 0
     assert [k["index"] for k in m["keyframes"]] == [0, 4]
     assert m["render"]["mode"] == "stable" and m["video"]["codec"] == "h265"
     # keyframes, and the block refinement of the default settings (MLV: every frame's RAW is known)
-    assert set(m["attachments"]) == {"key_000000.dng", "key_000004.dng", "refine.u8.zlib"}
+    assert set(m["attachments"]) == {"key_000000.dng", "key_000004.dng", "refine.u8.zlib", "tracks.crc32.json"}
     for k in (0, 4):  # keyframes are the true RAW, bit-exactly, and LibRaw opens them
         data = rvd.attachment(f"key_{k:06d}.dng")
         with rawpy.imread(io.BytesIO(data)) as raw:
@@ -50,7 +50,8 @@ def test_stock_ffmpeg_sees_video_and_attachments(clip, tmp_path):
     out = encode(clip[0], tmp_path / "c.rvd").output
     text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
     assert "Video: hevc" in text
-    assert len(re.findall(r"Stream #0:\d+: Attachment", text)) == 3  # manifest, keyframe, block refinement
+    # manifest, keyframe, block refinement, track checksums
+    assert len(re.findall(r"Stream #0:\d+: Attachment", text)) == 4
     assert "image/x-adobe-dng" in text and "manifest.json" in text and "refine.u8.zlib" in text
     frames = list(read_frames(out))
     assert len(frames) == 6 and frames[0].shape == (96, 128, 3)

@@ -10,6 +10,7 @@ from conftest import EXAMPLE, assert_clean_error_text, run_cli
 
 from rawvid.bayer import pack
 from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_name
+from rawvid.container import RvdFile
 from rawvid.dng import read_dng
 from rawvid.errors import RawvidError
 from rawvid.mlv import MLVReader
@@ -75,12 +76,20 @@ def test_network_decode_is_deterministic(mlv_factory, tiny_model, tmp_path):
     assert not np.array_equal(read_dng(tmp_path / "a" / frame_name(1))[0], mosaics[1])  # chained frames are predicted
 
 
-def test_resume_continues_identically(mlv_factory, tiny_model, tmp_path):
+@pytest.mark.parametrize("setup", ["keyframe-tiny", "rvd-per-frame-shipped", "per-frame-keyframes"])
+def test_resume_continues_identically(mlv_factory, tiny_model, tmp_path, setup):
+    """Issue 14 item 9: with per-frame calibration and the shipped network (--render rvd), resumed
+    after a keyframe too, the resumed decode writes the same bytes as one run."""
     path, _, _ = mlv_factory(n=6, width=128, height=96)
-    rvd = encode(path, tmp_path / "c.rvd").output
-    decode(rvd, tmp_path / "full", DecodeOptions(method="network", model=tiny_model))
-    decode(rvd, tmp_path / "part", DecodeOptions(method="network", model=tiny_model, stop=3))  # "interrupted"
-    res = decode(rvd, tmp_path / "part", DecodeOptions(method="network", model=tiny_model, resume=True))
+    opts, model = {"keyframe-tiny": (EncodeOptions(), tiny_model),
+                   "rvd-per-frame-shipped": (EncodeOptions(render="rvd"), None),
+                   "per-frame-keyframes": (EncodeOptions(calibration="per-frame", keyframe_interval=2), None)}[setup]
+    rvd = encode(path, tmp_path / "c.rvd", opts).output
+    if setup != "keyframe-tiny":
+        assert RvdFile(rvd).manifest["calibration"]["mode"] == "per-frame"
+    decode(rvd, tmp_path / "full", DecodeOptions(method="network", model=model))
+    decode(rvd, tmp_path / "part", DecodeOptions(method="network", model=model, stop=3))  # "interrupted"
+    res = decode(rvd, tmp_path / "part", DecodeOptions(method="network", model=model, resume=True))
     assert res.frames == 3
     for i in range(6):
         assert (tmp_path / "full" / frame_name(i)).read_bytes() == (tmp_path / "part" / frame_name(i)).read_bytes()
@@ -127,7 +136,7 @@ def test_cli_decode_bad_input(example_rvd, tmp_path, tiny_model):
     assert_clean_error_text(run_cli("decode", example_rvd, "-o", tmp_path / "o3", "--method", "network",
                                     "--model", wrong), "wrong.safetensors", "do not match")
     data = bytearray(example_rvd.read_bytes())
-    data = bytes(data).replace(b'"format_version":1,', b'"format_version":2,')  # compact JSON
+    data = bytes(data).replace(b'"format_version":2,', b'"format_version":3,')  # compact JSON
     (tmp_path / "future.rvd").write_bytes(data)
     assert_clean_error_text(run_cli("decode", tmp_path / "future.rvd", "-o", tmp_path / "o4"), "future.rvd",
                             "newer than this rawvid reads")

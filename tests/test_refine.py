@@ -142,10 +142,13 @@ def _tampered(rvd_path, tmp_path, edit_manifest=None, refine_data=None):
             data = refine_data
         (parts / name).write_bytes(data)
         m["attachments"][name] = sha256_file(parts / name)
-        files.append((parts / name, MIME_DNG if name.endswith(".dng") else MIME_BINARY))
+        files.append((parts / name, MIME_DNG if name.endswith(".dng") else MIME_JSON if name.endswith(".json")
+                      else MIME_BINARY))
     if edit_manifest:
         edit_manifest(m)
-    (parts / MANIFEST_NAME).write_text(json.dumps(m))
+    from rawvid.checksums import sealed_json
+
+    (parts / MANIFEST_NAME).write_bytes(sealed_json(m))  # edited on purpose: sealed again
     out = tmp_path / "tampered.rvd"
     mux(parts / "v.mkv", out, [(parts / MANIFEST_NAME, MIME_JSON), *files])
     return out

@@ -1,0 +1,126 @@
+"""Every byte of an .rvd checked: the manifest's seal, each packet's CRC-32, damage named by frame, --salvage."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_clean_error_text, run_cli
+
+from rawvid.checksums import CHECKSUMS_NAME, block_crcs, check_tracks, clean_prefix
+from rawvid.codec import DecodeOptions, EncodeOptions, LayerSettings, decode, encode
+from rawvid.container import MANIFEST_NAME, RvdFile, scan
+from rawvid.errors import FormatError
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """One clip with audio encoded twice: keyframes (H.265 with B-frames), and with a RAW layer."""
+    from conftest import make_info, write_mlv
+
+    root = tmp_path_factory.mktemp("sums")
+    write_mlv(root / "clip.MLV", make_info(96, 64), 8, audio=True)
+    plain = encode(root / "clip.MLV", root / "plain.rvd", EncodeOptions(refine="off", keyframe_interval=4)).output
+    layered = encode(root / "clip.MLV", root / "layer.rvd",
+                     EncodeOptions(refine="off", raw_layer=LayerSettings(target_psnr=45.0))).output
+    return root, plain, layered
+
+
+def _blocks(path, track_name):
+    from rawvid.checksums import track_names
+
+    with open(path, "rb") as f:
+        lay = scan(f, str(path))
+    num = next(t for t, n in track_names(lay).items() if n == track_name)
+    return lay.blocks[num]
+
+
+def _damaged_copy(src, dst, track, index):
+    """A copy with one byte flipped in the middle of a track's packet (the container stays intact)."""
+    off, size, _ = _blocks(src, track)[index]
+    data = bytearray(src.read_bytes())
+    data[off + size // 2] ^= 0x5A
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_the_recorded_crcs_are_the_muxed_packets(files):
+    _, plain, layered = files
+    for path in (plain, layered):
+        rvd = RvdFile(path)
+        m = rvd.manifest
+        assert m["format_version"] == 2 and len(m["manifest_sha256"]) == 64
+        recorded = json.loads(rvd.attachment(CHECKSUMS_NAME))["tracks"]
+        actual = {k: [c for c, _ in v] for k, v in block_crcs(path).items()}
+        assert recorded == actual and set(recorded) >= {"video", "audio"}
+        assert len(recorded["video"]) == 8
+        check = check_tracks(rvd)
+        assert check.ok and check.present and check.checked["video"] == 8
+    assert "layer" in json.loads(RvdFile(layered).attachment(CHECKSUMS_NAME))["tracks"]
+
+
+def test_a_damaged_srgb_frame_is_named_and_salvage_writes_what_came_before(files, tmp_path):
+    root, plain, _ = files
+    rows = _blocks(plain, "video")
+    display = sorted(range(len(rows)), key=lambda i: rows[i][2])
+    target = display.index(5)  # the packet (file order) of display frame 5
+    bad = _damaged_copy(plain, tmp_path / "bad.rvd", "video", target)
+    res = run_cli("info", bad, "--verify")
+    assert_clean_error_text(res, "bad.rvd", "sRGB video damaged at frame(s) 5", "CRC-32")
+    with pytest.raises(FormatError, match=r"sRGB video damaged at frame\(s\) 5 .*--salvage"):
+        decode(bad, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # refused before the folder was made
+    ranks = [sorted(r[2] for r in rows).index(r[2]) for r in rows]  # display index of each packet
+    clean = clean_prefix(ranks, target)
+    assert 0 < clean <= 5
+    got = decode(bad, tmp_path / "salvaged", DecodeOptions(method="global-fit", salvage=True))
+    assert got.frames == clean and any("--salvage writes frames 0:" in n for n in got.notes)
+    whole = tmp_path / "whole"
+    decode(plain, whole, DecodeOptions(method="global-fit"))
+    for i in range(clean):  # the frames decoded before the damage are exactly the undamaged file's
+        name = f"{i:06d}.dng"
+        assert (tmp_path / "salvaged" / name).read_bytes() == (whole / name).read_bytes()
+    assert not (tmp_path / "salvaged" / f"{clean:06d}.dng").exists()
+
+
+def test_a_damaged_layer_packet_and_damaged_audio(files, tmp_path):
+    _, plain, layered = files
+    bad = _damaged_copy(layered, tmp_path / "lay.rvd", "layer", 3)
+    assert_clean_error_text(run_cli("decode", bad, "-o", tmp_path / "o"), "lay.rvd", "RAW layer damaged at frame(s)")
+    got = decode(bad, tmp_path / "s", DecodeOptions(salvage=True))
+    assert 0 < got.frames <= 3
+    # audio: named by info --verify; decode goes on (the DNGs carry no audio) with a warning
+    noisy = _damaged_copy(plain, tmp_path / "audio.rvd", "audio", 1)
+    assert_clean_error_text(run_cli("info", noisy, "--verify"), "audio.rvd", "audio damaged")
+    res = decode(noisy, tmp_path / "a", DecodeOptions(method="global-fit"))
+    assert res.frames == 8 and any("audio damaged" in n for n in res.notes)
+    ok = run_cli("info", plain, "--verify")
+    assert ok.returncode == 0 and "packets OK" in ok.stdout
+
+
+def test_an_edited_manifest_is_refused(files, tmp_path):
+    _, plain, _ = files
+    data = plain.read_bytes()
+    assert data.count(b'"black":2048') == 1
+    edited = tmp_path / "edited.rvd"
+    edited.write_bytes(data.replace(b'"black":2048', b'"black":2049'))  # same length, in place
+    with pytest.raises(FormatError, match="manifest checksum mismatch"):
+        RvdFile(edited)
+    assert_clean_error_text(run_cli("info", edited), "edited.rvd", "manifest checksum mismatch")
+    # and a seal that is missing from a format-2 manifest
+    m = RvdFile(plain).manifest
+    text = json.dumps({k: v for k, v in m.items() if k != "manifest_sha256"}, separators=(",", ":")).encode()
+    with open(plain, "rb") as f:
+        att = next(a for a in scan(f, str(plain)).attachments if a.name == MANIFEST_NAME)
+    unsealed = tmp_path / "unsealed.rvd"
+    unsealed.write_bytes(data[: att.offset] + text.ljust(att.size) + data[att.offset + att.size :])
+    with pytest.raises(FormatError, match="no manifest_sha256"):
+        RvdFile(unsealed)
+
+
+def test_format_1_files_still_open(tmp_path):
+    from test_container import BASE, _rvd_with_manifest
+
+    path = _rvd_with_manifest(tmp_path, dict(BASE))
+    assert RvdFile(path).manifest["format_version"] == 1
+    res = run_cli("info", path, "--verify")
+    assert res.returncode == 0 and "no track checksums" in res.stdout
