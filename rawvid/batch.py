@@ -42,6 +42,7 @@ class Job:
     output: Path
     name: str  # the clip's path relative to its input root (tables, report)
     force: bool = False  # the output exists but is older than the input: rewrite it
+    video: str | None = None  # a clip of an RVD-layout folder (``input``): its video name
 
 
 def _is_clip(p: Path, mode: str) -> bool:
@@ -52,26 +53,42 @@ def _is_clip(p: Path, mode: str) -> bool:
     return p.is_dir() and any(q.suffix.lower() == ".dng" and q.is_file() for q in p.iterdir())
 
 
-def find_clips(root: Path, mode: str, skip: Path | None = None) -> list[Path]:
-    """Clips under ``root`` in name order: MLV files and DNG folders (decode: .rvd files).
-    Hidden entries and the ``skip`` folder (the output, when it lies inside an input) are left out."""
+def _layout_videos(p: Path, mode: str) -> list[tuple[Path, str]] | None:
+    """The clips of an RVD-layout folder (encode, bench), or None when ``p`` is not one."""
+    from .dataset import RVDLayout
+
+    if mode == "decode" or not RVDLayout.is_layout(p):
+        return None
+    return [(p, v.name) for v in RVDLayout.open(p).videos]
+
+
+def find_clips(root: Path, mode: str, skip: Path | None = None) -> list[tuple[Path, str | None]]:
+    """Clips under ``root`` in name order, as (path, video): MLV files, DNG folders and the videos
+    of RVD-layout folders (decode: .rvd files). Hidden entries and the ``skip`` folder (the output,
+    when it lies inside an input) are left out."""
     if _is_clip(root, mode):
-        return [root]
+        return [(root, None)]
     if not root.is_dir():
         return []
-    found: list[Path] = []
+    layout = _layout_videos(root, mode)
+    if layout is not None:
+        return layout
+    found: list[tuple[Path, str | None]] = []
     for p in sorted(root.iterdir()):
         if p.name.startswith(".") or (skip is not None and p.resolve() == skip):
             continue
         if _is_clip(p, mode):
-            found.append(p)
+            found.append((p, None))
         elif p.is_dir():
             found.extend(find_clips(p, mode, skip))
     return found
 
 
-def output_path(mode: str, clip: Path, rel: Path, out: Path) -> Path:
-    """Where a clip's output goes under ``out``: ``rel`` with the mode's suffix."""
+def output_path(mode: str, clip: Path, rel: Path, out: Path, video: str | None = None) -> Path:
+    """Where a clip's output goes under ``out``: ``rel`` with the mode's suffix (an RVD-layout
+    video: ``rel/VIDEO.rvd``)."""
+    if video is not None:
+        return out / rel / (f"{video}.rvd" if mode == "encode" else f"{video}.bench.json")
     if mode == "encode":  # clip.MLV -> clip.rvd; a DNG folder shot01/ -> shot01.rvd
         return out / (rel.with_suffix(".rvd") if clip.is_file() else rel.with_name(rel.name + ".rvd"))
     if mode == "decode":  # clip.rvd -> clip/ (a DNG sequence)
@@ -79,8 +96,12 @@ def output_path(mode: str, clip: Path, rel: Path, out: Path) -> Path:
     return out / rel.with_name(rel.name + ".bench.json")
 
 
-def _newest_mtime(clip: Path) -> float:
-    """Newest modification time of a clip's files (an MLV's split chunks, a DNG folder's frames)."""
+def _newest_mtime(clip: Path, video: str | None = None) -> float:
+    """Newest modification time of a clip's files (an MLV's split chunks, a DNG folder's frames; an
+    RVD-layout video: its index and its frame folders)."""
+    if video is not None:
+        parts = [clip / "data.json", clip / "RAW" / video, clip / "sRGB" / video]
+        return max(p.stat().st_mtime for p in parts if p.exists())
     if clip.is_dir():
         return max((q.stat().st_mtime for q in clip.iterdir() if q.suffix.lower() == ".dng"), default=0.0)
     chunks = [clip] + sorted(clip.parent.glob(clip.stem + ".[Mm][0-9][0-9]"))
@@ -109,7 +130,7 @@ def is_complete(job: Job) -> bool:
     """Whether a job's output is already complete (and not older than its input)."""
     if job.mode == "decode":
         return decode_complete(job.input, job.output)
-    return job.output.is_file() and job.output.stat().st_mtime >= _newest_mtime(job.input)
+    return job.output.is_file() and job.output.stat().st_mtime >= _newest_mtime(job.input, job.video)
 
 
 def plan(paths: Iterable[str | os.PathLike], out: str | os.PathLike, mode: str = "encode",
@@ -125,7 +146,7 @@ def plan(paths: Iterable[str | os.PathLike], out: str | os.PathLike, mode: str =
     for r in roots:
         if not r.exists():
             raise RawvidError(r, "no such file or folder")
-    names = [r.name if not _is_clip(r, mode) else r.parent.name for r in roots]
+    names = [r.name if not _is_clip(r, mode) else r.parent.name for r in roots]  # (a layout folder is a root)
     if len(roots) > 1 and len(set(names)) < len(names):
         raise RawvidError(None, f"input folders share a name ({', '.join(names)}): their outputs would mix; "
                           "give folders with distinct names")
@@ -136,20 +157,24 @@ def plan(paths: Iterable[str | os.PathLike], out: str | os.PathLike, mode: str =
         base = out if len(roots) == 1 else out / name
         clips = find_clips(root, mode, skip=out)
         if not clips:
-            kinds = ".rvd files" if mode == "decode" else "MLV files or DNG folders"
+            kinds = ".rvd files" if mode == "decode" else "MLV files, DNG folders or RVD-layout folders"
             raise RawvidError(root, f"no clips here ({kinds})")
-        for clip in clips:
-            rel = Path(clip.name) if clip == root else clip.relative_to(root)
-            target = output_path(mode, clip, rel, base)
+        for clip, video in clips:
+            if video is not None:  # an RVD-layout folder: its own name (or "." when it is the root)
+                rel = Path(".") if clip == root else clip.relative_to(root)
+            else:
+                rel = Path(clip.name) if clip == root else clip.relative_to(root)
+            target = output_path(mode, clip, rel, base, video)
             if target in seen:
                 raise RawvidError(clip, f"its output {target} is also {seen[target]}'s")
             seen[target] = clip
-            job = Job(mode, clip, target, str(Path(name) / rel if len(roots) > 1 else rel))
+            shown = rel / video if video is not None else rel
+            job = Job(mode, clip, target, str(Path(name) / shown if len(roots) > 1 else shown), video=video)
             if not redo and is_complete(job):
                 done.append(job)
             else:
                 stale = mode != "decode" and target.exists()
-                todo.append(Job(mode, clip, target, job.name, force=redo or stale))
+                todo.append(Job(mode, clip, target, job.name, force=redo or stale, video=video))
     return todo, done
 
 
@@ -193,7 +218,12 @@ def _tree_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
 
 
-def _clip_bytes(clip: Path) -> int:
+def _clip_bytes(clip: Path, video: str | None = None) -> int:
+    if video is not None:
+        from .dataset import RVDLayout
+
+        layout = RVDLayout.open(clip)
+        return layout.size_bytes(next(v for v in layout.videos if v.name == video))
     if clip.is_dir():
         return sum(q.stat().st_size for q in clip.iterdir() if q.suffix.lower() == ".dng")
     return sum(q.stat().st_size for q in [clip] + sorted(clip.parent.glob(clip.stem + ".[Mm][0-9][0-9]")))
@@ -210,7 +240,18 @@ def _encode(job: Job, s: BatchSettings, rep: ClipReport) -> None:
     from .encoder import EncodeOptions, encode
 
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    res = encode(job.input, job.output, s.encode or EncodeOptions(), force=job.force)
+    if job.video is not None:  # a clip of an RVD-layout folder: its RAW frames with the sRGB it gives
+        from .dataset import RVDLayout
+        from .source import rvd_video_source
+
+        layout = RVDLayout.open(job.input)
+        video = next((v for v in layout.videos if v.name == job.video), None)
+        if video is None:
+            raise RawvidError(job.input, f"no video {job.video!r} in data.json")
+        with rvd_video_source(layout, video) as src:
+            res = encode(src, job.output, s.encode or EncodeOptions(), force=job.force)
+    else:
+        res = encode(job.input, job.output, s.encode or EncodeOptions(), force=job.force)
     rep.frames, rep.notes = res.frames, list(res.notes)
     rep.bytes_out, rep.bits_per_pixel = res.sizes["file_bytes"], res.sizes["bits_per_pixel"]
     if res.layer:  # the RAW layer's reconstruction, measured by the encoder against the source
@@ -246,7 +287,8 @@ def _bench(job: Job, s: BatchSettings, rep: ClipReport) -> None:
             method = "global-fit"
     spec = MethodSpec(method, (dec.model or DEFAULT_MODEL) if method == "network" else None)
     setting = Setting(enc.video, enc.keyframe_interval, enc.render, enc.calibration, enc.refine)
-    results = run_bench([job.input], [spec], [setting], max_frames=s.bench_frames, device=dec.device)
+    results = run_bench([job.input], [spec], [setting], max_frames=s.bench_frames, device=dec.device,
+                        only=None if job.video is None else {f"{job.input.name}/{job.video}"})
     job.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(job.output) as f:
         f.write(json.dumps(results, indent=1, default=float).encode())
@@ -270,7 +312,7 @@ def run_job(job: Job, settings: BatchSettings) -> dict:
     rep = ClipReport(job.name, str(job.input), str(job.output), "done", worker=f"{socket.gethostname()}:{os.getpid()}")
     t0 = time.perf_counter()
     try:
-        rep.bytes_in = job.input.stat().st_size if job.mode == "decode" else _clip_bytes(job.input)
+        rep.bytes_in = job.input.stat().st_size if job.mode == "decode" else _clip_bytes(job.input, job.video)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             {"encode": _encode, "decode": _decode, "bench": _bench}[job.mode](job, settings, rep)
@@ -287,8 +329,8 @@ def run_job(job: Job, settings: BatchSettings) -> dict:
 
 def skipped_report(job: Job, previous: dict[str, dict]) -> dict:
     """A complete clip's line: its figures from the last report when it has them."""
-    old = previous.get(str(job.input))
-    if old and old.get("status") in ("done", "skipped") and old.get("output") == str(job.output):
+    old = previous.get(str(job.output))
+    if old and old.get("status") in ("done", "skipped"):
         return {**old, "status": "skipped"}
     size = _tree_bytes(job.output) if job.output.is_dir() else job.output.stat().st_size
     return asdict(ClipReport(job.name, str(job.input), str(job.output), "skipped", bytes_out=size))
@@ -462,7 +504,7 @@ def _totals(clips: list[dict], wall: float, startup: float) -> dict:
 def _load_previous(path: Path) -> dict[str, dict]:
     try:
         old = json.loads(path.read_text())
-        return {c["input"]: c for c in old.get("clips", []) if isinstance(c, dict) and "input" in c}
+        return {c["output"]: c for c in old.get("clips", []) if isinstance(c, dict) and "output" in c}
     except (OSError, ValueError, TypeError, AttributeError):
         return {}
 

@@ -257,9 +257,12 @@ def versions() -> dict:
 
 def run_bench(paths: list[Path], methods: list[MethodSpec], settings: list[Setting], *, reencode: bool = False,
               max_frames: int | None = None, device: str = "auto", progress: BenchProgress | None = None,
-              clip_done: Callable[[int, int], None] | None = None) -> dict:
-    """Bench every clip under every setting with every method; returns the full results."""
-    clips = discover(paths)
+              clip_done: Callable[[int, int], None] | None = None, only: set[str] | None = None) -> dict:
+    """Bench every clip under every setting with every method; returns the full results.
+    ``only``: bench just the clips of these names (``rawvid batch``'s one clip of an RVD-layout folder)."""
+    clips = [c for c in discover(paths) if only is None or c.name in only]
+    if only is not None and not clips:
+        raise RawvidError(paths[0] if paths else None, f"no clip named {', '.join(sorted(only))}")
     jobs: list[tuple[Clip, Setting]] = []
     for clip in clips:
         seen = set()

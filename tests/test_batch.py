@@ -175,3 +175,33 @@ def test_batch_bad_input(tmp_path):
     assert_clean_error_text(run_cli("batch", tmp_path / "empty", "-o", tmp_path / "file"), "not a folder")
     job = Job("encode", tmp_path / "x.MLV", tmp_path / "x.rvd", "x.MLV")
     assert not job.force
+
+
+def test_rvd_layout_folders_are_clips(tmp_path):
+    """An RVD-layout split (data.json, RAW/, sRGB/): each video is a clip, encoded with the sRGB it gives."""
+    from test_dataset import example_scenes
+
+    from rawvid.batch import BatchSettings
+    from rawvid.dataset import RVDLayout, build_dataset
+    from rawvid.decoder import DecodeOptions
+    from rawvid.encoder import EncodeOptions
+
+    build_dataset(tmp_path / "ds", example_scenes(), seed=1, frames=3, test_frames=3, size=(64, 64),
+                  clips_per_scene=1, test_fraction=0.34, renders=("stable",))
+    split = tmp_path / "ds" / "stable" / "test"
+    videos = [v.name for v in RVDLayout.open(split).videos]
+    res = run_batch([tmp_path / "ds"], tmp_path / "out", BatchSettings(encode=EncodeOptions(refine="off")))
+    clips = _by_clip(res.report)
+    assert {f"stable/test/{v}" for v in videos} <= set(clips)
+    for v in videos:
+        c = clips[f"stable/test/{v}"]
+        assert c["status"] == "done" and c["output"] == str((tmp_path / "out" / "stable" / "test" / f"{v}.rvd").resolve())
+        m = RvdFile(c["output"]).manifest
+        assert m["frame_count"] == 3 and m["source"]["kind"] == "rvd-layout"
+    again = run_batch([split], tmp_path / "out2", BatchSettings(encode=EncodeOptions(refine="off")))
+    assert sorted(c["clip"] for c in again.clips) == sorted(videos)  # the split itself as the input
+    bench = run_batch([split], tmp_path / "bench", BatchSettings("bench", EncodeOptions(refine="off"),
+                                                                  DecodeOptions(method="global-fit")))
+    (first, *_) = bench.clips
+    assert first["status"] == "done" and json.loads(Path(first["output"]).read_text())["runs"][0]["clip"].endswith(
+        first["clip"])
