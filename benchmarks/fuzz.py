@@ -343,6 +343,14 @@ def run_rvd_case(path: Path, work: Path, decode: bool = False) -> None:
         rvd.sizes()
         for name in rvd.manifest["attachments"]:
             rvd.attachment(name)
+        from click.testing import CliRunner
+
+        from rawvid.cli import main
+
+        for args in (["info", str(path)], ["info", str(path), "--json", "--verify"]):  # the CLI's own rendering
+            res = CliRunner().invoke(main, args)
+            if res.exception is not None and not isinstance(res.exception, SystemExit):
+                raise res.exception
         if decode:
             from rawvid.codec import DecodeOptions, decode as run_decode
 

@@ -147,7 +147,7 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
             lj92_cache[clip.name] = lj92_dng_bytes(src, stop)
         rvd = RvdFile(rvd_path)
         sizes, manifest = rvd.sizes(), rvd.manifest
-        refine_mode = manifest.get("refine", {}).get("mode", "off")
+        refine_mode = (manifest.get("refine") or {}).get("mode", "off")
         keyframes = {k["index"] for k in manifest["keyframes"]}
         samples = stop * info.width * info.height
         rate = {
@@ -184,7 +184,7 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
             last = per_frame[-1]
             runs.append({
                 "clip": clip.name, "kind": clip.kind, "tags": clip.tags, "setting": setting.label,
-                "calibration": manifest.get("calibration", {}).get("mode", "keyframe"), "refine": refine_mode,
+                "calibration": (manifest.get("calibration") or {}).get("mode", "keyframe"), "refine": refine_mode,
                 "method": spec.label, "model": spec.model, "frames": stop, "scored_frames": len(scored),
                 "psnr_paper": _mean([f["psnr_paper"] for f in scored]),
                 "psnr_black": _mean([f["psnr_black"] for f in scored]),

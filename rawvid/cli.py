@@ -128,7 +128,7 @@ ENCODE_OPTIONS = [
     click.option("--lossless", is_flag=True, help="Store the sRGB stream losslessly (FFV1), as the paper did."),
     click.option("--frames", "frame_range", default=None, metavar="START:END",
                  help="Only these frames (END exclusive)."),
-    click.option("--fps", type=float, default=None, help="Override the frame rate (DNG folders default to 25)."),
+    click.option("--fps", type=click.FloatRange(0.001, 1000.0, min_open=False), default=None, help="Override the frame rate (DNG folders default to 25)."),
     click.option("--calibration", default="auto", show_default=True, type=click.Choice(CALIBRATIONS),
                  help="per-frame: store every frame's global sRGB-to-RAW map (230 bytes a frame); "
                       "auto: per-frame for rvd rendering, keyframe for stable."),
@@ -800,8 +800,11 @@ def info(path, as_json, verify):
         if check and not check.ok:
             _fail(f"{path}: {check.describe()} (CRC-32 mismatch)")
         return
-    cam = m.get("camera", {})
-    vid = m.get("video", {})
+    from .rawlayer import parse_layer
+
+    parse_layer(m, int(m["frame_count"]), path)  # the RAW layer's fields, checked as decode checks them
+    cam = m.get("camera") or {}
+    vid = m.get("video") or {}
     n, fps = m["frame_count"], m.get("fps") or 0
     keys = [k["index"] for k in m.get("keyframes", [])]
     t = Table(title=f"{path.name}", show_header=False, title_justify="left")
@@ -829,14 +832,15 @@ def info(path, as_json, verify):
         t.add_row("noise", f"variance {noise[0]:.3g} x + {noise[1]:.3g} (DNG NoiseProfile, measured on frame 0)")
     t.add_row("keyframes", f"{len(keys)} RAW ({'first frame only' if not m.get('keyframe_interval') else 'every ' + str(m['keyframe_interval'])}): "
               f"{', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''}")
-    t.add_row("render", m.get("render", {}).get("mode", "?"))
+    t.add_row("render", _shown((m.get("render") or {}).get("mode")))
     t.add_row("video", "FFV1 lossless" if vid.get("lossless") else f"{vid.get('codec')} crf {vid.get('crf')} "
               f"{vid.get('preset')} {vid.get('pix_fmt')}")
-    t.add_row("audio", m["audio"]["codec"] if m.get("audio") else "none")
+    t.add_row("audio", _shown((m.get("audio") or {}).get("codec")) if m.get("audio") else "none")
     ref = m.get("refine") or {"mode": "off"}
-    t.add_row("side info", f"calibration {(m.get('calibration') or {}).get('mode', 'keyframe')}, refinement "
-              + (f"{ref['mode']} ({ref.get('block')} px, for model {ref.get('model')})" if ref["mode"] == "blocks"
-                 else ref["mode"]))
+    mode = _shown(ref.get("mode"))
+    t.add_row("side info", f"calibration {_shown((m.get('calibration') or {}).get('mode', 'keyframe'))}, refinement "
+              + (f"{mode} ({_shown(ref.get('block'))} px, for model {_shown(ref.get('model'))})" if mode == "blocks"
+                 else mode))
     t.add_row("size", f"{_human(sizes['file_bytes'])}: video {_human(sizes['video_bytes'])}, keyframes "
               f"{_human(sizes['keyframe_bytes'])}, audio {_human(sizes['audio_bytes'])}, manifest "
               f"{_human(sizes['manifest_bytes'])}, side info {_human(sizes['side_info_bytes'])}")
@@ -852,6 +856,11 @@ def info(path, as_json, verify):
     out.print(t)
     if check is not None and not check.ok:
         _fail(f"{path}: {check.describe()} (CRC-32 mismatch)")
+
+
+def _shown(v) -> str:
+    """A manifest value as table text (whatever its type: the file is not trusted)."""
+    return "?" if v is None else str(v)[:80]
 
 
 def _verify_tracks(rvd):

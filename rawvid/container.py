@@ -291,7 +291,7 @@ class RvdFile:
 
     def attachment(self, name: str) -> bytes:
         """The bytes of an attachment listed in the manifest (checked against its sha256)."""
-        expected = self.manifest.get("attachments", {})
+        expected = self.manifest.get("attachments") or {}
         if name not in expected or name not in self._by_name:
             raise FormatError(self.path, f"no attachment {name!r}")
         data = self._read(self._by_name[name])
@@ -324,7 +324,7 @@ class RvdFile:
             "keyframe_bits_per_pixel": 8 * keyframe_bytes / samples if samples else 0.0,
             "side_info_bytes": side_bytes,  # per-frame calibration and block refinement
         }
-        src = m.get("source", {}).get("bytes")
+        src = (m.get("source") or {}).get("bytes")
         if src:
             d["source_bytes"] = src
             d["ratio_vs_source"] = src / self.file_size

@@ -169,7 +169,7 @@ def _load_calibration(rvd: RvdFile, count: int):
     if c.get("mode") != "per-frame":
         return None
     data = rvd.attachment(c.get("file", CALIBRATION_NAME))
-    n, k = int(c.get("values_per_frame", 0)), int(c.get("knots", 0))
+    n, k = c.get("values_per_frame", 0), c.get("knots", 0)  # integers: the manifest schema checked them
     if n <= 0 or len(data) != 2 * n * count or n != 3 * k + 16:
         raise RawvidError(rvd.path, "calibration attachment does not match the manifest")
     arr = np.frombuffer(data, dtype="<f2").reshape(count, n).astype(np.float64)

@@ -67,6 +67,8 @@ COMPRESSION_LJ92 = 7
 
 
 def _rational(x: float, limit: int = 1_000_000) -> tuple[int, int]:
+    """x as a TIFF RATIONAL; the denominator shrinks so that the numerator fits 32 bits."""
+    limit = max(1, min(limit, int((2**31 - 1) // max(abs(x), 1.0))))
     f = Fraction(x).limit_denominator(limit)
     return f.numerator, f.denominator
 

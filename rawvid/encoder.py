@@ -21,7 +21,8 @@ from .checksums import CHECKSUMS_NAME, sealed_json, track_file_crcs
 from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_BINARY, MIME_DNG, MIME_JSON, RvdFile,
                         encode_flac, mux, sha256_file)
 from .dng import write_dng
-from .errors import RawvidError
+from .errors import FormatError, RawvidError
+from .manifest import validate as validate_manifest
 from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
 from .model import DEFAULT_MODEL, missing_weights_note, model_label
@@ -280,6 +281,10 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                         progress(i + 1, count)
             if len(timestamps) != count:
                 raise RawvidError(src.path, f"expected {count} frames, read {len(timestamps)}")
+            if any(b < a for a, b in zip(timestamps, timestamps[1:])) or min(timestamps) < 0:
+                notes.append(f"warning: {src.path}: the frame timestamps run backwards (a damaged recording); "
+                             "the .rvd records frame index / fps instead")
+                timestamps = [int(round(k * 1e6 / info.fps)) for k in range(count)]
             calib = refine = st = None
             if per_frame or blocks or layer is not None:
                 method = network_method(model, info.width, info.height, device) if net else None
@@ -295,7 +300,12 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             wav, flac = tdir / "audio.wav", tdir / "audio.mka"
             if start == 0 and stop == src.frame_count and src.write_wav(wav):
                 audio = {"codec": "flac", "source": "MLV WAVI/AUDF"}
-                encode_flac(wav, flac)
+                try:
+                    encode_flac(wav, flac)
+                except FormatError as exc:  # sound ffmpeg cannot encode: the pictures are still good
+                    notes.append(f"warning: {src.path}: audio dropped, it cannot be encoded "
+                                 f"({str(exc).rsplit(': ', 1)[-1]})")
+                    audio = None
             tracks = {"video": tdir / "video.mkv", **({"layer": tdir / LAYER_NAME} if st is not None else {}),
                       **({"audio": flac} if audio else {})}
             (tdir / CHECKSUMS_NAME).write_text(json.dumps({"algorithm": "crc32", "tracks": track_file_crcs(tracks)},
@@ -313,6 +323,10 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                     predictor.update({"method": "network", "model": model_label(model)} if net else
                                      {"method": "global-fit"})
                 manifest["raw_layer"] = st.to_dict(predictor, LAYER_NAME)
+            try:  # never write an .rvd that info and decode would refuse
+                validate_manifest(json.loads(json.dumps(manifest)), output, 1 << 62)  # as a reader will see it
+            except FormatError as exc:
+                raise RawvidError(src.path, f"the source's metadata cannot be stored ({exc.message})") from None
             (tdir / MANIFEST_NAME).write_bytes(sealed_json(manifest))  # sealed: the last change to the manifest
             files = [(tdir / MANIFEST_NAME, MIME_JSON)] + [(tdir / f"key_{k:06d}.dng", MIME_DNG) for k in keylist]
             files += [(tdir / name, MIME_BINARY) for name in side] + [(tdir / CHECKSUMS_NAME, MIME_JSON)]

@@ -11,12 +11,11 @@ import math
 from typing import Any
 
 from .errors import FormatError
-from .meta import CFA_PATTERNS, MAX_SIDE, SUPPORTED_BITS
+from .meta import CFA_PATTERNS, MAX_FPS, MAX_SIDE, SUPPORTED_BITS
 
 #: a frame costs at least this many bytes of the file (its video packet and framing): a manifest
 #: claiming more frames than the file could hold is refused before any per-frame list is built
 MIN_BYTES_PER_FRAME = 8
-MAX_FPS = 1000.0
 #: colour matrix and neutral entries a DNG's rationals can carry (real ones are within +-10)
 DNG_MATRIX_LIMIT = 1e4
 
@@ -50,11 +49,11 @@ def validate(m: Any, path, file_size: int) -> None:
     if width % 2 or height % 2:
         raise bad("width/height", f"{width}x{height} is not whole Bayer quads")
     bits = m.get("bits")
-    if bits not in SUPPORTED_BITS or not _is_int(bits):
+    if not _is_int(bits) or bits not in SUPPORTED_BITS:
         raise bad("bits", f"must be one of {SUPPORTED_BITS}")
     black = need_int("black", 0, (1 << bits) - 2)
     need_int("white", black + 1, (1 << bits) - 1)
-    if m.get("cfa") not in CFA_PATTERNS:
+    if not isinstance(m.get("cfa"), str) or m["cfa"] not in CFA_PATTERNS:
         raise bad("cfa", f"must be one of {', '.join(CFA_PATTERNS)}")
     fps = m.get("fps")
     if not _is_num(fps) or not 0 < fps <= MAX_FPS:
@@ -78,7 +77,7 @@ def validate(m: Any, path, file_size: int) -> None:
         raise bad("keyframes", f"must list {{index < {count}, file}} objects")
     _model_names(m, bad)
     _camera(m.get("camera"), bad)
-    for key in ("attachments", "calibration", "refine", "video", "source"):
+    for key in ("attachments", "calibration", "refine", "video", "source", "render"):
         if key in m and m[key] is not None and not isinstance(m[key], dict):
             raise bad(key, "must be an object")
     att = m.get("attachments") or {}
@@ -87,6 +86,13 @@ def validate(m: Any, path, file_size: int) -> None:
     for key in ("raw_layer", "audio"):
         if m.get(key) is not None and not isinstance(m[key], dict):
             raise bad(key, "must be an object")
+    src_bytes = (m.get("source") or {}).get("bytes")
+    if src_bytes is not None and (not _is_int(src_bytes) or src_bytes < 0):
+        raise bad("source.bytes", "must be a non-negative integer")
+    cal = m.get("calibration") or {}
+    for key in ("values_per_frame", "knots"):
+        if cal.get(key) is not None and (not _is_int(cal[key]) or not 0 <= cal[key] <= 4096):
+            raise bad(f"calibration.{key}", "must be an integer in 0..4096")
 
 
 def _model_names(m: dict, bad) -> None:

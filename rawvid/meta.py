@@ -20,6 +20,10 @@ D65_XYZ = np.array([0.95047, 1.0, 1.08883])
 
 #: Largest frame side rawvid accepts from a file header (refuse absurd sizes before allocating).
 MAX_SIDE = 16384
+#: the smallest frame side LibRaw (and so every raw developer built on it) opens as a DNG
+MIN_SIDE = 22
+#: the highest frame rate a clip may claim (DNG timecodes and rationals hold it)
+MAX_FPS = 1000.0
 
 SUPPORTED_BITS = (10, 12, 14, 16)
 
@@ -114,7 +118,7 @@ class RawInfo:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RawInfo":
         d = dict(d)
-        d["camera"] = Camera(**d.get("camera", {}))
+        d["camera"] = Camera(**(d.get("camera") or {}))
         for key in ("color_matrix", "as_shot_neutral", "noise_profile"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])

@@ -21,7 +21,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from .errors import FormatError, RawvidWarning, UnsupportedError
-from .meta import CFA_PATTERNS, MAX_SIDE, Camera, Frame, RawInfo, cfa_from_colors, neutral_from_matrix
+from .meta import CFA_PATTERNS, MAX_FPS, MAX_SIDE, MIN_SIDE, Camera, Frame, RawInfo, cfa_from_colors, neutral_from_matrix
 
 MLVI_SIZE = 52
 RAWI_SIZE = 180
@@ -252,6 +252,9 @@ def _parse_rawi(b: bytes, idx: MLVIndex, path: str) -> None:
         raise FormatError(path, f"absurd frame size {xres}x{yres} in RAWI")
     if xres % 2 or yres % 2:
         raise UnsupportedError(path, f"odd frame size {xres}x{yres} (Bayer frames need even sides)")
+    if xres < MIN_SIDE or yres < MIN_SIDE:
+        raise UnsupportedError(path, f"frame size {xres}x{yres} is under {MIN_SIDE} pixels a side: LibRaw, and "
+                               "every raw developer built on it, cannot open such DNGs")
     if bpp not in MLV_BITS:
         raise UnsupportedError(path, f"unsupported bit depth {bpp} in RAWI (rawvid reads 10, 12, 14 and 16)")
     if not (0 <= black < white < (1 << bpp)):
@@ -312,12 +315,15 @@ def _parse_meta(kind: bytes, b: bytes, idx: MLVIndex) -> None:
             idx.audio_format = fmt
         else:  # checked here, not after the video is encoded: the pixels are good, the sound is dropped
             idx.warnings.append(f"unusable audio header (format {fmt.format}, {fmt.channels} channel(s), "
-                                f"{fmt.rate} Hz, {fmt.bits} bits): encoding the video without its audio")
+                                f"{fmt.rate} Hz, {fmt.bits} bits, blocks of {fmt.block_align} bytes): "
+                                "encoding the video without its audio")
 
 
 def audio_format_ok(fmt: AudioFormat) -> bool:
-    """A WAVI header a WAV file can carry: PCM, 8-32 bits, 1-16 channels, 1 Hz - 768 kHz."""
-    return fmt.format == 1 and fmt.bits in (8, 16, 24, 32) and 0 < fmt.channels <= 16 and 0 < fmt.rate <= 768_000
+    """A WAVI header a WAV file can carry: PCM, 8-32 bits, 1-16 channels, 1 Hz - 768 kHz, and a block
+    of one sample per channel (the AUDF payloads are cut to whole blocks)."""
+    return (fmt.format == 1 and fmt.bits in (8, 16, 24, 32) and 0 < fmt.channels <= 16 and 0 < fmt.rate <= 768_000
+            and fmt.block_align == fmt.channels * fmt.bits // 8)
 
 
 def _index_chunk(f: BinaryIO, ci: int, size: int, idx: MLVIndex, path: str) -> None:
@@ -387,6 +393,9 @@ class MLVReader:
         idx = self.index
         head = idx.headers[0]
         fps = head.fps if head.fps > 0 else 25.0
+        if fps > MAX_FPS:  # a damaged header: the pixels are still good; a timecode cannot say this
+            idx.warnings.append(f"frame rate {fps:.6g} fps in MLVI is not plausible; using 25 (set --fps)")
+            fps = 25.0
         neutral = idx.neutral
         if neutral is None and idx.kelvin is not None and idx.color_matrix:
             neutral = neutral_from_matrix(idx.color_matrix, idx.kelvin)  # the camera's WB, not D65
@@ -502,6 +511,7 @@ class MLVReader:
         fmt = self.audio_format
         if fmt is None or not audio_format_ok(fmt):
             return False
+        written = 0
         with wave.open(os.fspath(path), "wb") as out:
             out.setnchannels(fmt.channels)
             out.setsampwidth(fmt.bits // 8)
@@ -512,7 +522,8 @@ class MLVReader:
                 data = f.read(ref.size)
                 usable = len(data) - len(data) % max(1, fmt.block_align)
                 out.writeframes(data[:usable])
-        return True
+                written += usable
+        return written > 0  # a header without a sample is no audio (an empty track would not mux)
 
     def close(self) -> None:
         for f in self._files:

@@ -405,9 +405,9 @@ class LayerReader:
         import av
 
         self.path, self.width, self.height = Path(path), width, height
-        try:
-            self._in = av.open(os.fspath(self.path))
-        except av.FFmpegError as e:
+        try:  # a damaged file may carry tags that are not UTF-8: they are not ours to trust anyway
+            self._in = av.open(os.fspath(self.path), metadata_errors="replace")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise FormatError(self.path, f"cannot open the RAW layer ({e})") from None
         videos = [s for s in self._in.streams if s.type == "video"]
         if len(videos) < 2:

@@ -243,7 +243,7 @@ def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work:
     lay = manifest.get("raw_layer")
     if lay:
         extra.update(passes=[len(x) for x in lay["scales"]], intra=lay["intra"], target=lay.get("target_psnr"),
-                     predictor=lay["predictor"]["mode"], refine=manifest.get("refine", {}).get("mode"),
+                     predictor=lay["predictor"]["mode"], refine=(manifest.get("refine") or {}).get("mode"),
                      crf=lay.get("crf"), qp=lay.get("qp"), pilot=lay.get("pilot"))
     rvd_path.unlink(missing_ok=True)
     return RDPoint(codec, setting, clip.name, sizes["bits_per_pixel"], 8 * raw_part / _samples(clip),

@@ -228,6 +228,12 @@ def test_keyframe_indices_and_ranges():
     (lambda m: m.update(camera={"shoe": 1}), "camera"),
     (lambda m: m.update(color_matrix=[1, 2, "x"]), "color_matrix"),
     (lambda m: m.update(keyframes=[{"index": 5, "file": "k.dng"}]), "keyframes"),
+    # found by benchmarks/fuzz.py: unhashable values, numbers as strings, finite but absurd matrices
+    (lambda m: m.update(cfa=["RGGB"]), "cfa"),
+    (lambda m: m.update(bits={"14": 1}), "bits"),
+    (lambda m: m.update(source={"bytes": "9"}), "source.bytes"),
+    (lambda m: m.update(calibration={"mode": "per-frame", "values_per_frame": ""}), "calibration.values_per_frame"),
+    (lambda m: m.update(color_matrix=[1e308] * 9), "color_matrix"),
 ])
 def test_the_manifest_schema_refuses_bad_fields_before_allocating(tmp_path, edit, field):
     m = json.loads(json.dumps(BASE))
@@ -258,3 +264,40 @@ def test_a_zero_ebml_byte_is_a_clean_error_naming_file_and_offset(tmp_path, clip
     with pytest.raises(FormatError, match=r"bad\.rvd.*invalid EBML integer.*offset 0"):
         RvdFile(bad)
     assert_clean_error_text(run_cli("info", bad), "bad.rvd", "invalid EBML integer")
+
+
+def test_backwards_timestamps_never_make_an_unreadable_rvd(tmp_path):
+    """Found by benchmarks/fuzz.py: a damaged MLV whose frame timestamps run backwards gave an .rvd
+    that info and decode refused. The encoder records index / fps instead, with a warning."""
+    from conftest import make_info, make_mosaic
+
+    from rawvid.mlv import MLVWriter
+
+    info = make_info(96, 64)
+    path = tmp_path / "back.MLV"
+    with MLVWriter(path, info) as w:
+        for i, ts in enumerate((500_000, 100_000, 200_000)):
+            w.write_frame(make_mosaic(info, seed=i), number=i, timestamp_us=ts)
+    res = encode(path, tmp_path / "b.rvd", EncodeOptions(refine="off"))
+    assert any("timestamps run backwards" in n for n in res.notes)
+    m = RvdFile(res.output).manifest
+    assert m["timestamps_us"] == [0, 40000, 80000]
+    assert run_cli("info", res.output).returncode == 0
+
+
+@pytest.mark.parametrize("edit", [dict(camera=None), dict(source=None), dict(video=None, render=None),
+                                  dict(render={"mode": 5}, refine={"mode": True}, audio={"codec": 3},
+                                       calibration={"mode": ["x"]}, video={"codec": 1.5})],
+                         ids=["camera", "source", "video-render", "any-types"])
+def test_null_optional_fields_are_read_as_absent(tmp_path, edit):
+    """Found by benchmarks/fuzz.py: a null camera or source crashed info and decode."""
+    path = _rvd_with_manifest(tmp_path, {**BASE, **edit})
+    assert RvdFile(path).sizes()["file_bytes"] > 0
+    res = run_cli("info", path)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    from rawvid.decoder import info_from_manifest
+
+    assert info_from_manifest(RvdFile(path).manifest).width == 32
+    (tmp_path / "r").mkdir()
+    bad = _rvd_with_manifest(tmp_path / "r", {**BASE, "render": "x"})
+    assert_clean_error_text(run_cli("info", bad), "manifest render")

@@ -100,3 +100,40 @@ def test_the_worker_reports_hangs_memory_and_deaths(tmp_path):
         r.close()
     assert fuzz.classify(MemoryError(), Path("x.MLV"))[0] == "memory"
     assert fuzz.classify(KeyError("k"), Path("x.MLV"))[0] == "crash"
+
+
+def test_a_damaged_keyframe_dng_is_named_with_its_rvd(seeds, tmp_path):
+    """Found by the fuzzer: a keyframe whose bytes (and checksum) were changed failed naming only
+    the attachment; the error names the .rvd and the keyframe."""
+    rnd = random.Random(0)
+    for _ in range(200):
+        got = fuzz.mutate_attachment(seeds.rvd[0], rnd)
+        if got and got[0] == "attachment:key":
+            break
+    else:
+        pytest.skip("no keyframe mutation drawn")
+    path = tmp_path / "k.rvd"
+    path.write_bytes(got[1])
+    from rawvid.codec import decode
+    from rawvid.errors import RawvidError
+
+    try:
+        decode(path, tmp_path / "out")
+    except RawvidError as exc:
+        assert "k.rvd" in str(exc) and "keyframe" in str(exc)
+
+
+def test_non_utf8_tags_in_the_layer_track_are_not_trusted(seeds, tmp_path):
+    """Found by the fuzzer: a byte that made the RAW layer's track title invalid UTF-8 crashed PyAV's
+    open; the title is not ours to trust, so it is read with replacement characters."""
+    from rawvid.codec import decode
+    from rawvid.container import LAYER_TITLE
+
+    data = seeds.rvd[1]
+    title = LAYER_TITLE.encode()
+    assert data.count(title) == 1
+    damaged = data.replace(title, b"\x88" + title[1:])
+    path = tmp_path / "t.rvd"
+    path.write_bytes(damaged)
+    res = decode(path, tmp_path / "out")
+    assert res.frames == 3

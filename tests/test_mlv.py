@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_info, run_cli, shared, write_mlv
 
+from rawvid.dng import read_dng, write_dng
 from rawvid.errors import FormatError, UnsupportedError
 from rawvid.mlv import MLVReader, MLVWarning, pack_bits, unpack_bits
 from rawvid.video import ffmpeg_exe
@@ -104,13 +105,16 @@ def test_audio_is_kept(mlv_factory, tmp_path):
         assert w.getnframes() == 4 * (48000 // 25)
 
 
-@pytest.mark.parametrize("rate", [0, 0xFFFFFFFF])
-def test_unusable_audio_header_drops_the_audio_up_front(mlv_factory, tmp_path, rate):
+@pytest.mark.parametrize("field,at,fmt,value", [
+    ("rate-0", 20, "<I", 0), ("rate-max", 20, "<I", 0xFFFFFFFF),
+    ("block-align", 28, "<H", 33715),  # found by benchmarks/fuzz.py: every AUDF cut to nothing, an empty track
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_unusable_audio_header_drops_the_audio_up_front(mlv_factory, tmp_path, field, at, fmt, value):
     import struct
 
     path, _, _ = mlv_factory(n=3, audio=True)
     data = bytearray(path.read_bytes())
-    struct.pack_into("<I", data, data.index(b"WAVI") + 20, rate)  # WAVI samplingRate
+    struct.pack_into(fmt, data, data.index(b"WAVI") + at, value)  # WAVI samplingRate / blockAlign
     path.write_bytes(bytes(data))
     with pytest.warns(MLVWarning, match="unusable audio header"):
         with MLVReader(path) as clip:
@@ -189,6 +193,8 @@ def test_rawi_missing(mlv_factory, tmp_path):
 
 @pytest.mark.parametrize("field,offset,value,match", [
     ("xres", 16, (60000).to_bytes(2, "little"), "absurd frame size"),
+    # found by benchmarks/fuzz.py: a DNG LibRaw refuses to open
+    ("yres", 18, (8).to_bytes(2, "little"), "under 22 pixels a side"),
     ("bits", 44, (8).to_bytes(4, "little"), "unsupported bit depth 8"),
 ])
 def test_bad_rawi_fields(mlv_factory, tmp_path, field, offset, value, match):
@@ -332,3 +338,20 @@ def test_lj92_frame_decoding_above_the_bit_depth_is_refused_by_name(tmp_path):
     res = run_cli("encode", path, "-o", tmp_path / "c.rvd", "--refine", "off")
     assert res.returncode == 2 and "corrupt LJ92 frame 1" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "c.rvd").exists()  # never an .rvd whose keyframe LibRaw cannot read
+
+
+def test_an_absurd_frame_rate_is_replaced_with_a_warning(tmp_path):
+    """Found by benchmarks/fuzz.py: an MLVI frame rate of millions of fps overflowed the DNG FrameRate tag."""
+    import struct
+
+    info = make_info()
+    path = tmp_path / "fps.MLV"
+    write_mlv(path, info, n=2)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<II", data, 44, 4_182_028_426, 1000)  # MLVI sourceFpsNom / Denom
+    path.write_bytes(bytes(data))
+    with pytest.warns(MLVWarning, match="frame rate 4.18203e\\+06 fps in MLVI is not plausible; using 25"):
+        with MLVReader(path) as clip:
+            assert clip.info.fps == 25.0
+            write_dng(tmp_path / "f.dng", clip.read(0), clip.info)
+    assert read_dng(tmp_path / "f.dng")[1].fps == 25.0
