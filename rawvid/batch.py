@@ -23,9 +23,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from .errors import RawvidError
+
+if TYPE_CHECKING:  # the codec loads PyTorch: imported where a clip runs, not to plan a batch
+    from .decoder import DecodeOptions
+    from .encoder import EncodeOptions
 
 MODES = ("encode", "decode", "bench")
 REPORT_NAME = "rawvid-batch.json"
@@ -184,8 +188,8 @@ class BatchSettings:
     """What every clip of a batch is given: the encode or decode options (one per mode)."""
 
     mode: str = "encode"
-    encode: object | None = None  # EncodeOptions
-    decode: object | None = None  # DecodeOptions (decode, and the method a bench scores)
+    encode: EncodeOptions | None = None  # encode, and how a bench encodes
+    decode: DecodeOptions | None = None  # decode, and the method a bench scores
     bench_frames: int | None = None  # bench: score at most this many frames per clip
     threads: int = 0  # CPU threads per clip (0: all cores)
 

@@ -244,8 +244,8 @@ def decode(input, output, method, model, frame_range, compress, device, tile, re
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Output folder; it mirrors the input tree (one input) or holds one folder per input.")
 @click.option("--mode", default="encode", show_default=True, type=click.Choice(["encode", "decode", "bench"]),
-              help="encode MLV files and DNG folders to .rvd; decode .rvd files to DNG folders; bench each clip "
-                   "(encode, decode, score) to CLIP.bench.json.")
+              help="encode MLV files, DNG folders and RVD-layout videos to .rvd; decode .rvd files to DNG "
+                   "folders; bench each clip (encode, decode, score) to CLIP.bench.json.")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=None,
               help="Clips at once on this machine (a local pool or a local Ray instance); default: one per "
                    "core, at most one per 2 GiB of memory (measured, see README).")
@@ -273,9 +273,11 @@ def batch(paths, output, mode, workers, use_ray, ray_address, cpus_per_clip, gpu
           redo, bench_frames, method, compress, tile, **options):
     """Encode (or decode, or bench) every clip under PATHS into OUTPUT, one clip per task.
 
-    Clips: MLV files (with their split chunks .M00, .M01, ...) and folders of DNG frames; with
-    --mode decode, .rvd files. A failing clip is reported and the rest go on; rerunning skips
-    clips whose output is complete, so an interrupted batch resumes. Exit code 1 when a clip failed.
+    Clips: MLV files (with their split chunks .M00, .M01, ...), folders of DNG frames and the
+    videos of RVD-layout folders; with --mode decode, .rvd files. A failing clip is reported and
+    the rest go on; rerunning skips clips whose output is complete, so an interrupted batch
+    resumes. Exit code 1 when a clip failed. With --ray, the inputs and OUTPUT must be on a file
+    system every Ray node shares.
     """
     import os
     import time
