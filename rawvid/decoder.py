@@ -62,7 +62,7 @@ def info_from_manifest(m: dict):
     from .meta import RawInfo
 
     keys = ("width", "height", "bits", "black", "white", "cfa", "color_matrix", "calibration_illuminant",
-            "as_shot_neutral", "fps", "camera", "noise_profile")
+            "as_shot_neutral", "fps", "camera", "noise_profile", "color_matrix2", "calibration_illuminant2")
     return RawInfo.from_dict({k: m[k] for k in keys if k in m})
 
 

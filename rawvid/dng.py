@@ -43,8 +43,10 @@ BLACK_LEVEL_REPEAT_DIM = 50713
 BLACK_LEVEL = 50714
 WHITE_LEVEL = 50717
 COLOR_MATRIX1 = 50721
+COLOR_MATRIX2 = 50722
 AS_SHOT_NEUTRAL = 50728
 CALIBRATION_ILLUMINANT1 = 50778
+CALIBRATION_ILLUMINANT2 = 50779
 CAMERA_SERIAL = 50735
 NOISE_PROFILE = 51041
 ORIENTATION = 274
@@ -202,6 +204,9 @@ def dng_tags(info: RawInfo, frame_index: int | None = None) -> list[tuple]:
     ]
     if info.color_matrix is not None:
         tags.append((COLOR_MATRIX1, SRATIONAL, 9, _srationals(info.color_matrix), True))
+        if info.color_matrix2 is not None and info.calibration_illuminant2 is not None:
+            tags.append((COLOR_MATRIX2, SRATIONAL, 9, _srationals(info.color_matrix2), True))
+            tags.append((CALIBRATION_ILLUMINANT2, SHORT, 1, int(info.calibration_illuminant2), True))
     if info.noise_profile is not None:
         tags.append((NOISE_PROFILE, DOUBLE, 2, tuple(float(v) for v in info.noise_profile), True))
     if cam.serial:
@@ -229,7 +234,8 @@ def encode_dng(mosaic: np.ndarray, info: RawInfo, *, compress: bool = False,
         raise ValueError(f"mosaic {w}x{h} does not match metadata {info.width}x{info.height}")
     buf = io.BytesIO()
     common = dict(photometric=PHOTOMETRIC_CFA, bitspersample=info.bits, extratags=dng_tags(info, frame_index),
-                  metadata=None, software=f"rawvid {__version__}", rowsperstrip=h, byteorder="<")
+                  metadata=None, software=f"rawvid {__version__}", rowsperstrip=h, byteorder="<",
+                  resolution=(180, 180), resolutionunit=2)  # 180 dpi, inches: what Magic Lantern's DNGs say
     if compress:
         payload = lj92.encode(mosaic, info.bits)  # predictor 1: what darktable's rawspeed decodes
         tifffile.imwrite(buf, data=iter([payload]), shape=(h, w), dtype="uint16",
@@ -323,6 +329,10 @@ def read_dng_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, RawI
         iso = iso[0] if iso else None
     fps = _floats(_tag(root, FRAME_RATE))
     matrix = _floats(_tag(root, COLOR_MATRIX1))
+    matrix2 = _floats(_tag(root, COLOR_MATRIX2))
+    illum2 = _tag(root, CALIBRATION_ILLUMINANT2)
+    second = bool(matrix and len(matrix) == 9 and matrix2 and len(matrix2) == 9 and isinstance(illum2, int)
+                  and all(abs(v) <= 1e4 for v in matrix2) and 0 <= illum2 <= 65535)
     neutral = _floats(_tag(root, AS_SHOT_NEUTRAL))
     camera = Camera(
         make=make, model=model, serial=str(_tag(root, CAMERA_SERIAL, "") or ""),
@@ -336,6 +346,7 @@ def read_dng_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, RawI
         calibration_illuminant=int(_tag(root, CALIBRATION_ILLUMINANT1, 21) or 21),
         as_shot_neutral=neutral if neutral and len(neutral) == 3 and all(v > 0 for v in neutral) else None,
         fps=fps[0] if fps and fps[0] > 0 else 25.0, camera=camera,
+        color_matrix2=matrix2 if second else None, calibration_illuminant2=int(illum2) if second else None,
     )
     return mosaic.astype(np.uint16, copy=False), info
 

@@ -61,9 +61,10 @@ def validate(m: Any, path, file_size: int) -> None:
     _numbers(m, "color_matrix", 9, bad, limit=DNG_MATRIX_LIMIT)  # SRATIONAL x/10000 in the DNG
     _numbers(m, "as_shot_neutral", 3, bad, positive=True, limit=DNG_MATRIX_LIMIT)
     _numbers(m, "noise_profile", 2, bad)
-    if "calibration_illuminant" in m and not (_is_int(m["calibration_illuminant"])
-                                              and 0 <= m["calibration_illuminant"] <= 65535):
-        raise bad("calibration_illuminant", "must be an EXIF light source code")
+    _numbers(m, "color_matrix2", 9, bad, limit=DNG_MATRIX_LIMIT)
+    for key, optional in (("calibration_illuminant", False), ("calibration_illuminant2", True)):
+        if key in m and not (optional and m[key] is None) and not (_is_int(m[key]) and 0 <= m[key] <= 65535):
+            raise bad(key, "must be an EXIF light source code")
     for key in ("timestamps_us", "frame_numbers"):
         v = m.get(key)
         if v is None:

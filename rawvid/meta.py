@@ -96,6 +96,10 @@ class RawInfo:
     camera: Camera = field(default_factory=Camera)
     #: DNG NoiseProfile (S, O): noise variance S * x + O at normalised level x, measured by rawvid.noise
     noise_profile: tuple[float, float] | None = None
+    #: DNG ColorMatrix2 and CalibrationIlluminant2, carried when the source has a second calibration
+    #: (raw developers interpolate between the two by the white balance)
+    color_matrix2: tuple[float, ...] | None = None
+    calibration_illuminant2: int | None = None
 
     def __post_init__(self) -> None:
         if self.cfa not in CFA_PATTERNS:
@@ -106,6 +110,8 @@ class RawInfo:
             self.as_shot_neutral = tuple(float(v) for v in self.as_shot_neutral)
         if self.noise_profile is not None:
             self.noise_profile = tuple(float(v) for v in self.noise_profile)
+        if self.color_matrix2 is not None:
+            self.color_matrix2 = tuple(float(v) for v in self.color_matrix2)
 
     @property
     def neutral(self) -> tuple[float, float, float]:
@@ -119,7 +125,7 @@ class RawInfo:
     def from_dict(cls, d: dict[str, Any]) -> "RawInfo":
         d = dict(d)
         d["camera"] = Camera(**(d.get("camera") or {}))
-        for key in ("color_matrix", "as_shot_neutral", "noise_profile"):
+        for key in ("color_matrix", "as_shot_neutral", "noise_profile", "color_matrix2"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)

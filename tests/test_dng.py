@@ -208,3 +208,31 @@ def test_hostile_camera_metadata_is_sanitised_not_fatal():
     assert exif["ISOSpeedRatings"] == 65535 and tuple(exif["ExposureTime"]) == (2 ** 32 - 1, 1_000_000)
     with rawpy.imread(io.BytesIO(data)) as raw:
         assert raw.raw_image.shape == (info.height, info.width)
+
+
+def test_a_second_calibration_travels_from_source_to_every_decoded_frame(tmp_path):
+    """Issue 13 item 5: a source with two calibrations (ColorMatrix2, CalibrationIlluminant2, as
+    Blackmagic's DNGs carry) keeps both through the .rvd into every decoded DNG; resolution tags too."""
+    from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode
+
+    info = make_info(96, 64)
+    info.calibration_illuminant = 17  # Standard light A first, D65 second, as the BMPCC 4K writes them
+    info.color_matrix2 = (0.68795, -0.24747, -0.04866, -0.39256, 1.20114, 0.15793, -0.08916, 0.20063, 0.58148)
+    info.calibration_illuminant2 = 21
+    (tmp_path / "seq").mkdir()
+    for i in range(3):
+        write_dng(tmp_path / "seq" / f"f_{i:04d}.dng", make_mosaic(info, seed=i, shift=2 * i), info)
+    rvd = encode(tmp_path / "seq", tmp_path / "c.rvd", EncodeOptions(refine="off")).output
+    decode(rvd, tmp_path / "out", DecodeOptions(method="global-fit"))
+    for i in range(3):
+        _, back = read_dng(tmp_path / "out" / f"{i:06d}.dng")
+        assert back.color_matrix2 == pytest.approx(info.color_matrix2, abs=1e-4)
+        assert (back.calibration_illuminant, back.calibration_illuminant2) == (17, 21)
+    page = tifffile.TiffFile(tmp_path / "out" / "000001.dng").pages[0]
+    assert page.tags["XResolution"].value == (180, 1) and page.tags["ResolutionUnit"].value == 2
+
+
+def test_the_real_bmpcc_dng_has_two_calibrations():
+    mosaic, info = read_dng(shared("raw", "bmpcc4k_lake.dng"))
+    assert (info.calibration_illuminant, info.calibration_illuminant2) == (17, 21)
+    assert info.color_matrix2 is not None and len(info.color_matrix2) == 9
