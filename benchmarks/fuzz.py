@@ -197,9 +197,8 @@ def mutate_rvd_bytes(data: bytes, rng: random.Random) -> tuple[str, bytes]:
             choice = rng.randrange(4)
             if choice == 0:
                 buf[at] = rng.choice((0x00, 0xFF, 0x01, 0x40))
-            elif choice == 1:  # the largest size the length allows, or unknown size
-                buf[at : at + nsz] = (b"\x01" + b"\xff" * 7)[:nsz] if nsz == 8 else bytes([0xFF >> (nsz - 1) | 0]) + \
-                    b"\xff" * (nsz - 1)
+            elif choice == 1:  # every value bit set: the "unknown size" of this length
+                buf[at : at + nsz] = bytes([0xFF >> (nsz - 1)]) + b"\xff" * (nsz - 1)
             else:
                 v = int.from_bytes(buf[at : at + nsz], "big") & ((1 << (7 * nsz)) - 1)
                 v = max(0, min((1 << (7 * nsz)) - 2, v + rng.choice((-1, 1, -8, 8, v, -v // 2))))

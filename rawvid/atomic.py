@@ -27,8 +27,10 @@ def _umask() -> int:
 
 
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
-#: a temp file (``.NAME.HOST~PID.RANDOM.part``) or folder (``.rawvid-HOST~PID-RANDOM``) and its owner
-_OWNED = re.compile(r"^\.(?:rawvid-|.+\.)(?P<host>[A-Za-z0-9]+)~(?P<pid>\d+)[.-][A-Za-z0-9_]+(?:\.part)?$")
+#: rawvid's temp names with their owner, by kind (is a folder): files ``.NAME.HOST~PID.RANDOM.part``
+#: (:func:`temp_path`), folders ``.rawvid-HOST~PID-RANDOM`` (:func:`temp_dir`)
+_OWNED = {False: re.compile(r"^\..+\.(?P<host>[A-Za-z0-9]+)~(?P<pid>\d+)\.[A-Za-z0-9_]+\.part$"),
+          True: re.compile(r"^\.rawvid-(?P<host>[A-Za-z0-9]+)~(?P<pid>\d+)-[A-Za-z0-9_]+$")}
 
 
 def owner() -> str:
@@ -68,11 +70,9 @@ def remove_stale(folder: str | os.PathLike) -> list[str]:
     except OSError:
         return removed
     for p in entries:
-        m = _OWNED.match(p.name)
-        if not m or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _alive(int(m["pid"])):
-            continue
         is_dir = p.is_dir() and not p.is_symlink()
-        if is_dir != p.name.startswith(".rawvid-") or (not is_dir and not p.name.endswith(".part")):
+        m = _OWNED[is_dir].match(p.name)
+        if not m or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
             shutil.rmtree(p) if is_dir else p.unlink()

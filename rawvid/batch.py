@@ -100,16 +100,19 @@ def output_path(mode: str, clip: Path, rel: Path, out: Path, video: str | None =
     return out / rel.with_name(rel.name + ".bench.json")
 
 
+def _source_files(clip: Path) -> list[Path]:
+    """A clip's files: an MLV and its split chunks (those present), or a DNG folder's frames."""
+    if clip.is_dir():
+        return [q for q in clip.iterdir() if q.suffix.lower() == ".dng"]
+    return [clip] + sorted(clip.parent.glob(clip.stem + ".[Mm][0-9][0-9]"))
+
+
 def _newest_mtime(clip: Path, video: str | None = None) -> float:
-    """Newest modification time of a clip's files (an MLV's split chunks, a DNG folder's frames; an
-    RVD-layout video: its index and its frame folders)."""
+    """Newest modification time of a clip's files (an RVD-layout video: its index and frame folders)."""
     if video is not None:
         parts = [clip / "data.json", clip / "RAW" / video, clip / "sRGB" / video]
         return max(p.stat().st_mtime for p in parts if p.exists())
-    if clip.is_dir():
-        return max((q.stat().st_mtime for q in clip.iterdir() if q.suffix.lower() == ".dng"), default=0.0)
-    chunks = [clip] + sorted(clip.parent.glob(clip.stem + ".[Mm][0-9][0-9]"))
-    return max(q.stat().st_mtime for q in chunks)
+    return max((q.stat().st_mtime for q in _source_files(clip)), default=0.0)
 
 
 def decode_complete(rvd: Path, folder: Path) -> bool:
@@ -213,31 +216,36 @@ class ClipReport:
     worker: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClipReport":
-        keys = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in keys})
+    def of(cls, job: Job, status: str, **fields) -> "ClipReport":
+        """The line of ``job``, with these figures."""
+        return cls(job.name, str(job.input), str(job.output), status, **fields)
+
+
+def _failed(job: Job, why: str) -> dict:
+    """The line of a clip whose worker died (killed, out of memory) before it could report."""
+    return asdict(ClipReport.of(job, "failed", error=f"{job.input}: {why}"))
 
 
 def _tree_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
 
 
+def _layout_video(clip: Path, name: str):
+    """(layout, video) of one clip of an RVD-layout folder."""
+    from .dataset import RVDLayout
+
+    layout = RVDLayout.open(clip)
+    video = next((v for v in layout.videos if v.name == name), None)
+    if video is None:
+        raise RawvidError(clip, f"no video {name!r} in data.json")
+    return layout, video
+
+
 def _clip_bytes(clip: Path, video: str | None = None) -> int:
     if video is not None:
-        from .dataset import RVDLayout
-
-        layout = RVDLayout.open(clip)
-        return layout.size_bytes(next(v for v in layout.videos if v.name == video))
-    if clip.is_dir():
-        return sum(q.stat().st_size for q in clip.iterdir() if q.suffix.lower() == ".dng")
-    return sum(q.stat().st_size for q in [clip] + sorted(clip.parent.glob(clip.stem + ".[Mm][0-9][0-9]")))
-
-
-def _finite_mean(values) -> float | None:
-    import math
-
-    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else None
+        layout, v = _layout_video(clip, video)
+        return layout.size_bytes(v)
+    return sum(q.stat().st_size for q in _source_files(clip))
 
 
 def _encode(job: Job, s: BatchSettings, rep: ClipReport) -> None:
@@ -245,21 +253,18 @@ def _encode(job: Job, s: BatchSettings, rep: ClipReport) -> None:
 
     job.output.parent.mkdir(parents=True, exist_ok=True)
     if job.video is not None:  # a clip of an RVD-layout folder: its RAW frames with the sRGB it gives
-        from .dataset import RVDLayout
         from .source import rvd_video_source
 
-        layout = RVDLayout.open(job.input)
-        video = next((v for v in layout.videos if v.name == job.video), None)
-        if video is None:
-            raise RawvidError(job.input, f"no video {job.video!r} in data.json")
-        with rvd_video_source(layout, video) as src:
+        with rvd_video_source(*_layout_video(job.input, job.video)) as src:
             res = encode(src, job.output, s.encode or EncodeOptions(), force=job.force)
     else:
         res = encode(job.input, job.output, s.encode or EncodeOptions(), force=job.force)
     rep.frames, rep.notes = res.frames, list(res.notes)
     rep.bytes_out, rep.bits_per_pixel = res.sizes["file_bytes"], res.sizes["bits_per_pixel"]
     if res.layer:  # the RAW layer's reconstruction, measured by the encoder against the source
-        rep.psnr_black = _finite_mean(res.layer["psnr_black"])
+        from .bench import _mean
+
+        rep.psnr_black = _mean(res.layer["psnr_black"])
 
 
 def _decode(job: Job, s: BatchSettings, rep: ClipReport) -> None:
@@ -277,18 +282,14 @@ def _bench(job: Job, s: BatchSettings, rep: ClipReport) -> None:
     from .atomic import atomic_write
     from .bench import MethodSpec, Setting, run_bench
     from .decoder import DecodeOptions
-    from .encoder import EncodeOptions
-    from .model import DEFAULT_MODEL, resolve_model
+    from .encoder import EncodeOptions, _has_weights
+    from .model import DEFAULT_MODEL
 
     dec = s.decode or DecodeOptions()
     enc = s.encode or EncodeOptions()
     method = dec.method
     if method == "auto":
-        try:
-            resolve_model(dec.model or DEFAULT_MODEL)
-            method = "network"
-        except RawvidError:
-            method = "global-fit"
+        method = "network" if _has_weights(dec.model or DEFAULT_MODEL) else "global-fit"
     spec = MethodSpec(method, (dec.model or DEFAULT_MODEL) if method == "network" else None)
     setting = Setting(enc.video, enc.keyframe_interval, enc.render, enc.calibration, enc.refine)
     results = run_bench([job.input], [spec], [setting], max_frames=s.bench_frames, device=dec.device,
@@ -313,7 +314,7 @@ def run_job(job: Job, settings: BatchSettings) -> dict:
 
         os.environ["RAWVID_THREADS"] = str(settings.threads)
         torch.set_num_threads(settings.threads)
-    rep = ClipReport(job.name, str(job.input), str(job.output), "done", worker=f"{socket.gethostname()}:{os.getpid()}")
+    rep = ClipReport.of(job, "done", worker=f"{socket.gethostname()}:{os.getpid()}")
     t0 = time.perf_counter()
     try:
         rep.bytes_in = job.input.stat().st_size if job.mode == "decode" else _clip_bytes(job.input, job.video)
@@ -337,7 +338,7 @@ def skipped_report(job: Job, previous: dict[str, dict]) -> dict:
     if old and old.get("status") in ("done", "skipped"):
         return {**old, "status": "skipped"}
     size = _tree_bytes(job.output) if job.output.is_dir() else job.output.stat().st_size
-    return asdict(ClipReport(job.name, str(job.input), str(job.output), "skipped", bytes_out=size))
+    return asdict(ClipReport.of(job, "skipped", bytes_out=size))
 
 
 # --------------------------------------------------------------------------- where clips run
@@ -351,9 +352,6 @@ class Executor:
     cpus_per_clip: float = 1.0
     gpus_per_clip: float = 0.0
     memory_per_clip: int | None = None  # bytes, declared to Ray's scheduler
-
-    def describe(self) -> dict:
-        return asdict(self)
 
 
 def _pool_results(jobs: list[Job], settings: BatchSettings, workers: int) -> Iterator[dict]:
@@ -372,9 +370,7 @@ def _pool_results(jobs: list[Job], settings: BatchSettings, workers: int) -> Ite
                 try:
                     yield fut.result()
                 except Exception as exc:  # noqa: BLE001 - a worker that died (killed, out of memory)
-                    job = futures[fut]
-                    yield asdict(ClipReport(job.name, str(job.input), str(job.output), "failed",
-                                            error=f"{job.input}: worker died: {type(exc).__name__}: {exc}"))
+                    yield _failed(futures[fut], f"worker died: {type(exc).__name__}: {exc}")
         except BaseException:
             for fut in futures:
                 fut.cancel()
@@ -475,8 +471,7 @@ def _ray_results(jobs: list[Job], settings: BatchSettings, ex: Executor) -> Iter
                     yield ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - the task's worker died (killed, out of memory)
                     first = str(exc).splitlines()[0] if str(exc) else ""
-                    yield asdict(ClipReport(job.name, str(job.input), str(job.output), "failed",
-                                            error=f"{job.input}: Ray task failed: {type(exc).__name__}: {first}"))
+                    yield _failed(job, f"Ray task failed: {type(exc).__name__}: {first}")
     except BaseException:
         for ref in pending:
             with contextlib.suppress(Exception):
@@ -534,7 +529,7 @@ def run_batch(paths: Iterable[str | os.PathLike], out: str | os.PathLike, settin
     clips = [skipped_report(j, previous) for j in done]
     head = {"rawvid_batch": 1, "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "command": sys.argv, "mode": settings.mode, "inputs": [str(p) for p in paths], "output": str(out),
-            "executor": ex.describe(), "machine": {"host": socket.gethostname(), "cpu_count": os.cpu_count()}}
+            "executor": asdict(ex), "machine": {"host": socket.gethostname(), "cpu_count": os.cpu_count()}}
 
     startup = 0.0
 

@@ -72,13 +72,14 @@ def track_names(layout) -> dict[int, str]:
     return names
 
 
-def block_crcs(path: str | Path) -> dict[str, list[tuple[int, int]]]:
-    """(CRC-32, timecode) of every block of every named track, in file order."""
+def block_crcs(path: str | Path, layout=None) -> dict[str, list[tuple[int, int]]]:
+    """(CRC-32, timecode) of every block of every named track, in file order. ``layout``: the
+    file's scan when the caller has it (an opened .rvd), so the file is not walked again."""
     from .container import scan
 
     out: dict[str, list[tuple[int, int]]] = {}
     with open(path, "rb") as f:
-        layout = scan(f, str(path))
+        layout = layout or scan(f, str(path))
         for track, name in track_names(layout).items():
             rows = []
             for off, size, tc in layout.blocks.get(track, []):
@@ -158,15 +159,15 @@ def clean_prefix(display: list[int], first_bad: int) -> int:
     return min(display[first_bad:], default=len(display))
 
 
-def check_tracks(rvd, layer_passes: list[int] | None = None) -> TrackCheck:
+def check_tracks(rvd, layer=None) -> TrackCheck:
     """Compare every packet of the sRGB video, RAW layer and audio with the recorded CRC-32s.
-    ``layer_passes``: packets per frame of the RAW layer (its top-up passes), to name frames."""
+    ``layer``: the parsed RAW layer (``rawlayer.parse_layer``): its passes per frame name the frames."""
     res = TrackCheck()
     if CHECKSUMS_NAME not in (rvd.manifest.get("attachments") or {}):
         res.present = False
         return res
     want = parse_checksums(rvd.attachment(CHECKSUMS_NAME), rvd.path)
-    got = block_crcs(rvd.path)
+    got = block_crcs(rvd.path, rvd.layout)
     for name, expected in want.items():
         rows = got.get(name, [])
         crcs = [c for c, _ in rows]
@@ -183,7 +184,8 @@ def check_tracks(rvd, layer_passes: list[int] | None = None) -> TrackCheck:
             res.frames[name] = sorted({display[i] for i in bad if i < len(display)}) or [len(display)]
             res.clean_frames[name] = clean_prefix(display, first) if first < len(display) else len(display)
         elif name == "layer":
-            owner = [f for f, n in enumerate(layer_passes or []) for _ in range(n)] or list(range(len(crcs) + 1))
+            passes = layer.passes if layer is not None else []
+            owner = [f for f, n in enumerate(passes) for _ in range(n)] or list(range(len(crcs) + 1))
             res.frames[name] = sorted({owner[min(i, len(owner) - 1)] for i in bad})
             res.clean_frames[name] = owner[min(first, len(owner) - 1)]
     return res

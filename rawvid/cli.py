@@ -128,7 +128,8 @@ ENCODE_OPTIONS = [
     click.option("--lossless", is_flag=True, help="Store the sRGB stream losslessly (FFV1), as the paper did."),
     click.option("--frames", "frame_range", default=None, metavar="START:END",
                  help="Only these frames (END exclusive)."),
-    click.option("--fps", type=click.FloatRange(0.001, 1000.0, min_open=False), default=None, help="Override the frame rate (DNG folders default to 25)."),
+    click.option("--fps", type=click.FloatRange(0.001, 1000.0), default=None,
+                 help="Override the frame rate (DNG folders default to 25)."),
     click.option("--calibration", default="auto", show_default=True, type=click.Choice(CALIBRATIONS),
                  help="per-frame: store every frame's global sRGB-to-RAW map (230 bytes a frame); "
                       "auto: per-frame for rvd rendering, keyframe for stable."),
@@ -199,19 +200,26 @@ def _print_notes(notes: list[str]) -> None:
             console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
+#: decode's own options, also ``batch``'s (the rest it shares with encode)
+DECODE_OPTIONS = [
+    click.option("--method", default="auto", show_default=True,
+                 type=click.Choice(["auto", "network", "global-fit", "warp"]),
+                 help="auto: the network when its weights are installed, else global-fit; warp: flow-warp baseline."),
+    click.option("--compress", is_flag=True, help="Write lossless-JPEG DNGs (smaller, slower)."),
+    click.option("--tile", type=int, default=None,
+                 help="Network tile size in half-resolution pixels (default: automatic)."),
+]
+
+
 @main.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the DNG frames.")
-@click.option("--method", default="auto", show_default=True,
-              type=click.Choice(["auto", "network", "global-fit", "warp"]),
-              help="auto: the network when its weights are installed, else global-fit; warp: flow-warp baseline.")
+@_options(DECODE_OPTIONS)
 @click.option("--model", default=None, help="Weights name in models/ or a .safetensors path (default: the manifest's).")
 @click.option("--frames", "frame_range", default=None, metavar="START:END",
               help="Decode only these frames (decoding starts at the keyframe before START).")
-@click.option("--compress", is_flag=True, help="Write lossless-JPEG DNGs (smaller, slower).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the network runs: auto is CUDA when a GPU is available, else the CPU.")
-@click.option("--tile", type=int, default=None, help="Network tile size in half-resolution pixels (default: automatic).")
 @click.option("--resume", is_flag=True, help="Continue after the last complete frame in the output folder.")
 @click.option("-f", "--force", is_flag=True, help="Write into a folder that holds other frames.")
 @click.option("--salvage", is_flag=True, help="A damaged track (CRC-32 mismatch): write the frames decoded before "
@@ -264,10 +272,7 @@ def decode(input, output, method, model, frame_range, compress, device, tile, re
 @click.option("--bench-frames", type=click.IntRange(min=2), default=None,
               help="--mode bench: score at most this many frames per clip.")
 @_options(ENCODE_OPTIONS)
-@click.option("--method", default="auto", show_default=True,
-              type=click.Choice(["auto", "network", "global-fit", "warp"]), help="Decode (and bench) method.")
-@click.option("--compress", is_flag=True, help="Decode: lossless-JPEG DNGs.")
-@click.option("--tile", type=int, default=None, help="Decode: network tile size in half-resolution pixels.")
+@_options(DECODE_OPTIONS)
 @handle_errors
 def batch(paths, output, mode, workers, use_ray, ray_address, cpus_per_clip, gpus_per_clip, memory_per_clip, report,
           redo, bench_frames, method, compress, tile, **options):
@@ -790,11 +795,14 @@ def _human(n: int) -> str:
 @handle_errors
 def info(path, as_json, verify):
     """Show what an .rvd file holds (checks its version, the manifest's seal and every attachment's SHA-256)."""
+    from .checksums import check_tracks
     from .container import RvdFile
+    from .rawlayer import parse_layer
 
     rvd = RvdFile(path)
     m, sizes = rvd.manifest, rvd.sizes()
-    check = _verify_tracks(rvd) if verify else None
+    layer = parse_layer(m, int(m["frame_count"]), path)  # the RAW layer's fields, checked as decode checks them
+    check = check_tracks(rvd, layer) if verify else None
     if as_json:
         extra = {"verify": {"tracks_checked": check.checked, "damaged_packets": check.damaged,
                             "damaged_frames": check.frames, "present": check.present}} if check else {}
@@ -802,9 +810,6 @@ def info(path, as_json, verify):
         if check and not check.ok:
             _fail(f"{path}: {check.describe()} (CRC-32 mismatch)")
         return
-    from .rawlayer import parse_layer
-
-    parse_layer(m, int(m["frame_count"]), path)  # the RAW layer's fields, checked as decode checks them
     cam = m.get("camera") or {}
     vid = m.get("video") or {}
     n, fps = m["frame_count"], m.get("fps") or 0
@@ -865,12 +870,6 @@ def _shown(v) -> str:
     return "?" if v is None else str(v)[:80]
 
 
-def _verify_tracks(rvd):
-    from .checksums import check_tracks
-    from .rawlayer import parse_layer
-
-    layer = parse_layer(rvd.manifest, int(rvd.manifest["frame_count"]), rvd.path)
-    return check_tracks(rvd, [len(s) for s in layer.scales] if layer is not None else None)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -144,7 +144,7 @@ def _checked_stop(rvd: RvdFile, layer, opts: DecodeOptions, stop: int, notes: li
     (DNGs carry no audio)."""
     from .checksums import check_tracks
 
-    check = check_tracks(rvd, [len(s) for s in layer.scales] if layer is not None else None)
+    check = check_tracks(rvd, layer)
     if check.ok:
         return stop
     what = check.describe()
