@@ -16,7 +16,7 @@ from .meta import Camera, Frame, RawInfo  # noqa: E402
 from .mlv import MLVReader, MLVWriter  # noqa: E402
 from .dng import DNGSequence, encode_dng, read_dng, write_dng  # noqa: E402
 
-_CODEC = ("encode", "decode", "EncodeOptions", "DecodeOptions", "LayerSettings", "read_rvd", "open_rvd")
+_CODEC = ("encode", "decode", "EncodeOptions", "DecodeOptions", "LayerSettings", "read_rvd", "open_rvd", "frame_name")
 
 
 def __getattr__(name: str):

@@ -118,7 +118,7 @@ def _newest_mtime(clip: Path, video: str | None = None) -> float:
 def decode_complete(rvd: Path, folder: Path) -> bool:
     """True when ``folder`` holds every frame of ``rvd``, written by decode for this very clip."""
     from .container import RvdFile
-    from .decoder import DECODE_MARKER, frame_name, manifest_digest
+    from .decoder import DECODE_MARKER, clip_name, frame_name, manifest_digest
 
     marker = folder / DECODE_MARKER
     if not marker.is_file():
@@ -130,7 +130,8 @@ def decode_complete(rvd: Path, folder: Path) -> bool:
         return False
     if mine != manifest_digest(m):
         return False
-    return all((folder / frame_name(i)).is_file() for i in range(int(m["frame_count"])))
+    clip = clip_name(m)
+    return all((folder / frame_name(clip, i)).is_file() for i in range(int(m["frame_count"])))
 
 
 def is_complete(job: Job) -> bool:

@@ -174,7 +174,7 @@ def bench_clip(clip: Clip, setting: Setting, methods: list[MethodSpec], work: Pa
             decode_s = time.perf_counter() - t0
             per_frame = []
             for fr in src.frames(0, stop):
-                got, _ = read_dng(out / frame_name(fr.index))
+                got, _ = read_dng(out / frame_name(dec.clip, fr.index))
                 scores = frame_scores(got, fr.mosaic, info.cfa, info.bits, info.black, info.white)
                 key = fr.index in keyframes
                 per_frame.append({"index": fr.index, "keyframe": key,

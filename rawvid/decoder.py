@@ -51,6 +51,7 @@ class DecodeResult:
     device: str
     timings: dict
     notes: list[str] = field(default_factory=list)
+    clip: str = "frame"  # the prefix of the frames' names: ``frame_name(result.clip, i)``
 
     @property
     def fps(self) -> float:
@@ -66,9 +67,21 @@ def info_from_manifest(m: dict):
     return RawInfo.from_dict({k: m[k] for k in keys if k in m})
 
 
-def frame_name(index: int) -> str:
-    """Output DNG name of a frame: its zero-padded index in the clip."""
-    return f"{index:06d}.dng"
+def clip_name(manifest: dict) -> str:
+    """The clip name that prefixes decoded frames: the source's name without its extension.
+
+    Only letters, digits, ``-`` and ``_`` are kept (at most 64), so a hostile manifest cannot
+    name a path; ``frame`` when nothing is left (CinemaDNG readers group ``NAME_NNNNNN.dng``).
+    """
+    src = manifest.get("source")
+    name = src.get("name") if isinstance(src, dict) and isinstance(src.get("name"), str) else ""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(name).stem).strip("_")[:64]
+    return safe or "frame"
+
+
+def frame_name(clip: str, index: int) -> str:
+    """Output DNG name of a frame: the clip name and the zero-padded index (``clip_000123.dng``)."""
+    return f"{clip}_{index:06d}.dng"
 
 
 def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str], path=None):
@@ -97,7 +110,8 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
     raise RawvidError(None, f"unknown method {method!r} (auto, network, global-fit or warp)")
 
 
-_FRAME_FILE = re.compile(r"\d{6,}\.dng")
+#: names decode gives frames (any clip's, and the unprefixed ``000123.dng`` of earlier rawvid versions)
+_FRAME_FILE = re.compile(r"(?:[A-Za-z0-9_-]+_)?\d{6,}\.dng")
 
 
 def manifest_digest(m: dict) -> str:
@@ -105,7 +119,7 @@ def manifest_digest(m: dict) -> str:
     return hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()
 
 
-def _prepare_output(out: Path, digest: str, opts: DecodeOptions, rvd_name: str) -> int | None:
+def _prepare_output(out: Path, digest: str, opts: DecodeOptions, rvd_name: str, clip: str) -> int | None:
     """Check the output folder; returns the last complete frame index when resuming."""
     out.mkdir(parents=True, exist_ok=True)
     marker = out / DECODE_MARKER
@@ -133,7 +147,8 @@ def _prepare_output(out: Path, digest: str, opts: DecodeOptions, rvd_name: str) 
     with atomic_write(marker) as f:
         f.write(json.dumps({"manifest_sha256": digest, "rvd": rvd_name}).encode())
     if opts.resume and mine:
-        done = [int(p.stem) for p in existing if p.stem.isdigit()]
+        mine_re = re.compile(re.escape(clip) + r"_(\d{6,})\.dng")
+        done = [int(g.group(1)) for p in existing if (g := mine_re.fullmatch(p.name))]
         return max(done) if done else None
     return None
 
@@ -266,7 +281,8 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     # everything the file holds is checked before the output folder is touched
     calib = _load_calibration(rvd, count)
     refine = _load_refinement(rvd, count, method, opts.model or m.get("model") or DEFAULT_MODEL, notes)
-    last_done = _prepare_output(out, digest, opts, Path(rvd_path).name)
+    clip = clip_name(m)
+    last_done = _prepare_output(out, digest, opts, Path(rvd_path).name, clip)
     from .atomic import remove_stale
 
     stale = remove_stale(out)  # the half-written frame of a killed run
@@ -278,7 +294,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     prev_raw = prev_srgb = None
     total = stop - first_write
     if total <= 0:
-        return DecodeResult(out, 0, time.perf_counter() - t_start, method.name, device, vars(timings), notes)
+        return DecodeResult(out, 0, time.perf_counter() - t_start, method.name, device, vars(timings), notes, clip)
     t = time.perf_counter()
     reader = VideoReader(rvd.path, info.width, info.height)
     ahead = ReadAhead(iter(reader), srgb_half, start=key_from)  # video decoded while the network runs
@@ -308,7 +324,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                     lreader.skip(layer.passes[i], i, decode=True)
                     mosaic = raw = None
                     if i == last_done or i in layer.intra:
-                        mosaic, _ = read_dng(out / frame_name(i))
+                        mosaic, _ = read_dng(out / frame_name(clip, i))
                         raw = raw_planes(mosaic, info)
                         if i in layer.intra and layer.predictor == "chain":
                             method.keyframe(raw, srgb)
@@ -340,7 +356,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                 # resuming: frames up to the last complete one are on disk; the chain restarts from it
                 mosaic = None
                 if i == last_done:
-                    mosaic, _ = read_dng(out / frame_name(i))
+                    mosaic, _ = read_dng(out / frame_name(clip, i))
                     if calib is not None:  # the map the uninterrupted run held after this frame
                         method.calibrate(calib[i])
                 raw = None if mosaic is None else raw_planes(mosaic, info)
@@ -350,7 +366,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                                                None if refine is None else refine[i])
                 mosaic = unpack(planes, info.cfa)  # the chain continues from exactly what is written
             if i >= first_write:
-                writer.submit(out / frame_name(i), mosaic, i)  # written in order, behind
+                writer.submit(out / frame_name(clip, i), mosaic, i)  # written in order, behind
                 written += 1
                 if progress:
                     progress(i + 1 - first_write, total)
@@ -367,4 +383,4 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
         except BaseException:
             if finished:
                 raise
-    return DecodeResult(out, written, time.perf_counter() - t_start, method.name, device, vars(timings), notes)
+    return DecodeResult(out, written, time.perf_counter() - t_start, method.name, device, vars(timings), notes, clip)

@@ -234,9 +234,9 @@ def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work:
     manifest = RvdFile(rvd_path).manifest
     raw_part = sizes["file_bytes"] - preview_bytes(rvd_path, work)
     t0 = time.perf_counter()
-    decode(rvd_path, out, DecodeOptions(device=device))
+    dec = decode(rvd_path, out, DecodeOptions(device=device))
     dec_s = time.perf_counter() - t0
-    frames = [read_dng(out / frame_name(i))[0] for i in range(len(clip.mosaics))]
+    frames = [read_dng(out / frame_name(dec.clip, i))[0] for i in range(len(clip.mosaics))]
     s = score(clip, frames)
     shutil.rmtree(out, ignore_errors=True)
     extra = {"frame_psnr_black": s["frame_psnr_black"], "srgb_bpp": sizes["video_bits_per_pixel"]}

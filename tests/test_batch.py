@@ -126,14 +126,14 @@ def test_decode_batch_resumes_a_partial_folder(archive, tmp_path):
     first = run_batch([rvds], frames, executor=Executor(workers=2), settings=_decode_settings())
     assert [c["status"] for c in first.clips] == ["done", "done"]
     shot = frames / "archive" / "shot"
-    kept = (shot / "000002.dng").read_bytes()
-    (shot / "000002.dng").unlink()  # an interrupted decode
+    kept = (shot / "shot_000002.dng").read_bytes()
+    (shot / "shot_000002.dng").unlink()  # an interrupted decode
     second = _by_clip(run_batch([rvds], frames, settings=_decode_settings()).report)
     statuses = sorted(c["status"] for c in second.values())
     assert statuses == ["done", "skipped"]
     redone = next(c for c in second.values() if c["status"] == "done")
-    assert redone["frames"] == 1 and (shot / "000002.dng").read_bytes() == kept  # byte-identical when resumed
-    mosaic, info = read_dng(shot / "000000.dng")
+    assert redone["frames"] == 1 and (shot / "shot_000002.dng").read_bytes() == kept  # byte-identical when resumed
+    mosaic, info = read_dng(shot / "shot_000000.dng")
     assert mosaic.shape == (64, 96) and info.bits == 14
 
 

@@ -55,6 +55,6 @@ def test_per_frame_calibration_pays_with_rvd_rendering(tmp_path):
     for cal in ("keyframe", "per-frame"):
         rvd = encode(EXAMPLE, tmp_path / f"{cal}.rvd", EncodeOptions(render="rvd", calibration=cal)).output
         decode(rvd, tmp_path / cal, DecodeOptions(method="global-fit"))
-        scores[cal] = np.mean([psnr_black(read_dng(tmp_path / cal / f"{i:06d}.dng")[0], t, info.cfa, info.black,
+        scores[cal] = np.mean([psnr_black(read_dng(tmp_path / cal / f"colorchart_pan_{i:06d}.dng")[0], t, info.cfa, info.black,
                                           info.white) for i, t in enumerate(truth, start=1)])
     assert scores["per-frame"] > scores["keyframe"] + 3, scores

@@ -77,9 +77,9 @@ def test_a_damaged_srgb_frame_is_named_and_salvage_writes_what_came_before(files
     whole = tmp_path / "whole"
     decode(plain, whole, DecodeOptions(method="global-fit"))
     for i in range(clean):  # the frames decoded before the damage are exactly the undamaged file's
-        name = f"{i:06d}.dng"
+        name = f"{got.clip}_{i:06d}.dng"
         assert (tmp_path / "salvaged" / name).read_bytes() == (whole / name).read_bytes()
-    assert not (tmp_path / "salvaged" / f"{clean:06d}.dng").exists()
+    assert not (tmp_path / "salvaged" / f"{got.clip}_{clean:06d}.dng").exists()
 
 
 def test_a_damaged_layer_packet_and_damaged_audio(files, tmp_path):

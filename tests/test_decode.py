@@ -40,7 +40,7 @@ def test_global_fit_on_the_example_clears_the_floor(example_rvd, tmp_path):
     with MLVReader(EXAMPLE) as clip:
         scores = []
         for i in range(18):
-            got, info = read_dng(tmp_path / "out" / frame_name(i))
+            got, info = read_dng(tmp_path / "out" / frame_name("colorchart_pan", i))
             truth = clip.read(i)
             if i % 8 == 0:
                 assert np.array_equal(got, truth), f"keyframe {i} is not bit-exact"
@@ -52,7 +52,8 @@ def test_global_fit_on_the_example_clears_the_floor(example_rvd, tmp_path):
 def test_outputs_open_in_libraw_with_metadata(example_rvd, tmp_path):
     decode(example_rvd, tmp_path / "o", DecodeOptions(method="global-fit", stop=3, compress=True))
     files = sorted((tmp_path / "o").glob("*.dng"))
-    assert [f.name for f in files] == ["000000.dng", "000001.dng", "000002.dng"]
+    assert [f.name for f in files] == ["colorchart_pan_000000.dng", "colorchart_pan_000001.dng",
+                                          "colorchart_pan_000002.dng"]
     for f in files:
         with rawpy.imread(str(f)) as raw:
             assert raw.raw_image.shape == (540, 960)
@@ -70,10 +71,10 @@ def test_network_decode_is_deterministic(mlv_factory, tiny_model, tmp_path):
     assert a.method == "network" and a.frames == 5 and a.timings["network"] > 0 and a.timings["flow"] > 0
     assert b.method == "network" and b.frames == 5
     for i in range(5):
-        assert (tmp_path / "a" / frame_name(i)).read_bytes() == (tmp_path / "b" / frame_name(i)).read_bytes()
-    got, _ = read_dng(tmp_path / "a" / frame_name(0))
+        assert (tmp_path / "a" / frame_name("clip", i)).read_bytes() == (tmp_path / "b" / frame_name("clip", i)).read_bytes()
+    got, _ = read_dng(tmp_path / "a" / frame_name("clip", 0))
     assert np.array_equal(got, mosaics[0])  # the keyframe is exact whatever the network
-    assert not np.array_equal(read_dng(tmp_path / "a" / frame_name(1))[0], mosaics[1])  # chained frames are predicted
+    assert not np.array_equal(read_dng(tmp_path / "a" / frame_name("clip", 1))[0], mosaics[1])  # chained frames are predicted
 
 
 @pytest.mark.parametrize("setup", ["keyframe-tiny", "rvd-per-frame-shipped", "per-frame-keyframes"])
@@ -92,7 +93,7 @@ def test_resume_continues_identically(mlv_factory, tiny_model, tmp_path, setup):
     res = decode(rvd, tmp_path / "part", DecodeOptions(method="network", model=model, resume=True))
     assert res.frames == 3
     for i in range(6):
-        assert (tmp_path / "full" / frame_name(i)).read_bytes() == (tmp_path / "part" / frame_name(i)).read_bytes()
+        assert (tmp_path / "full" / frame_name("clip", i)).read_bytes() == (tmp_path / "part" / frame_name("clip", i)).read_bytes()
 
 
 def test_frame_range_starts_from_the_keyframe_before(mlv_factory, tmp_path):
@@ -100,9 +101,9 @@ def test_frame_range_starts_from_the_keyframe_before(mlv_factory, tmp_path):
     rvd = encode(path, tmp_path / "c.rvd", EncodeOptions(keyframe_interval=4)).output
     decode(rvd, tmp_path / "full", DecodeOptions(method="global-fit"))
     decode(rvd, tmp_path / "some", DecodeOptions(method="global-fit", start=5, stop=7))
-    assert sorted(p.name for p in (tmp_path / "some").glob("*.dng")) == ["000005.dng", "000006.dng"]
+    assert sorted(p.name for p in (tmp_path / "some").glob("*.dng")) == ["clip_000005.dng", "clip_000006.dng"]
     for i in (5, 6):
-        assert (tmp_path / "some" / frame_name(i)).read_bytes() == (tmp_path / "full" / frame_name(i)).read_bytes()
+        assert (tmp_path / "some" / frame_name("clip", i)).read_bytes() == (tmp_path / "full" / frame_name("clip", i)).read_bytes()
 
 
 def test_output_folder_of_another_clip(mlv_factory, tmp_path):
@@ -165,3 +166,26 @@ def test_missing_weights_are_a_loud_warning(mlv_factory, tmp_path):
     assert "global-fit's" in enc.stderr and "without block refinement" in enc.stderr
     dec = run_cli("decode", tmp_path / "c.rvd", "-o", tmp_path / "out")
     assert dec.returncode == 0 and "warning:" in dec.stderr and "decoding with global-fit" in dec.stderr
+
+
+def test_frames_are_named_after_the_clip(mlv_factory, tmp_path):
+    """Issue 13 item 5: CinemaDNG-style names, ``NAME_000123.dng``, from the source's name, never a path."""
+    from rawvid.codec import clip_name
+
+    assert clip_name({"source": {"name": "M12-1234.MLV"}}) == "M12-1234"
+    assert clip_name({"source": {"name": "../../etc/passwd"}}) == "passwd"
+    assert clip_name({"source": {"name": "A001 day #2.mov"}}) == "A001_day_2"
+    assert clip_name({"source": {"name": ".."}}) == clip_name({"source": None}) == clip_name({}) == "frame"
+    assert len(clip_name({"source": {"name": "x" * 300}})) == 64
+    path, _, _ = mlv_factory(name="Shot 7.MLV", n=3, width=64, height=48)
+    rvd = encode(path, tmp_path / "renamed.rvd", EncodeOptions(refine="off")).output
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "000009.dng").write_bytes(b"a frame of an older rawvid")
+    res = decode(rvd, out, DecodeOptions(method="global-fit", force=True))
+    assert res.clip == "Shot_7"
+    assert sorted(p.name for p in out.glob("*.dng")) == [f"Shot_7_{i:06d}.dng" for i in range(3)]
+    from rawvid.dng import DNGSequence
+
+    seq = DNGSequence.open(out)  # the decoded folder reads back as a sequence, in order
+    assert [p.name for p in seq.files] == [f"Shot_7_{i:06d}.dng" for i in range(3)]

@@ -225,10 +225,10 @@ def test_a_second_calibration_travels_from_source_to_every_decoded_frame(tmp_pat
     rvd = encode(tmp_path / "seq", tmp_path / "c.rvd", EncodeOptions(refine="off")).output
     decode(rvd, tmp_path / "out", DecodeOptions(method="global-fit"))
     for i in range(3):
-        _, back = read_dng(tmp_path / "out" / f"{i:06d}.dng")
+        _, back = read_dng(tmp_path / "out" / f"seq_{i:06d}.dng")
         assert back.color_matrix2 == pytest.approx(info.color_matrix2, abs=1e-4)
         assert (back.calibration_illuminant, back.calibration_illuminant2) == (17, 21)
-    page = tifffile.TiffFile(tmp_path / "out" / "000001.dng").pages[0]
+    page = tifffile.TiffFile(tmp_path / "out" / "seq_000001.dng").pages[0]
     assert page.tags["XResolution"].value == (180, 1) and page.tags["ResolutionUnit"].value == 2
 
 

@@ -36,7 +36,7 @@ def _mlv(mlv_factory, n=8, **kw):
 
 
 def _decoded(out, n):
-    return [read_dng(out / frame_name(i))[0] for i in range(n)]
+    return [read_dng(out / frame_name("clip", i))[0] for i in range(n)]
 
 
 def test_target_psnr_round_trip_is_closed_loop(mlv_factory, tmp_path):
@@ -87,14 +87,14 @@ def test_raw_crf_and_frame_range_and_resume(mlv_factory, tmp_path):
     decode(rvd, tmp_path / "all")
     full = _decoded(tmp_path / "all", 9)
     decode(rvd, tmp_path / "part", DecodeOptions(start=5, stop=7))  # starts at the IDR at frame 4
-    assert sorted(p.name for p in (tmp_path / "part").glob("*.dng")) == [frame_name(5), frame_name(6)]
+    assert sorted(p.name for p in (tmp_path / "part").glob("*.dng")) == [frame_name("clip", 5), frame_name("clip", 6)]
     for i in (5, 6):
-        assert np.array_equal(read_dng(tmp_path / "part" / frame_name(i))[0], full[i])
+        assert np.array_equal(read_dng(tmp_path / "part" / frame_name("clip", i))[0], full[i])
     # resume after frame 5: byte-identical DNGs
     decode(rvd, tmp_path / "res", DecodeOptions(stop=6))
     decode(rvd, tmp_path / "res", DecodeOptions(resume=True))
     for i in range(9):
-        assert (tmp_path / "res" / frame_name(i)).read_bytes() == (tmp_path / "all" / frame_name(i)).read_bytes()
+        assert (tmp_path / "res" / frame_name("clip", i)).read_bytes() == (tmp_path / "all" / frame_name("clip", i)).read_bytes()
 
 
 def test_lossless_raw_is_bit_exact_through_libraw(mlv_factory, tmp_path):
@@ -105,7 +105,7 @@ def test_lossless_raw_is_bit_exact_through_libraw(mlv_factory, tmp_path):
     encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(codec="ffv1")))
     decode(rvd, tmp_path / "out")
     for i, m in enumerate(mosaics):
-        with rawpy.imread(str(tmp_path / "out" / frame_name(i))) as r:
+        with rawpy.imread(str(tmp_path / "out" / frame_name("clip", i))) as r:
             assert np.array_equal(r.raw_image, m)
     from rawvid.dng import encode_dng
 
@@ -223,7 +223,7 @@ def test_noise_profile_is_measured_and_written(mlv_factory, tmp_path):
     encode(path, rvd, EncodeOptions(refine="off"))
     noise = RvdFile(rvd).manifest["noise_profile"]
     decode(rvd, tmp_path / "o", DecodeOptions(method="global-fit"))
-    with tifffile.TiffFile(tmp_path / "o" / frame_name(1)) as t:
+    with tifffile.TiffFile(tmp_path / "o" / frame_name("clip", 1)) as t:
         assert list(t.pages[0].tags[51041].value) == pytest.approx(noise)
 
 
@@ -261,5 +261,5 @@ def test_resume_with_per_frame_calibration_is_identical(mlv_factory, tmp_path):
     res = decode(rvd, tmp_path / "res", DecodeOptions(resume=True))  # lossless: a CRC mismatch would raise
     assert res.frames == 3
     for i in range(6):
-        assert (tmp_path / "res" / frame_name(i)).read_bytes() == (tmp_path / "all" / frame_name(i)).read_bytes()
-        assert np.array_equal(read_dng(tmp_path / "res" / frame_name(i))[0], mosaics[i])
+        assert (tmp_path / "res" / frame_name("clip", i)).read_bytes() == (tmp_path / "all" / frame_name("clip", i)).read_bytes()
+        assert np.array_equal(read_dng(tmp_path / "res" / frame_name("clip", i))[0], mosaics[i])

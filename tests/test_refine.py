@@ -81,7 +81,7 @@ def test_encode_refines_and_no_frame_falls_below_global_fit(mlv_factory, tmp_pat
     decode(rvd_path, tmp_path / "gf", DecodeOptions(method="global-fit"))
     for i in range(1, 5):
         def score(folder):
-            return psnr_black(read_dng(tmp_path / folder / frame_name(i))[0], mosaics[i], info.cfa, info.black,
+            return psnr_black(read_dng(tmp_path / folder / frame_name("clip", i))[0], mosaics[i], info.cfa, info.black,
                               info.white)
         assert score("net") >= score("gf") - 0.01, i
 
@@ -95,7 +95,7 @@ def test_refinement_pays_on_the_example(tmp_path):
         rvd = encode(EXAMPLE, tmp_path / f"{mode}.rvd", EncodeOptions(refine=mode)).output
         res = decode(rvd, tmp_path / mode, DecodeOptions(method="network"))
         assert res.notes == []
-        scores[mode] = np.mean([psnr_black(read_dng(tmp_path / mode / frame_name(i))[0], t, info.cfa, info.black,
+        scores[mode] = np.mean([psnr_black(read_dng(tmp_path / mode / frame_name(res.clip, i))[0], t, info.cfa, info.black,
                                            info.white) for i, t in enumerate(truth, start=1)])
     assert RvdFile(tmp_path / "off.rvd").manifest["refine"] == {"mode": "off"}  # the paper's mode: nothing per frame
     assert scores["blocks"] > scores["off"] + 0.2, scores
@@ -190,7 +190,7 @@ def test_network_layout_is_recorded_and_followed(mlv_factory, tmp_path):
     (tmp_path / "parts").rename(tmp_path / "parts-old")
     assert decode(old, tmp_path / "old").frames == new.frames == 3  # a file from before: decoded NCHW
     for i in range(3):
-        a, b = read_dng(tmp_path / "new" / frame_name(i))[0], read_dng(tmp_path / "old" / frame_name(i))[0]
+        a, b = read_dng(tmp_path / "new" / frame_name("clip", i))[0], read_dng(tmp_path / "old" / frame_name("clip", i))[0]
         assert np.abs(a.astype(int) - b).max() <= 1  # the two layouts differ by float rounding at most
     bad = _tampered(rvd, tmp_path, edit_manifest=lambda m: m.update(network_layout="sideways"))
     res = run_cli("decode", bad, "-o", tmp_path / "bad")

@@ -87,8 +87,8 @@ def test_prior_model_trains_and_decodes(small_dataset, tmp_path, extra):
     g = decode(rvd, tmp_path / "gf", DecodeOptions(method="global-fit"))
     from rawvid.dng import read_dng
 
-    a = read_dng(tmp_path / "frames" / "000001.dng")[0].astype(float)
-    b = read_dng(tmp_path / "gf" / "000001.dng")[0].astype(float)
+    a = read_dng(tmp_path / "frames" / f"{out.clip}_000001.dng")[0].astype(float)
+    b = read_dng(tmp_path / "gf" / f"{g.clip}_000001.dng")[0].astype(float)
     assert np.abs(a - b).mean() < 0.05 * 15000 and g.frames == 4
 
 
