@@ -5,8 +5,11 @@ encode_speed.py), then decodes it with global-fit and with the network in each
 configuration (random weights: speed does not depend on the weights' values).
 ``shipped`` decodes with models/fagdn-default itself, the model the encode's block
 refinement is made for, so that row includes applying the refinement (the default path).
+With ``--runtimes torch,onnxruntime`` the shipped model's encode and decode run in each
+runtime (each decodes the file it encoded); the other configurations run in PyTorch.
 
-    python benchmarks/decode_speed.py [--frames 6] [--configs shipped,paper,small,fast,tiny,fast-prior] [--json out.json]
+    python benchmarks/decode_speed.py [--frames 6] [--configs shipped,paper,small,fast,tiny,fast-prior]
+                                      [--runtimes torch,onnxruntime] [--json out.json]
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 
 from encode_speed import make_clip
-from rawvid.codec import DecodeOptions, decode, encode
+from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode
 from rawvid.model import DEFAULT_MODEL, FAGDN, count_parameters, load_model, resolve_model, save_model
 from rawvid.train import TRAIN_CONFIGS as CONFIGS
 
@@ -29,18 +32,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--configs", default="shipped,paper,small,fast,tiny,fast-prior")
+    ap.add_argument("--runtimes", default="torch")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     results = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "runs": {}}
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
         make_clip(td / "clip.MLV", args.frames)
-        t0 = time.perf_counter()
-        rvd = encode(td / "clip.MLV", td / "clip.rvd").output  # default settings: block refinement included
-        results["encode_fps_default"] = round(args.frames / (time.perf_counter() - t0), 3)
-        print("encode (default settings)", results["encode_fps_default"], "fps", flush=True)
-        runs = [("global-fit", None)] + [("network", c) for c in args.configs.split(",") if c]
-        for method, cfg in runs:
+        rvds, runtimes = {}, args.runtimes.split(",")
+        for rt in runtimes:
+            suffix = "" if rt == "torch" else f"_{rt}"
+            t0 = time.perf_counter()  # default settings: block refinement included
+            rvds[rt] = encode(td / "clip.MLV", td / f"clip-{rt}.rvd", EncodeOptions(runtime=rt)).output
+            results[f"encode_fps_default{suffix}"] = round(args.frames / (time.perf_counter() - t0), 3)
+            print(f"encode (default settings, {rt})", results[f"encode_fps_default{suffix}"], "fps", flush=True)
+        runs = [("global-fit", None, runtimes[0])] + [("network", c, "torch") for c in args.configs.split(",")
+                                                       if c and c != "shipped"]
+        if "shipped" in args.configs.split(","):
+            runs[1:1] = [("network", "shipped", rt) for rt in runtimes]
+        for method, cfg, rt in runs:
+            rvd = rvds[rt] if rt in rvds else rvds[runtimes[0]]
             model = None
             if cfg == "shipped":
                 model = str(resolve_model(DEFAULT_MODEL))
@@ -51,7 +62,8 @@ def main() -> None:
                 model = str(td / f"{cfg}.safetensors")
                 save_model(net, model)
             t0 = time.perf_counter()
-            res = decode(rvd, td / f"out-{method}-{cfg}", DecodeOptions(method=method, model=model, device="cpu"))
+            res = decode(rvd, td / f"out-{method}-{cfg}-{rt}", DecodeOptions(method=method, model=model, device="cpu",
+                                                                          runtime=rt))
             wall = time.perf_counter() - t0
             assert not res.notes or cfg != "shipped", res.notes  # the refinement applies to the shipped model
             # frame 0 is the stored keyframe: per-frame network/flow costs are over the predicted frames
@@ -62,7 +74,7 @@ def main() -> None:
             if cfg:
                 row["parameters"] = count_parameters(net)
                 row["predicted_fps"] = round(predicted / sum(res.timings.values()), 3)
-            name = method if not cfg else f"network-{cfg}"
+            name = method if not cfg else f"network-{cfg}" + ("" if rt == "torch" else f"-{rt}")
             results["runs"][name] = row
             print(name, json.dumps(row), flush=True)
     if args.json:

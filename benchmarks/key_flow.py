@@ -2,7 +2,7 @@
 
 The shipped model warps the keyframe's residual onto every frame by one DIS call straight
 to the keyframe, which cannot follow a camera that has moved far from it. The ``safe``
-variant (``rawvid.methods.Network(key_flow="safe")``) takes, per pixel, the better (by the
+variant (``rawvid.network.Network(key_flow="safe")``) takes, per pixel, the better (by the
 keyframe sRGB's warp error) of that flow and the last frame's flow to the keyframe chained
 through this frame's flow, and drops the keyframe residual where even the better one
 misses by more than ``KEY_TRUST_ERR`` (0.04).
@@ -26,7 +26,8 @@ import numpy as np
 from refine_baselines import report
 from rawvid.bayer import raw_planes, srgb_half
 from rawvid.dataset import RVDLayout
-from rawvid.methods import GlobalFit, Network
+from rawvid.methods import GlobalFit
+from rawvid.network import Network
 from rawvid.model import DEFAULT_MODEL, load_model
 from rawvid.train import _codec_variant, chain_psnr
 

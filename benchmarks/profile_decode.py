@@ -41,7 +41,7 @@ WATCH = {
     "predict_frame": ("chain.py", "predict_frame"),
     "refine (blend)": ("refine.py", "blend"),
     "refine (choose weights)": ("refine.py", "choose_weights"),
-    "Network.predict": ("methods.py", "predict"),
+    "Network.predict": ("network.py", "predict"),
     "write_dng": ("dng.py", "write_dng"),
     "encode_dng": ("dng.py", "encode_dng"),
     "video read": ("video.py", "__next__"),

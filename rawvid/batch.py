@@ -284,7 +284,7 @@ def _bench(job: Job, s: BatchSettings, rep: ClipReport) -> None:
     from .bench import MethodSpec, Setting, run_bench
     from .decoder import DecodeOptions
     from .encoder import EncodeOptions, _has_weights
-    from .model import DEFAULT_MODEL
+    from .weights import DEFAULT_MODEL
 
     dec = s.decode or DecodeOptions()
     enc = s.encode or EncodeOptions()
@@ -311,10 +311,13 @@ def run_job(job: Job, settings: BatchSettings) -> dict:
     import warnings
 
     if settings.threads:  # this clip's share of the cores (decode and the encoder's network pass)
-        import torch
-
         os.environ["RAWVID_THREADS"] = str(settings.threads)
-        torch.set_num_threads(settings.threads)
+        try:
+            import torch
+        except ImportError:  # ONNX Runtime reads RAWVID_THREADS
+            pass
+        else:
+            torch.set_num_threads(settings.threads)
     rep = ClipReport.of(job, "done", worker=f"{socket.gethostname()}:{os.getpid()}")
     t0 = time.perf_counter()
     try:

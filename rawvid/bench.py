@@ -244,13 +244,21 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def versions() -> dict:
+    import importlib.metadata
+
     import cv2
     import rawpy
-    import torch
 
     from .video import ffmpeg_version
 
-    return {"rawvid": __version__, "python": platform.python_version(), "torch": torch.__version__,
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"rawvid": __version__, "python": platform.python_version(), "torch": version("torch"),
+            "onnxruntime": version("onnxruntime"),
             "numpy": np.__version__, "opencv": cv2.__version__, "libraw": ".".join(map(str, rawpy.libraw_version)),
             "ffmpeg": ffmpeg_version()}
 

@@ -12,16 +12,52 @@ from .bayer import denormalise, normalise
 from .errors import RawvidError
 
 
-def select_device(device: str) -> str:
+#: the runtimes the network runs in: PyTorch (rawvid.network) or ONNX Runtime (rawvid.runtime)
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def have_torch() -> bool:
+    """Whether PyTorch can be imported (it is optional: ONNX Runtime runs the shipped network)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def select_runtime(requested: str = "auto", recorded: str | None = None) -> str:
+    """The runtime to run the network in.
+
+    ``auto``: the one a file was coded with (``recorded``) when it is installed, else PyTorch
+    when installed, else ONNX Runtime. (Decoding in another runtime than the encoder's gives
+    predictions that differ by float rounding; a lossless RAW layer then refuses, by its CRCs.)"""
+    if requested not in ("auto", *RUNTIMES):
+        raise RawvidError(None, f"unknown runtime {requested!r} (auto, {', '.join(RUNTIMES)})")
+    torch_ok = have_torch()
+    if requested == "auto":
+        if recorded == "onnxruntime" or not torch_ok:
+            requested = "onnxruntime"
+        else:
+            requested = "torch"
+    if requested == "torch" and not torch_ok:
+        raise RawvidError(None, "--runtime torch: PyTorch is not installed (pip install torch, or use onnxruntime)")
+    return requested
+
+
+def select_device(device: str, runtime: str = "torch") -> str:
     """``auto`` -> cuda when available, else cpu; an unavailable or unknown device is a clean error."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise RawvidError(None, f"unknown device {device!r} (auto, cpu or cuda)")
+    if runtime != "torch":
+        if device == "cuda":
+            raise RawvidError(None, f"--device cuda needs --runtime torch (PyTorch with CUDA), not {runtime}")
+        return "cpu"
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise RawvidError(None, "--device cuda: no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise RawvidError(None, f"unknown device {device!r} (auto, cpu or cuda)")
     return device
 
 
@@ -30,16 +66,21 @@ NETWORK_LAYOUT = "channels_last"
 
 
 def network_method(model: str, width: int, height: int, device: str = "cpu", tile: int | None = None,
-                   layout: str = NETWORK_LAYOUT):
+                   layout: str = NETWORK_LAYOUT, runtime: str = "torch"):
     """The chained network for a clip of ``width`` x ``height`` (tiled above ~2K x 1K half resolution).
 
-    ``layout``: the memory format its arithmetic runs in; encoder and decoder must use the same
-    (a RAW layer's reconstruction is checked to the bit), so the manifest records it."""
-    from .methods import Network
-    from .model import load_model
-
+    ``layout`` (PyTorch): the memory format its arithmetic runs in; ``runtime``: PyTorch or ONNX
+    Runtime. Encoder and decoder must use the same (a RAW layer's reconstruction is checked to
+    the bit), so the manifest records both."""
     if tile is None:
         tile = 1024 if width * height // 4 > 2048 * 1152 else None
+    if runtime == "onnxruntime":
+        from .runtime import OnnxModel, OnnxNetwork
+
+        return OnnxNetwork(OnnxModel(model), tile=tile)
+    from .model import load_model
+    from .network import Network
+
     return Network(load_model(model, device=device), device=device, tile=tile, layout=layout)
 
 
@@ -62,6 +103,10 @@ def predict_frame(method, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.
         if target is not None:
             index = choose_weights(pred, base, target)
         pred = blend(pred, base, index)
+    if method.unclip is not None:  # the shadows' mean, not the clipped mean (down to under black)
+        from .noise import unclip_mean
+
+        pred = unclip_mean(pred, method.unclip)
     planes = denormalise(pred, info.black, info.white, info.bits)
     return planes, normalise(planes, info.black, info.white), index
 

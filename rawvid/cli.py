@@ -141,6 +141,9 @@ ENCODE_OPTIONS = [
                                                 "fagdn-default; decode: the manifest's)."),
     click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                  help="Where the network runs: auto is CUDA when a GPU is available, else the CPU."),
+    click.option("--runtime", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnxruntime"]),
+                 help="What runs the network: PyTorch or ONNX Runtime (the same predictions to float rounding); "
+                      "auto: PyTorch when installed, else ONNX Runtime (decode: the runtime the file was coded with)."),
     click.option("--target-psnr", type=float, default=None, metavar="DB",
                  help="RAW layer: code the residual so that every frame reaches this black-subtracted PSNR."),
     click.option("--raw-crf", type=click.FloatRange(0, 51), default=None, help="RAW layer at a fixed x265 CRF."),
@@ -154,7 +157,7 @@ ENCODE_OPTIONS = [
 
 
 def encode_options(keyframe_interval, render_mode, codec, crf, preset, lossless, frame_range, fps, calibration,
-                   refine, model, device, target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor):
+                   refine, model, device, runtime, target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor):
     """EncodeOptions from the command line's values."""
     from .codec import EncodeOptions, parse_range
     from .video import VideoSettings
@@ -165,7 +168,8 @@ def encode_options(keyframe_interval, render_mode, codec, crf, preset, lossless,
         crf = LAYERED_SRGB_CRF if layer is not None else 16
     return EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
-                         calibration=calibration, refine=refine, model=model, device=device, raw_layer=layer)
+                         calibration=calibration, refine=refine, model=model, device=device, raw_layer=layer,
+                         runtime=runtime)
 
 
 @main.command()
@@ -220,18 +224,21 @@ DECODE_OPTIONS = [
               help="Decode only these frames (decoding starts at the keyframe before START).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the network runs: auto is CUDA when a GPU is available, else the CPU.")
+@click.option("--runtime", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnxruntime"]),
+              help="What runs the network: PyTorch or ONNX Runtime (the same predictions to float rounding); "
+                   "auto: the runtime the file was coded with when installed, else PyTorch when installed, else ONNX Runtime.")
 @click.option("--resume", is_flag=True, help="Continue after the last complete frame in the output folder.")
 @click.option("-f", "--force", is_flag=True, help="Write into a folder that holds other frames.")
 @click.option("--salvage", is_flag=True, help="A damaged track (CRC-32 mismatch): write the frames decoded before "
                                               "the damage instead of refusing the file.")
 @handle_errors
-def decode(input, output, method, model, frame_range, compress, device, tile, resume, force, salvage):
+def decode(input, output, method, model, frame_range, compress, device, runtime, tile, resume, force, salvage):
     """Rebuild the RAW video of an .rvd as a DNG sequence (one file per frame)."""
     from .codec import DecodeOptions, decode as run_decode, parse_range
 
     start, stop = parse_range(frame_range)
     opts = DecodeOptions(method=method, model=model, start=start, stop=stop, compress=compress, device=device,
-                         tile=tile, resume=resume, force=force, salvage=salvage)
+                         tile=tile, resume=resume, force=force, salvage=salvage, runtime=runtime)
     try:
         with FrameProgress("decoding") as progress:
             result = run_decode(input, output, opts, progress=progress)
@@ -293,7 +300,8 @@ def batch(paths, output, mode, workers, use_ray, ray_address, cpus_per_clip, gpu
     enc = encode_options(**options)
     if options["frame_range"] and mode != "encode":
         raise ValueError("--frames applies to --mode encode (decode and bench process whole clips)")
-    dec = DecodeOptions(method=method, model=options["model"], compress=compress, device=options["device"], tile=tile)
+    dec = DecodeOptions(method=method, model=options["model"], compress=compress, device=options["device"], tile=tile,
+                        runtime=options["runtime"])
     cores = os.cpu_count() or 1
     clustered = bool(ray_address or (use_ray and os.environ.get("RAY_ADDRESS")))
     workers = workers or default_workers()
@@ -428,7 +436,7 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
     """
     from .atomic import atomic_write
     from .bench import MethodSpec, run_bench, sweep, write_plots
-    from .model import DEFAULT_MODEL, MODELS_DIR, resolve_model
+    from .weights import DEFAULT_MODEL, MODELS_DIR, resolve_model
 
     from .codec import parse_range
 
@@ -646,7 +654,7 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
 
 
 def _load_scenes(shared_root: Path | None, raws) -> list:
-    from .model import MODELS_DIR
+    from .weights import MODELS_DIR
     from .scenes import load_shared_scenes, scene_from_dng
 
     root = shared_root or MODELS_DIR.parent.parent / "shared" / "data"
@@ -705,6 +713,21 @@ def dataset_scenarios(output, shared_root, raws, seed, test_fraction, size, fram
         for sp, c in splits.items():
             console.print(f"{output}/{r}/{sp}: {c['clips']} clips, {c['frames']} frames")
     console.print(f"test scenes: {', '.join(rep.test_scenes)}", highlight=False, soft_wrap=True)
+
+
+@main.command("export-onnx")
+@click.argument("model", default="fagdn-default")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Where to write the graph (default: beside the weights, NAME.onnx, where decode looks).")
+@handle_errors
+def export_onnx_cmd(model, output):
+    """Export weights (a name in models/ or a .safetensors path) to ONNX, for encode and decode
+    without PyTorch (--runtime onnxruntime). Needs PyTorch, onnx and onnxscript, once."""
+    from .runtime import export_onnx
+
+    with console.status(f"exporting {model} to ONNX"):
+        path = export_onnx(model, output)
+    console.print(f"wrote {path} (checked against PyTorch)", highlight=False)
 
 
 @main.command("train")
@@ -776,7 +799,8 @@ def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step
     cmd = "rawvid train " + " ".join(shlex.quote(a) for a in _sys.argv[2:])
     res = train(opts, log=log, command=cmd)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote the files
-        console.print(f"wrote {res.weights} and {res.card} after {res.steps} steps ({res.seconds / 60:.1f} min)")
+        console.print(f"wrote {res.weights} and {res.card} after {res.steps} steps ({res.seconds / 60:.1f} min); "
+                      f"for machines without PyTorch: rawvid export-onnx {res.weights}", highlight=False)
 
 
 def _human(n: int) -> str:
@@ -836,7 +860,8 @@ def info(path, as_json, verify):
                   f"(RAW part of the file {sizes['raw_part_bits_per_pixel']:.4f})")
     noise = m.get("noise_profile")
     if noise:
-        t.add_row("noise", f"variance {noise[0]:.3g} x + {noise[1]:.3g} (DNG NoiseProfile, measured on frame 0)")
+        t.add_row("noise", f"variance {noise[0]:.3g} x + {noise[1]:.3g} (DNG NoiseProfile, measured on frame 0)"
+                  + ("; shadows unclipped at black" if m.get("shadows") == "unclipped" else ""))
     t.add_row("keyframes", f"{len(keys)} RAW ({'first frame only' if not m.get('keyframe_interval') else 'every ' + str(m['keyframe_interval'])}): "
               f"{', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''}")
     t.add_row("render", _shown((m.get("render") or {}).get("mode")))
@@ -847,7 +872,8 @@ def info(path, as_json, verify):
     mode = _shown(ref.get("mode"))
     t.add_row("side info", f"calibration {_shown((m.get('calibration') or {}).get('mode', 'keyframe'))}, refinement "
               + (f"{mode} ({_shown(ref.get('block'))} px, for model {_shown(ref.get('model'))})" if mode == "blocks"
-                 else mode))
+                 else mode)
+              + (f"; network run in {_shown(m['network_runtime'])}" if m.get("network_runtime") else ""))
     t.add_row("size", f"{_human(sizes['file_bytes'])}: video {_human(sizes['video_bytes'])}, keyframes "
               f"{_human(sizes['keyframe_bytes'])}, audio {_human(sizes['audio_bytes'])}, manifest "
               f"{_human(sizes['manifest_bytes'])}, side info {_human(sizes['side_info_bytes'])}")

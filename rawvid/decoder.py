@@ -12,11 +12,12 @@ from typing import Callable
 
 import numpy as np
 
-from .chain import layer_frame, network_method, predict_frame, select_device as _select_device
+from .chain import layer_frame, network_method, predict_frame, select_runtime
+from .chain import select_device as _select_device
 from .container import RvdFile, sha256_file
 from .dng import write_dng
 from .errors import FormatError, RawvidError
-from .model import DEFAULT_MODEL
+from .weights import DEFAULT_MODEL
 from .pipeline import ReadAhead, WriteBehind, cpu_threads
 from .sideinfo import CALIBRATION_NAME, LAYER_MAPS_NAME, REFINE_NAME
 
@@ -40,6 +41,7 @@ class DecodeOptions:
     resume: bool = False
     force: bool = False
     salvage: bool = False  # a damaged track: write the frames decoded before the damage instead of refusing
+    runtime: str = "auto"  # the network's runtime: auto (the file's, else what is installed) | torch | onnxruntime
 
 
 @dataclass
@@ -84,10 +86,11 @@ def frame_name(clip: str, index: int) -> str:
     return f"{clip}_{index:06d}.dng"
 
 
-def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str], path=None):
+def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[str], path=None,
+                 runtime: str = "torch"):
     """Build the reconstruction method; ``auto`` is the network when its weights exist."""
     from .methods import GlobalFit, Warp
-    from .model import DEFAULT_MODEL, LAYOUTS, missing_weights_note, resolve_model
+    from .weights import DEFAULT_MODEL, LAYOUTS, missing_weights_note, resolve_model
 
     method = opts.method
     name = opts.model or manifest.get("model") or DEFAULT_MODEL
@@ -106,7 +109,7 @@ def _make_method(opts: DecodeOptions, manifest: dict, device: str, notes: list[s
         layout = manifest.get("network_layout", "contiguous")  # files from before it was recorded: contiguous
         if layout not in LAYOUTS:
             raise FormatError(path, f"unknown network_layout {layout!r} in the manifest")
-        return network_method(name, manifest["width"], manifest["height"], device, opts.tile, layout)
+        return network_method(name, manifest["width"], manifest["height"], device, opts.tile, layout, runtime)
     raise RawvidError(None, f"unknown method {method!r} (auto, network, global-fit or warp)")
 
 
@@ -193,7 +196,7 @@ def _load_calibration(rvd: RvdFile, count: int):
 
 def _load_refinement(rvd: RvdFile, count: int, method, model: str, notes: list[str]) -> np.ndarray | None:
     """Block weights stored by the encoder's refinement (None when off, or not for this method/model)."""
-    from .model import resolve_model
+    from .weights import resolve_model
     from .refine import BLOCK, LEVELS, grid_shape, unpack
 
     r = rvd.manifest.get("refine") or {}
@@ -224,7 +227,7 @@ def _layer_method(opts: DecodeOptions, m: dict, notes: list[str]) -> DecodeOptio
 
     pred = m["raw_layer"]["predictor"]
     want = pred.get("method") or "global-fit"  # direct: no prediction, the method only idles
-    from .model import model_label
+    from .weights import model_label
 
     model = pred.get("model") if want == "network" else None
     if model and opts.model and model_label(opts.model) == model:
@@ -237,9 +240,6 @@ def _layer_method(opts: DecodeOptions, m: dict, notes: list[str]) -> DecodeOptio
 def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: DecodeOptions | None = None, *,
            progress: Progress | None = None) -> DecodeResult:
     """Rebuild a DNG sequence from an .rvd: keyframes exactly, other frames chained by the method."""
-
-    import torch
-
     from .bayer import normalise, raw_planes, srgb_half, unpack
     from .dng import read_dng, read_dng_bytes
     from .rawlayer import crc as _crc
@@ -267,14 +267,24 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
         keyframes = {k: None for k in layer.idr}  # intra frames of the RAW layer, no DNGs
     if 0 not in keyframes:
         raise RawvidError(rvd_path, "the manifest lists no keyframe at frame 0")
-    device = _select_device(opts.device)
+    runtime = select_runtime(opts.runtime, m.get("network_runtime"))
+    device = _select_device(opts.device, runtime)
     if opts.stop is not None and opts.stop > count:
         notes.append(f"--frames asks for frames up to {opts.stop}; the clip has {count}: decoding {opts.start}:{count}")
-    if device == "cpu":
+    if device == "cpu" and runtime == "torch":
+        import torch
+
         torch.set_num_threads(cpu_threads())
     if layer is not None:
         opts = _layer_method(opts, m, notes)
-    method = _make_method(opts, m, device, notes, rvd_path)
+    method = _make_method(opts, m, device, notes, rvd_path, runtime)
+    if method.name == "network" and m.get("network_runtime", runtime) != runtime:
+        notes.append(f"the file was coded with the network in {m['network_runtime']}, decoded in {runtime}: "
+                     "predictions differ by float rounding")
+    if m.get("shadows") == "unclipped":  # as the encoder predicted (files from before: clipped at black)
+        from .noise import NoiseModel
+
+        method.unclip = NoiseModel(*m["noise_profile"])
     out = Path(output)
     digest = manifest_digest(m)  # identifies the clip
     timings = method.timings

@@ -16,7 +16,8 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_path, remove_stale, temp_dir
 from .bayer import raw_planes
-from .chain import NETWORK_LAYOUT, network_method, select_device as _select_device
+from .chain import NETWORK_LAYOUT, network_method, select_runtime
+from .chain import select_device as _select_device
 from .checksums import CHECKSUMS_NAME, sealed_json, track_file_crcs
 from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_BINARY, MIME_DNG, MIME_JSON, RvdFile,
                         encode_flac, mux, sha256_file)
@@ -25,7 +26,7 @@ from .errors import FormatError, RawvidError
 from .manifest import validate as validate_manifest
 from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
-from .model import DEFAULT_MODEL, missing_weights_note, model_label
+from .weights import DEFAULT_MODEL, missing_weights_note, model_label
 from .noise import estimate_noise
 from .rawlayer import LayerSettings
 from .sideinfo import LAYER_MAPS_NAME, LAYER_NAME, chain_pass
@@ -57,6 +58,7 @@ class EncodeOptions:
     refine: str = "auto"
     model: str | None = None  # the model decode will use (default: models/fagdn-default)
     device: str = "auto"  # where the refinement pass runs the network: auto | cpu | cuda
+    runtime: str = "auto"  # what runs the network: auto (PyTorch if installed, else onnxruntime) | torch | onnxruntime
     #: the RAW layer (rawvid.rawlayer): None = the paper's design (sRGB plus lossless RAW keyframes)
     raw_layer: LayerSettings | None = None
 
@@ -150,7 +152,7 @@ def resolve_calibration(mode: str, src: Source, render_mode: str, layered: bool 
 
 def resolve_refinement(mode: str, src: Source, model: str) -> str:
     """The refinement an encode uses: ``auto`` is blocks when every frame's RAW and the model's weights exist."""
-    from .model import resolve_model
+    from .weights import resolve_model
 
     if mode not in REFINEMENTS:
         raise RawvidError(None, f"unknown refinement {mode!r} (auto, off or blocks)")
@@ -237,7 +239,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
         notes = []
         if src.has_raw and opts.refine != "off" and not _has_weights(model):
             notes.append(missing_weights_note(model, "encoding without block refinement"))
-        device = _select_device(opts.device) if net else "cpu"  # where the encoder's chain pass runs
+        runtime = select_runtime(opts.runtime) if net else None  # the decoder will use the same, when it can
+        device = _select_device(opts.device, runtime) if net else "cpu"  # where the encoder's chain pass runs
         start = opts.start
         stop = src.frame_count if opts.stop is None else min(opts.stop, src.frame_count)
         if opts.stop is not None and opts.stop > src.frame_count:
@@ -287,10 +290,10 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 timestamps = [int(round(k * 1e6 / info.fps)) for k in range(count)]
             calib = refine = st = None
             if per_frame or blocks or layer is not None:
-                method = network_method(model, info.width, info.height, device) if net else None
+                method = network_method(model, info.width, info.height, device, runtime=runtime) if net else None
                 calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, per_frame=per_frame,
                                                method=method, blocks=blocks, layer=layer, model=model,
-                                               progress=progress)
+                                               progress=progress, unclip=noise)
             side = [d["file"] for d in (calib, refine) if d]
             if st is not None and st.predictor == "chain":
                 side.append(LAYER_MAPS_NAME)
@@ -314,9 +317,13 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             keylist = sorted(keys) if layer is None else []
             manifest = build_manifest(src, opts, count, timestamps, numbers, keylist, attachments, audio)
             manifest["noise_profile"] = None if noise is None else [noise.scale, noise.offset]
+            if noise is not None:  # predictions are the shadows' mean, under black where it lies there
+                manifest["shadows"] = "unclipped"
             manifest["calibration"] = calib or {"mode": "keyframe"}
             manifest["refine"] = refine or {"mode": "off"}
             manifest["network_layout"] = NETWORK_LAYOUT
+            if runtime is not None:
+                manifest["network_runtime"] = runtime
             if st is not None:
                 predictor = {"mode": st.predictor, "method": None, "model": None}
                 if st.predictor == "chain":
@@ -337,7 +344,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
 
 
 def _has_weights(model: str) -> bool:
-    from .model import resolve_model
+    from .weights import resolve_model
 
     try:
         resolve_model(model)

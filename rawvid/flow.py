@@ -1,4 +1,4 @@
-"""Optical flow between sRGB frames (OpenCV DIS) and backward warping (torch grid_sample).
+"""Optical flow between sRGB frames (OpenCV DIS) and backward warping (torch grid_sample, or numpy).
 
 The temporal affinity prior of FAGDN warps RAW(t) and sRGB(t) onto frame t+1.
 Backward warping needs, for every pixel x of frame t+1, where it was in frame t:
@@ -12,14 +12,18 @@ milliseconds, so the better accuracy is nearly free.
 
 The warp is bilinear everywhere (training and decoding alike: a mismatch between the
 two was measured to cost 1.45 dB); pixels that come from outside the frame are
-zeroed and flagged in a validity mask.
+zeroed and flagged in a validity mask. ``warp`` is the same bilinear warp in numpy, for
+decoding without PyTorch (:mod:`rawvid.runtime`); the two agree to float rounding.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -44,6 +48,8 @@ def dis_flow(target: np.ndarray, source: np.ndarray, preset: str = DEFAULT_PRESE
 
 def flow_to_tensor(flow: np.ndarray) -> torch.Tensor:
     """H x W x 2 numpy flow -> 1 x 2 x H x W tensor."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1))).unsqueeze(0).float()
 
 
@@ -53,6 +59,9 @@ def backward_warp(img: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, 
     Returns (warped, valid) where valid (N x 1 x H x W) is 1 where the source pixel
     lies inside the frame; outside pixels are zero.
     """
+    import torch
+    import torch.nn.functional as F
+
     n, _, h, w = img.shape
     ys, xs = torch.meshgrid(torch.arange(h, dtype=img.dtype, device=img.device),
                             torch.arange(w, dtype=img.dtype, device=img.device), indexing="ij")
@@ -82,7 +91,36 @@ def warp_error(source: torch.Tensor, flow: torch.Tensor, target: torch.Tensor, r
     exposure change between the frames is not mistaken for a wrong flow; pixels warped from
     outside the frame count as error 1.
     """
+    import torch.nn.functional as F
+
     warped, valid = backward_warp(source, flow)
     gain = (target * valid).sum() / warped.sum().clamp_min(1e-6)  # over the pixels both have
     err = (warped * gain - target).abs().mean(1, keepdim=True) * valid + (1 - valid)
     return F.avg_pool2d(err, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def warp(img: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`backward_warp` in numpy: ``img`` (C x H x W) by backward ``flow`` (H x W x 2, pixels).
+
+    Bilinear; neighbours outside the frame count as zero, as grid_sample's zero padding
+    (the image gets a one-pixel zero border, so the four gathers need no masks), and pixels
+    whose source lies outside are zeroed. Returns (warped float32, valid H x W).
+    """
+    c, h, w = img.shape
+    x = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
+    y = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
+    valid = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).astype(np.float32)
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = x - x0, y - y0
+    pad = np.zeros((c, h + 2, w + 2), dtype=np.float32)
+    pad[:, 1:-1, 1:-1] = img
+    flat = pad.reshape(c, -1)
+    # top-left neighbour in the padded image; outside the valid region the weights are zero anyway
+    base = ((np.clip(y0, -1, h - 1).astype(np.int64) + 1) * (w + 2) + np.clip(x0, -1, w - 1).astype(np.int64) + 1)
+    base = base.ravel()
+    out = np.take(flat, base, axis=1)
+    out *= ((1 - fx) * (1 - fy) * valid).ravel()
+    out += np.take(flat, base + 1, axis=1) * (fx * (1 - fy) * valid).ravel()
+    out += np.take(flat, base + w + 2, axis=1) * ((1 - fx) * fy * valid).ravel()
+    out += np.take(flat, base + w + 3, axis=1) * (fx * fy * valid).ravel()
+    return out.reshape(c, h, w), valid

@@ -62,6 +62,14 @@ def validate(m: Any, path, file_size: int) -> None:
     _numbers(m, "as_shot_neutral", 3, bad, positive=True, limit=DNG_MATRIX_LIMIT)
     _numbers(m, "noise_profile", 2, bad)
     _numbers(m, "color_matrix2", 9, bad, limit=DNG_MATRIX_LIMIT)
+    if m.get("shadows") is not None:
+        if m["shadows"] != "unclipped":
+            raise bad("shadows", 'must be "unclipped" or absent')
+        noise = m.get("noise_profile")
+        if not (isinstance(noise, list) and all(_is_num(v) and 0 <= v <= 1 for v in noise)):
+            raise bad("noise_profile", "unclipped shadows need a noise profile of two numbers in [0, 1]")
+    if m.get("network_runtime") is not None and m["network_runtime"] not in ("torch", "onnxruntime"):
+        raise bad("network_runtime", 'must be "torch" or "onnxruntime"')
     for key, optional in (("calibration_illuminant", False), ("calibration_illuminant2", True)):
         if key in m and not (optional and m[key] is None) and not (_is_int(m[key]) and 0 <= m[key] <= 65535):
             raise bad(key, "must be an EXIF light source code")
@@ -99,7 +107,7 @@ def validate(m: Any, path, file_size: int) -> None:
 def _model_names(m: dict, bad) -> None:
     """A file may name a model, never point at one: the weights a decode loads come from models/ or
     $RAWVID_MODELS, or from the user's own --model, never from a path an .rvd carries."""
-    from .model import MODEL_NAME
+    from .weights import MODEL_NAME
 
     lay, refine = m.get("raw_layer"), m.get("refine")
     pred = lay.get("predictor") if isinstance(lay, dict) else None

@@ -8,7 +8,10 @@ packed RAW normalised to [0, 1] (4 x h x w, float32) and sRGB in [0, 1] (3 x h x
   (per-channel tone curve that linearises sRGB, then a 4x3 colour matrix plus offset)
   and applies it to every frame. Fast; the baseline the network must beat.
 * ``network``: FAGDN, chained: frame t+1 from the previous output and the flow between
-  the two sRGB frames.
+  the two sRGB frames (:mod:`rawvid.network` in PyTorch, :mod:`rawvid.runtime` in ONNX Runtime).
+* ``warp``: the previous frame warped along the flow, holes from global-fit.
+
+This module needs no PyTorch.
 """
 from __future__ import annotations
 
@@ -16,10 +19,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .flow import backward_warp, compose, dis_flow, flow_to_tensor, warp_error
-from .model import FAGDN, LAYOUTS, memory_format, run_network, step_inputs
+from .flow import dis_flow, warp
 
 CURVE_KNOTS = 33
 
@@ -44,6 +45,9 @@ class Method:
 
     def __init__(self) -> None:
         self.timings = Timings()
+        #: the clip's noise when its predictions are unclipped at black (``rawvid.noise.unclip_mean``);
+        #: files that record ``"shadows": "unclipped"`` are coded and decoded with it
+        self.unclip = None
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         """Called with the true RAW and its sRGB at every keyframe (frame 0 included)."""
@@ -187,12 +191,12 @@ class GlobalFit(Method):
     def calibrate(self, gmap: GlobalMap) -> None:
         self.prev_map, self.map = self.map, gmap
 
-    def _flow(self, target: np.ndarray, source: np.ndarray, preset: str) -> torch.Tensor:
-        """Backward DIS flow between two half-resolution sRGB frames (3 x h x w), timed as "flow"."""
+    def _flow(self, target: np.ndarray, source: np.ndarray, preset: str) -> np.ndarray:
+        """Backward DIS flow (h x w x 2) between two half-resolution sRGB frames (3 x h x w), timed as "flow"."""
         t = time.perf_counter()
         flow = dis_flow(target.transpose(1, 2, 0), source.transpose(1, 2, 0), preset)
         self.timings.add("flow", time.perf_counter() - t)
-        return flow_to_tensor(flow)
+        return flow
 
     def base(self, srgb: np.ndarray) -> np.ndarray:
         """The global-fit prediction of a frame under the current map (block refinement blends towards it)."""
@@ -223,53 +227,38 @@ class Warp(GlobalFit):
     def predict(self, prev_raw, prev_srgb, srgb):
         flow = self._flow(srgb, prev_srgb, self.flow_preset)
         t = time.perf_counter()
-        warped, valid = backward_warp(torch.from_numpy(np.ascontiguousarray(prev_raw)).unsqueeze(0), flow)
+        warped, v = warp(np.ascontiguousarray(prev_raw, dtype=np.float32), flow)
         holes = self.map.apply(srgb)  # type: ignore[union-attr]
-        v = valid[0].numpy()
-        out = warped[0].numpy() * v + holes * (1 - v)
+        out = warped * v + holes * (1 - v)
         self.timings.add("network", time.perf_counter() - t)
         return out.astype(np.float32)
 
 
-# --------------------------------------------------------------------------- network
-#: how the network's keyframe reference finds the keyframe: ``direct`` (one DIS call, as trained)
-#: or ``safe`` (the better of direct and chained flows per pixel, untrusted pixels dropped)
-KEY_FLOW = "direct"
-#: ``safe``: the keyframe's sRGB, warped, must match the frame within this mean absolute error
-KEY_TRUST_ERR = 0.04
+class NetworkBase(GlobalFit):
+    """What the ``network`` method does around the network, in either runtime.
 
-
-class Network(GlobalFit):
-    """FAGDN chained from the previous output along DIS optical flow.
-
-    It also keeps the keyframe's (or the frame's calibrated) global-fit map: models trained
-    with the prior take its prediction as an input, and block refinement blends towards it.
+    FAGDN chained from the previous output along DIS optical flow. It also keeps the
+    keyframe's (or the frame's calibrated) global-fit map: models trained with the prior take
+    its prediction as an input, and block refinement blends towards it. Subclasses run the
+    network itself (``_forward``): :class:`rawvid.network.Network` in PyTorch,
+    :class:`rawvid.runtime.OnnxNetwork` in ONNX Runtime.
     """
 
     name = "network"
 
-    def __init__(self, model: FAGDN, device: str = "cpu", tile: int | None = None, flow_preset: str = "fast",
-                 key_flow: str = KEY_FLOW, layout: str = "contiguous"):
+    def __init__(self, config, tile: int | None = None, flow_preset: str = "fast"):
         super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown network layout {layout!r} ({', '.join(LAYOUTS)})")
-        self.layout = layout
-        self.model = model.to(device).to(memory_format=memory_format(layout)).eval()
-        self.device, self.tile, self.flow_preset = device, tile, flow_preset
-        if key_flow not in ("direct", "safe"):
-            raise ValueError(f"unknown keyframe flow {key_flow!r} (direct, safe)")
-        self.key_flow_mode = key_flow
-        self.key_chain: torch.Tensor | None = None  # the last frame's flow to the keyframe (safe mode)
+        self.config, self.tile, self.flow_preset = config, tile, flow_preset
+        self.key_arrays: dict[str, np.ndarray] = {}
         self._base: tuple | None = None  # (srgb, map, map.apply(srgb)) of the last map application
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         super().keyframe(raw, srgb)
         self._base = None
-        self.key_chain = None
-        if self.model.config.key_reference:  # the keyframe's sRGB, its residual against A(k), and A(k), as tensors
+        if self.config.key_reference:  # the keyframe's sRGB, its residual against A(k), and A(k)
             prior = self.map.apply(srgb)  # type: ignore[union-attr]
             self.key_srgb = srgb
-            self.key = {"key_srgb": self._t(srgb), "key_residual": self._t(raw - prior), "key_prior": self._t(prior)}
+            self.key_arrays = {"key_srgb": srgb, "key_residual": raw - prior, "key_prior": prior}
 
     def _apply(self, gmap: GlobalMap, srgb: np.ndarray) -> np.ndarray:
         """``gmap.apply(srgb)``, reusing the last result when it was for the same frame and map.
@@ -287,50 +276,19 @@ class Network(GlobalFit):
         assert self.map is not None, "keyframe() first"
         return self._apply(self.map, srgb)
 
-    def _t(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(0).to(self.device)
+    def _forward(self, srgb, prev_srgb, prev_raw, flow, key_flow, priors: dict) -> np.ndarray:
+        raise NotImplementedError
 
-    def _safe_key_flow(self, srgb: torch.Tensor, flow: torch.Tensor,
-                       direct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The flow to the keyframe and where to trust it (1 x 1 x h x w).
-
-        Per pixel, the better (by the keyframe sRGB's warp error) of DIS straight to the
-        keyframe and the last frame's flow to the keyframe chained through this frame's
-        flow; trusted where that error is under KEY_TRUST_ERR.
-        """
-        t = time.perf_counter()
-        key = self.key["key_srgb"]
-        err = warp_error(key, direct, srgb)
-        best = direct
-        if self.key_chain is not None:
-            chained, valid = compose(flow, self.key_chain)
-            err_c = torch.where(valid > 0, warp_error(key, chained, srgb), torch.ones_like(err))
-            use = err_c < err
-            best = torch.where(use, chained, direct)
-            err = torch.minimum(err, err_c)
-        self.key_chain = best
-        self.timings.add("flow", time.perf_counter() - t)
-        return best, (err < KEY_TRUST_ERR).to(best.dtype)
-
-    @torch.no_grad()
     def predict(self, prev_raw, prev_srgb, srgb):
-        flow = self._flow(srgb, prev_srgb, self.flow_preset).to(self.device)
-        key_flow = trust = None
-        if self.model.config.key_reference:
-            key_flow = self._flow(srgb, self.key_srgb, self.flow_preset).to(self.device)
-            if self.key_flow_mode == "safe":
-                key_flow, trust = self._safe_key_flow(self._t(srgb), flow, key_flow)
-        t = time.perf_counter()
+        flow = self._flow(srgb, prev_srgb, self.flow_preset)
+        key_flow = self._flow(srgb, self.key_srgb, self.flow_preset) if self.config.key_reference else None
+        t, flow_s = time.perf_counter(), self.timings.flow
         priors = {}
-        if self.model.config.prior:
+        if self.config.prior:
             prev = self._apply(self.prev_map or self.map, prev_srgb)  # type: ignore[arg-type]
-            priors = {"prior_cur": self._t(self._apply(self.map, srgb)), "prior_prev": self._t(prev)}  # type: ignore[arg-type]
-        if key_flow is not None:
-            priors.update(self.key, key_flow=key_flow, key_trust=trust)
-        inputs = step_inputs(self.model.config, self._t(srgb), self._t(prev_srgb), self._t(prev_raw), flow, **priors)
-        pred = run_network(self.model, inputs, tile=self.tile, layout=self.layout)
-        out = pred[0].float().cpu().numpy()
-        self.timings.add("network", time.perf_counter() - t)
+            priors = {"prior_cur": self._apply(self.map, srgb), "prior_prev": prev}  # type: ignore[arg-type]
+        out = self._forward(srgb, prev_srgb, prev_raw, flow, key_flow, priors)
+        self.timings.add("network", time.perf_counter() - t - (self.timings.flow - flow_s))
         return out
 
 

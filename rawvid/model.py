@@ -21,85 +21,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import RawvidError
-
-RAW_CH, SRGB_CH = 4, 3
-
-
-@dataclass(frozen=True)
-class FAGDNConfig:
-    """Network size. ``paper`` matches the authors' widths; smaller ones trade quality for speed."""
-
-    widths: tuple[int, ...] = (32, 64, 128, 256)
-    bottleneck: int = 512
-    patches: tuple[int, ...] = (16, 8, 4, 4)  # GLA grid (global) and window (local) size per level
-    conf_width: int = 16
-    global_attention: bool = True
-    local_attention: bool = True
-    #: GLA at encoder levels >= this (0: every level, the paper; 1 skips the finest, costliest level)
-    gla_from: int = 0
-    #: rawvid's extension: condition on the global-fit prediction A and predict RAW as
-    #: A + gated warped residual (RAW(t) - A(t)) + a learned correction (see PAPER.md, prototypes)
-    prior: bool = False
-    #: rawvid's extension (with ``prior``): a second, non-accumulating reference: the keyframe's residual
-    #: RAW(k) - A(k) warped by direct flow from frame t+1 to the keyframe, with its own confidence map
-    key_reference: bool = False
-    #: rawvid's extension (with ``prior``): scale both residual references by the local exposure
-    #: ratio of the priors, A(t+1) / warped A(ref), so that they stay valid across exposure changes
-    ratio_refs: bool = False
-    #: rawvid's extension (with ``prior``): a small gate net that sees the references' high-frequency
-    #: energy and the exposure ratios; it corrects both confidence maps and, per pixel, swaps part of
-    #: each reference for its low-passed copy, so that a noisy keyframe's noise is not copied forward
-    adaptive_refs: bool = False
-
-    def __post_init__(self) -> None:
-        if len(self.widths) != len(self.patches) or not self.widths:
-            raise ValueError("widths and patches need one entry per level")
-        if self.key_reference and not self.prior:
-            raise ValueError("key_reference needs prior")
-        if (self.ratio_refs or self.adaptive_refs) and not self.key_reference:
-            raise ValueError("ratio_refs and adaptive_refs need key_reference (and prior)")
-
-    @property
-    def depth(self) -> int:
-        return len(self.widths)
-
-    @property
-    def multiple(self) -> int:
-        """Input sides must be multiples of this (pooling levels times the coarsest window)."""
-        need = 1
-        for lvl, p in enumerate(self.patches):
-            if lvl >= self.gla_from:
-                need = max(need, (1 << lvl) * (p if self.local_attention else 1))
-        return max(need, 1 << self.depth)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FAGDNConfig":
-        d = dict(d)  # weights saved before a flag existed load with its default (off)
-        for k in ("widths", "patches"):
-            d[k] = tuple(d[k])
-        return cls(**d)
-
-
-CONFIGS: dict[str, FAGDNConfig] = {
-    "paper": FAGDNConfig(),
-    "small": FAGDNConfig(widths=(16, 32, 64, 128), bottleneck=256),
-    # level-1 local windows of 8x8 instead of 16x16: the window attention over the full
-    # half-resolution frame dominates CPU time, and this cuts its cost by 4x
-    "fast": FAGDNConfig(widths=(16, 32, 64, 128), bottleneck=256, patches=(8, 8, 4, 4)),
-    "tiny": FAGDNConfig(widths=(8, 16, 16, 32), bottleneck=32, conf_width=8),
-}
+from .netinputs import assemble, pad_amounts, tiles
+from .weights import (  # noqa: F401  (the names were defined here first; importers keep working)
+    CONFIGS, DEFAULT_MODEL, LAYOUTS, MODELS_DIR, RAW_CH, SRGB_CH, FAGDNConfig, missing_weights_note, model_label,
+    models_dirs, resolve_model,
+)
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -125,6 +57,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return torch.bmm(w, v)
 
 
+def _grid_max(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``F.adaptive_max_pool2d(x, (p, p))``; as a reshape and max where the sides divide by p (they do
+    inside the network: padded to its multiple), the same values, in a form an ONNX export keeps dynamic."""
+    n, c, h, w = x.shape
+    if h % p or w % p:
+        return F.adaptive_max_pool2d(x, (p, p))
+    return x.reshape(n, c, p, h // p, p, w // p).amax(dim=(3, 5))
+
+
 class GLA(nn.Module):
     """Global-local attention: current features query previous-frame features."""
 
@@ -144,8 +85,8 @@ class GLA(nn.Module):
     def global_guidance(self, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         n, c, h, w = cur.shape
         p = self.patch
-        qt = F.adaptive_max_pool2d(cur, (p, p)).flatten(2).transpose(1, 2)  # N x p*p x C
-        kt = F.adaptive_max_pool2d(prev, (p, p)).flatten(2).transpose(1, 2)
+        qt = _grid_max(cur, p).flatten(2).transpose(1, 2)  # N x p*p x C
+        kt = _grid_max(prev, p).flatten(2).transpose(1, 2)
         q = self.g_embed_q(qt)
         k, v = self.g_embed_kv(kt).chunk(2, dim=-1)
         g = self.g_out(attention(q, k, v)).transpose(1, 2).reshape(n, c, p, p)
@@ -164,10 +105,13 @@ class GLA(nn.Module):
 
         q = windows(self.l_q(cur))
         k, v = windows(self.l_kv(prev)).chunk(2, dim=-1)
-        out = torch.empty_like(q)
         step = 1024  # windows per attention call: bounds memory on large frames (256 MB at 16x16)
-        for s in range(0, q.shape[0], step):
-            out[s : s + step] = attention(q[s : s + step], k[s : s + step], v[s : s + step])
+        if torch.compiler.is_exporting():  # an exported graph has no loops over data-dependent sizes
+            out = attention(q, k, v)
+        else:
+            out = torch.empty_like(q)
+            for s in range(0, q.shape[0], step):
+                out[s : s + step] = attention(q[s : s + step], k[s : s + step], v[s : s + step])
         out = out.reshape(n, h // p, w // p, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
         return self.l_out(out)
 
@@ -317,53 +261,9 @@ class FAGDN(nn.Module):
 
 
 # --------------------------------------------------------------------------- weights
-#: The model encode records in the manifest and decode uses unless told otherwise.
-DEFAULT_MODEL = "fagdn-default"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-
-
-def _package_weights() -> Path | None:
-    """The weights installed with the package (``rawvid._weights``: models/ in the wheel)."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("rawvid._weights")
-    except (ImportError, ValueError):
-        return None
-    paths = list(spec.submodule_search_locations or []) if spec else []
-    return Path(paths[0]) if paths else None
-
-
-#: what a file may record of its model: a name (model_label makes one), never a path
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def model_label(name_or_path: str) -> str:
-    """What a file records of the model it was made with: its name, never a path (``runs/x/best.safetensors``
-    -> ``best``); the decoder finds it by that name, or the user names the weights with --model."""
-    stem = Path(name_or_path).name.removesuffix(".safetensors")
-    label = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip("._-")[:64]
-    return label or "unnamed"
-
-
-def missing_weights_note(model: str, what: str) -> str:
-    """The warning for weights that cannot be found: what happens, and that quality drops to global-fit's."""
-    where = ", ".join(str(d) for d in models_dirs())
-    return (f"warning: no weights for model {model!r} (looked in {where}): {what}; the decoded quality will be "
-            "global-fit's, about 1-2 dB lower (install the package with its weights, or set RAWVID_MODELS)")
-
-
 def memory_format(layout: str) -> torch.memory_format:
     """The torch memory format of a network layout (one of LAYOUTS)."""
     return torch.channels_last if layout == "channels_last" else torch.contiguous_format
-
-
-def models_dirs() -> list[Path]:
-    """Where weights are looked up: $RAWVID_MODELS (if set), the weights installed with the
-    package, then the repository's models/ (a source checkout)."""
-    env = os.environ.get("RAWVID_MODELS")
-    dirs = ([Path(env)] if env else []) + [p for p in (_package_weights(),) if p is not None] + [MODELS_DIR]
-    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 def save_model(model: FAGDN, path: str | os.PathLike, extra: dict | None = None) -> None:
@@ -377,20 +277,6 @@ def save_model(model: FAGDN, path: str | os.PathLike, extra: dict | None = None)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
-
-
-def resolve_model(name_or_path: str) -> Path:
-    """A model name (``fagdn-small`` -> models/fagdn-small.safetensors) or a path."""
-    p = Path(name_or_path)
-    if p.suffix == ".safetensors" and p.is_file():
-        return p
-    if any(ch in name_or_path for ch in "/\\") or name_or_path.startswith("."):
-        raise RawvidError(name_or_path, "model not found")
-    for d in models_dirs():
-        cand = d / f"{name_or_path}.safetensors"
-        if cand.is_file():
-            return cand
-    raise RawvidError(name_or_path, f"model not found in {', '.join(str(d) for d in models_dirs())}")
 
 
 def load_model(name_or_path: str, config: FAGDNConfig | None = None, device: str = "cpu") -> FAGDN:
@@ -424,32 +310,10 @@ def count_parameters(model: nn.Module) -> int:
 
 def pad_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad H and W at the bottom/right by reflection up to a multiple (replicate if too small)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph, pw, reflect = pad_amounts(*x.shape[-2:], multiple)
     if not ph and not pw:
         return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def tile_weights(size: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
-    """1-D blending weights of a tile along one axis.
-
-    Near a cut edge (not a frame edge) the weight is 0 for the first quarter of the
-    overlap, where zero padding corrupts the output, then ramps linearly to 1 across the
-    next half; so local operators with a receptive radius under overlap/4 tile exactly,
-    and anything non-local (global attention) is feathered instead of seamed.
-    """
-    w = torch.ones(size)
-    if overlap >= 4:
-        d = torch.arange(size, dtype=torch.float32)
-        lo, hi = overlap / 4, 3 * overlap / 4
-        ramp = lambda dist: ((dist - lo) / (hi - lo)).clamp(0, 1)  # noqa: E731
-        if not at_start:
-            w = torch.minimum(w, ramp(d))
-        if not at_end:
-            w = torch.minimum(w, ramp(size - 1 - d))
-    return w
+    return F.pad(x, (0, pw, 0, ph), mode="reflect" if reflect else "replicate")
 
 
 def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Tensor, raw_prev: torch.Tensor,
@@ -459,32 +323,12 @@ def step_inputs(config: FAGDNConfig, srgb_cur: torch.Tensor, srgb_prev: torch.Te
                 key_prior: torch.Tensor | None = None, key_trust: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The network's inputs for one chained step (N x C x H x W each), warps included.
 
-    Decode and training both build their inputs here, so the warp (bilinear) and the
-    order of inputs can never differ between the two. ``key_trust`` (N x 1 x H x W, 0 or 1):
-    where the flow to the keyframe is not trusted, the warped keyframe residual is zero (the
-    keyframe then adds nothing to the global map and the chained reference).
+    Decode and training both build their inputs here (and ONNX Runtime's path through the same
+    :func:`rawvid.netinputs.assemble`), so the warp (bilinear) and the order of inputs can never
+    differ between them. ``key_trust``: N x 1 x H x W, 0 or 1.
     """
-    if config.prior and (prior_cur is None or prior_prev is None):
-        raise ValueError("this model needs the global-fit prior of both frames")
-    # everything warped by one flow is warped in one call (per channel the same arithmetic, so the
-    # same numbers; one sampling grid instead of one per image)
-    warped_raw, warped_srgb, *warped_prior = _warp_all([raw_prev, srgb_prev] + ([prior_prev] if config.prior else []),
-                                                       flow)
-    inputs = [srgb_cur, srgb_prev, raw_prev, warped_raw, warped_srgb]
-    if config.prior:
-        inputs += [prior_cur, warped_prior[0], prior_prev]
-    if config.key_reference:
-        if key_srgb is None or key_residual is None or key_flow is None:
-            raise ValueError("this model needs the keyframe (sRGB, residual) and the flow to it")
-        ratio = config.ratio_refs or config.adaptive_refs
-        if ratio and key_prior is None:
-            raise ValueError("this model needs the keyframe's global-fit prior A(k)")
-        key_warped, key_srgb_warped, *key_prior_warped = _warp_all(
-            [key_residual, key_srgb] + ([key_prior] if ratio else []), key_flow)  # type: ignore[list-item]
-        if key_trust is not None:
-            key_warped = key_warped * key_trust
-        inputs += [key_warped, key_srgb_warped, *key_prior_warped]
-    return inputs
+    return assemble(config, _warp_all, srgb_cur, srgb_prev, raw_prev, flow, prior_cur, prior_prev, key_srgb,
+                    key_residual, key_flow, key_prior, key_trust)
 
 
 def _warp_all(images: list[torch.Tensor], flow: torch.Tensor) -> list[torch.Tensor]:
@@ -493,12 +337,6 @@ def _warp_all(images: list[torch.Tensor], flow: torch.Tensor) -> list[torch.Tens
 
     warped, _ = backward_warp(torch.cat(images, 1), flow)
     return list(torch.split(warped, [x.shape[1] for x in images], 1))
-
-
-#: memory layouts the network can run in: ``channels_last`` (NHWC) is what new files are coded
-#: with (measured: the forward 25-33% faster on this CPU, outputs within 6e-8 of the default
-#: layout); ``contiguous`` (NCHW) is what files without a ``network_layout`` were coded with
-LAYOUTS = ("contiguous", "channels_last")
 
 
 def run_network(model: FAGDN, inputs: list[torch.Tensor], tile: int | None = None, overlap: int = 256,
@@ -515,29 +353,16 @@ def run_network(model: FAGDN, inputs: list[torch.Tensor], tile: int | None = Non
     if not tile or (h <= tile and w <= tile):
         padded = [pad_multiple(x, mult).contiguous(memory_format=fmt) for x in inputs]
         return model(*padded)["pred"][..., :h, :w].contiguous()
-    tile = max(mult, tile // mult * mult)
-    overlap = min(overlap // mult * mult if overlap >= mult else 0, tile // 2)
-    stride = tile - overlap
+    tile, plan = tiles(h, w, tile, overlap, mult)
     out = torch.zeros((1, RAW_CH, h, w), dtype=inputs[0].dtype, device=inputs[0].device)
     weight = torch.zeros((1, 1, h, w), dtype=inputs[0].dtype, device=inputs[0].device)
-
-    def starts(n: int) -> list[int]:
-        s = list(range(0, max(n - tile, 0) + 1, stride))
-        if s[-1] + tile < n:
-            s.append(s[-1] + stride)
-        return s
-
-    ys, xs = starts(h), starts(w)
-    for y in ys:
-        for x in xs:
-            crop = [pad_multiple(t[..., y : y + tile, x : x + tile], mult).contiguous(memory_format=fmt) for t in inputs]
-            th, tw = min(tile, h - y), min(tile, w - x)
-            pred = model(*crop)["pred"][..., :th, :tw].contiguous()
-            wy = tile_weights(th, overlap, y == 0, y + th >= h).to(pred)
-            wx = tile_weights(tw, overlap, x == 0, x + tw >= w).to(pred)
-            wt = (wy[:, None] * wx[None, :])[None, None]
-            out[..., y : y + th, x : x + tw] += pred * wt
-            weight[..., y : y + th, x : x + tw] += wt
+    for y, x, wt in plan:
+        th, tw = wt.shape
+        crop = [pad_multiple(t[..., y : y + tile, x : x + tile], mult).contiguous(memory_format=fmt) for t in inputs]
+        pred = model(*crop)["pred"][..., :th, :tw].contiguous()
+        wt = torch.from_numpy(wt).to(pred)[None, None]
+        out[..., y : y + th, x : x + tw] += pred * wt
+        weight[..., y : y + th, x : x + tw] += wt
     return out / weight.clamp_min(1e-8)
 
 

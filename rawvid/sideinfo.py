@@ -339,8 +339,10 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
 
 def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, per_frame: bool,
                method=None, blocks: bool = False, layer: rl.LayerSettings | None = None,
-               model: str | None = None, progress: Callable | None = None):
-    """Calibration, refinement and RAW layer for frames [start, stop): (calib, refine, LayerState) for the manifest."""
+               model: str | None = None, progress: Callable | None = None, unclip=None):
+    """Calibration, refinement and RAW layer for frames [start, stop): (calib, refine, LayerState) for the manifest.
+
+    ``unclip``: the clip's NoiseModel when predictions are unclipped at black (as the decoder will)."""
     from .container import sha256_file
     from .methods import CURVE_KNOTS, GlobalFit
     from .refine import BLOCK, LEVELS, pack
@@ -350,6 +352,9 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     if layer is not None:
         if method is None:
             method = GlobalFit()
+    if method is not None:
+        method.unclip = unclip
+    if layer is not None:
         predictor, crf = layer.predictor, layer.crf
         if predictor == "auto" or layer.target_psnr is not None or (blocks and predictor == "chain"):
             predictor, blocks, qp, mult, report = pilot(src, video, start, stop, keys, method, layer,
@@ -375,7 +380,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         calib = {"mode": "per-frame", "file": CALIBRATION_NAME, "frames": len(cp.rows),
                  "values_per_frame": arr.shape[1], "knots": CURVE_KNOTS, "dtype": "float16-le"}
     if cp.maps is not None:
-        from .model import model_label, resolve_model
+        from .weights import model_label, resolve_model
 
         (tdir / REFINE_NAME).write_bytes(pack(cp.maps))
         refine = {"mode": "blocks", "file": REFINE_NAME, "frames": count, "grid": list(cp.maps.shape[1:]),

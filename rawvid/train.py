@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from .bayer import raw_planes, srgb_half
 from .dataset import RVDLayout
 from .flow import dis_flow, flow_to_tensor
-from .methods import GlobalFit, Method, Network, fit_global_map
+from .methods import GlobalFit, Method, fit_global_map
+from .network import Network
 from .model import CONFIGS, FAGDN, FAGDNConfig, count_parameters, save_model, step_inputs
 
 Log = Callable[[dict], None]
@@ -294,7 +295,7 @@ def chain_psnr(method: Method, raw: np.ndarray, srgb: np.ndarray, levels: int = 
 def validate(model: FAGDN, clips: list[ClipData], frames: int, device: str,
              fit_cache: dict | None = None) -> dict:
     """Chained PSNR (black-subtracted) over whole clips from frame 0, against keyframe global-fit,
-    through the very methods decode uses (:class:`rawvid.methods.Network` and ``GlobalFit``).
+    through the very methods decode uses (:class:`rawvid.network.Network` and ``GlobalFit``).
 
     Global-fit's scores do not depend on the model: pass the same ``fit_cache`` dict to every
     validation of a run and they are computed once."""

@@ -175,26 +175,6 @@ def test_exif_fields_live_in_an_exif_ifd_and_read_back():
             assert raw.raw_image.shape == (info.height, info.width)
 
 
-def test_exiftool_validates_decoded_frames(tmp_path):
-    import shutil
-    import subprocess
-
-    from conftest import EXAMPLE
-
-    if not shutil.which("exiftool"):
-        pytest.skip("exiftool is not installed (Debian: libimage-exiftool-perl)")
-    from rawvid.mlv import MLVReader
-
-    with MLVReader(EXAMPLE) as clip:
-        mosaic, info = clip.read(1), clip.info
-    for compress in (False, True):
-        path = tmp_path / f"f{int(compress)}.dng"
-        write_dng(path, mosaic, info, compress=compress, frame_index=1)
-        out = subprocess.run(["exiftool", "-validate", "-warning", "-error", "-a", str(path)], capture_output=True,
-                             text=True, timeout=60).stdout
-        assert "Validate                        : OK" in out and "Warning" not in out, out
-
-
 def test_hostile_camera_metadata_is_sanitised_not_fatal():
     from rawvid.meta import Camera
 

@@ -136,7 +136,7 @@ def test_chained_flows_add_up_and_the_warp_error_finds_a_wrong_flow():
 
 
 def test_safe_keyframe_flow_runs_the_same_network():
-    from rawvid.methods import Network
+    from rawvid.network import Network
 
     cfg = FAGDNConfig(widths=(4, 8), bottleneck=8, patches=(4, 4), conf_width=4, prior=True, key_reference=True)
     torch.manual_seed(0)

@@ -138,7 +138,7 @@ def _tampered(rvd_path, tmp_path, edit_manifest=None, refine_data=None):
     files = []
     for name in m["attachments"]:
         data = rvd.attachment(name)
-        if name == m["refine"]["file"] and refine_data is not None:
+        if name == m["refine"].get("file") and refine_data is not None:
             data = refine_data
         (parts / name).write_bytes(data)
         m["attachments"][name] = sha256_file(parts / name)
@@ -224,3 +224,51 @@ def test_a_refused_decode_leaves_no_output_folder(mlv_factory, tmp_path):
     res = run_cli("decode", bad, "-o", tmp_path / "out")
     assert_clean_error_text(res, "refinement")
     assert not (tmp_path / "out").exists()  # validated before the folder and its marker were made
+
+
+def test_unclip_mean_removes_the_clipped_means_lift():
+    """Issue 13 item 6: a prediction m of E[max(X, 0)], X ~ N(s, sigma^2), loses most of the lift m - s."""
+    from math import erf, exp, pi, sqrt
+
+    from rawvid.noise import NoiseModel, unclip_mean
+
+    noise = NoiseModel(scale=0.0, offset=1e-4)  # sigma 0.01
+
+    def clipped_mean(s):
+        u = s / 0.01
+        return 0.01 * (u * 0.5 * (1 + erf(u / sqrt(2))) + exp(-u * u / 2) / sqrt(2 * pi))
+
+    s = np.array([0.0, 0.005, 0.01, 0.02, 0.03, 0.2, 0.9])
+    m = np.array([clipped_mean(v) for v in s])
+    got = unclip_mean(m, noise)
+    left = np.abs(got - s) / np.maximum(np.abs(m - s), 1e-12)
+    assert np.all(left[:4] < [0.45, 0.3, 0.16, 0.03]) and np.abs(got - s)[4:] == pytest.approx(0, abs=1e-7)
+    assert unclip_mean(np.array([0.0]), noise)[0] == pytest.approx(-0.4 * 0.01, abs=1e-4)  # the floor: 0.4 sigma under
+    assert unclip_mean(np.array([0.0, 0.5]), NoiseModel(0.0, 0.0)).tolist() == [0.0, 0.5]  # no noise: unchanged
+
+
+def test_shadows_keep_values_under_black(tmp_path):
+    """Issue 13 item 6: a dark noisy clip decodes with values under black and without the clipped mean's lift;
+    a file from before (no ``shadows`` in its manifest) decodes as it always did."""
+    from conftest import make_info, make_mosaic
+
+    from rawvid import MLVWriter
+
+    info = make_info(width=256, height=192)  # big enough for the noise measurement to find flat blocks
+    mosaics = [make_mosaic(info, seed=i, shift=2 * i, gain=0.03) for i in range(4)]
+    with MLVWriter(tmp_path / "dark.MLV", info) as w:
+        for i, mos in enumerate(mosaics):
+            w.write_frame(mos, number=i)
+    rvd = encode(tmp_path / "dark.MLV", tmp_path / "dark.rvd", EncodeOptions(refine="off")).output
+    m = RvdFile(rvd).manifest
+    assert m["shadows"] == "unclipped" and m["noise_profile"][1] > 0
+    old = _tampered(rvd, tmp_path, edit_manifest=lambda d: d.pop("shadows"))
+    stats = {}
+    for name, f in (("new", rvd), ("old", old)):
+        res = decode(f, tmp_path / name, DecodeOptions(method="global-fit"))
+        got = np.stack([read_dng(tmp_path / name / frame_name(res.clip, i))[0] for i in range(1, 4)]).astype(float)
+        truth = np.stack(mosaics[1:]).astype(float)
+        stats[name] = ((got < info.black).mean(), (got - truth).mean())
+    assert (truth < info.black).mean() > 0.02  # the source: noise around a dark signal
+    assert stats["old"][0] == 0 and stats["new"][0] > 0.001, stats  # only the unclipped decode goes under black
+    assert stats["old"][1] > 0.4 and abs(stats["new"][1]) < stats["old"][1], stats  # and less of a lift
