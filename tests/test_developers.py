@@ -1,11 +1,11 @@
-"""Decoded DNGs in the programs users open them with: exiftool, darktable (rawspeed) and RawTherapee.
+"""Decoded DNGs in the programs users open them with: exiftool, dcraw, darktable (rawspeed) and RawTherapee.
 
 Two clips go through encode and decode: frames of the example (14-bit RGGB, Canon) and a
 10-bit GRBG clip. Each decoded frame, plain and lossless-JPEG, must pass ``exiftool -validate``
 without a warning; each program renders them, and the renders must exist, not be black, agree
 with each other (the same pixels behind both) and not be tinted against the render of the
 source frame itself (a DNG of the true RAW). Skipped where the programs are not installed
-(Debian: libimage-exiftool-perl, darktable, rawtherapee; .ci/run installs them)."""
+(Debian: libimage-exiftool-perl, dcraw, darktable, rawtherapee; .ci/run installs them)."""
 from __future__ import annotations
 
 import shutil
@@ -53,6 +53,22 @@ def test_exiftool_validates_decoded_frames(frames, clip):
         out = subprocess.run(["exiftool", "-validate", "-warning", "-error", "-a", str(frames[clip] / f"{kind}.dng")],
                              capture_output=True, text=True, timeout=60).stdout
         assert "Validate                        : OK" in out and "Warning" not in out, out
+
+
+@pytest.mark.parametrize("clip", ["example", "grbg10"])
+def test_dcraw_reads_the_camera_iso_and_pattern(frames, clip):
+    """Issue 13 item 2: with exposure and ISO in the Exif IFD, dcraw (LibRaw's ancestor) finds them."""
+    if not shutil.which("dcraw"):
+        pytest.skip("dcraw is not installed")
+    src = EXAMPLE if clip == "example" else frames[clip].parent / "grbg10.MLV"
+    with MLVReader(src) as c:
+        info = c.info
+    pattern = {"RGGB": "RG/GB", "GRBG": "GR/BG"}[info.cfa]
+    for kind in ("plain", "lj92"):
+        out = subprocess.run(["dcraw", "-i", "-v", str(frames[clip] / f"{kind}.dng")], capture_output=True, text=True,
+                             timeout=60).stdout
+        assert f"ISO speed: {info.camera.iso}" in out and f"Filter pattern: {pattern}" in out, out
+        assert f"Camera: {info.camera.model}" in out and f"Full size:    {info.width} x {info.height}" in out, out
 
 
 def _render(cmd: list[str], out_path, timeout: int = 300) -> np.ndarray:
