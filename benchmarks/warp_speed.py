@@ -5,7 +5,8 @@ channels: RAW, sRGB and prior) and once by the flow to the keyframe (7). Timed h
 random smooth images and a flow of ~30 px, best of ``--repeat`` after a warm-up:
 
 - ``torch``: ``rawvid.flow.backward_warp`` (grid_sample, what the PyTorch runtime uses);
-- ``numpy``: ``rawvid.flow.warp`` (what the ONNX Runtime path uses);
+- ``numpy``: ``rawvid.flow.warp`` (what the ONNX Runtime path uses), on rawvid's CPU threads
+  (bands of rows) and on one (``numpy-1-thread``);
 - ``onnxruntime``: the same warp exported to ONNX (GridSample) and run by ONNX Runtime;
 - ``opencv``: ``cv2.remap`` INTER_LINEAR (fixed-point weights in 1/32 pixel: not the trained warp).
 
@@ -73,7 +74,8 @@ def main() -> None:
     tflow = torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1)))[None]
     with tempfile.TemporaryDirectory() as td:
         fns = {"torch": lambda: backward_warp(torch.from_numpy(img)[None], tflow)[0][0].numpy(),
-               "numpy": lambda: warp(img, flow)[0], "onnxruntime": (lambda f: lambda: f(img, flow))(ort_warp(Path(td))),
+               "numpy": lambda: warp(img, flow)[0], "numpy-1-thread": lambda: warp(img, flow, threads=1)[0],
+               "onnxruntime": (lambda f: lambda: f(img, flow))(ort_warp(Path(td))),
                "opencv": lambda: remap(img, flow)}
         ref = fns["torch"]()
         rows = {}

@@ -99,28 +99,52 @@ def warp_error(source: torch.Tensor, flow: torch.Tensor, target: torch.Tensor, r
     return F.avg_pool2d(err, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
 
 
-def warp(img: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def warp(img: np.ndarray, flow: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`backward_warp` in numpy: ``img`` (C x H x W) by backward ``flow`` (H x W x 2, pixels).
 
     Bilinear; neighbours outside the frame count as zero, as grid_sample's zero padding
     (the image gets a one-pixel zero border, so the four gathers need no masks), and pixels
-    whose source lies outside are zeroed. Returns (warped float32, valid H x W).
+    whose source lies outside are zeroed. Returns (warped float32, valid H x W). Bands of
+    output rows run on ``threads`` threads (default: rawvid's CPU threads; numpy releases
+    the GIL), each writing its own rows, so the result does not depend on the count.
     """
     c, h, w = img.shape
-    x = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
-    y = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
-    valid = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).astype(np.float32)
-    x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = x - x0, y - y0
     pad = np.zeros((c, h + 2, w + 2), dtype=np.float32)
     pad[:, 1:-1, 1:-1] = img
     flat = pad.reshape(c, -1)
-    # top-left neighbour in the padded image; outside the valid region the weights are zero anyway
-    base = ((np.clip(y0, -1, h - 1).astype(np.int64) + 1) * (w + 2) + np.clip(x0, -1, w - 1).astype(np.int64) + 1)
-    base = base.ravel()
-    out = np.take(flat, base, axis=1)
-    out *= ((1 - fx) * (1 - fy) * valid).ravel()
-    out += np.take(flat, base + 1, axis=1) * (fx * (1 - fy) * valid).ravel()
-    out += np.take(flat, base + w + 2, axis=1) * ((1 - fx) * fy * valid).ravel()
-    out += np.take(flat, base + w + 3, axis=1) * (fx * fy * valid).ravel()
+    out = np.empty((c, h * w), dtype=np.float32)
+    valid = np.empty((h, w), dtype=np.float32)
+
+    def band(y0: int, y1: int) -> None:
+        x = np.arange(w, dtype=np.float32)[None, :] + flow[y0:y1, :, 0]
+        y = np.arange(y0, y1, dtype=np.float32)[:, None] + flow[y0:y1, :, 1]
+        v = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).astype(np.float32)
+        xf, yf = np.floor(x), np.floor(y)
+        fx, fy = x - xf, y - yf
+        # top-left neighbour in the padded image; outside the valid region the weights are zero anyway
+        base = ((np.clip(yf, -1, h - 1).astype(np.int64) + 1) * (w + 2) + np.clip(xf, -1, w - 1).astype(np.int64) + 1)
+        base = base.ravel()
+        o = np.take(flat, base, axis=1)
+        o *= ((1 - fx) * (1 - fy) * v).ravel()
+        o += np.take(flat, base + 1, axis=1) * (fx * (1 - fy) * v).ravel()
+        o += np.take(flat, base + w + 2, axis=1) * ((1 - fx) * fy * v).ravel()
+        o += np.take(flat, base + w + 3, axis=1) * (fx * fy * v).ravel()
+        out[:, y0 * w : y1 * w] = o
+        valid[y0:y1] = v
+
+    n = max(1, min(threads or _threads(), h // 64))
+    cuts = [h * k // n for k in range(n + 1)]
+    if n == 1:
+        band(0, h)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(band, cuts[:-1], cuts[1:]))
     return out.reshape(c, h, w), valid
+
+
+def _threads() -> int:
+    from .pipeline import cpu_threads
+
+    return cpu_threads()

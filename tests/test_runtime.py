@@ -35,13 +35,14 @@ def run_without_torch(*args) -> subprocess.CompletedProcess:
 
 def test_numpy_warp_is_torchs_bilinear_warp():
     rng = np.random.default_rng(0)
-    img = rng.random((5, 40, 60), dtype=np.float32)
-    flow = (rng.standard_normal((40, 60, 2)) * 8).astype(np.float32)  # many pixels from outside the frame
+    img = rng.random((5, 200, 60), dtype=np.float32)  # tall enough for three bands of rows
+    flow = (rng.standard_normal((200, 60, 2)) * 8).astype(np.float32)  # many pixels from outside the frame
     got, valid = warp(img, flow)
     ref, ref_valid = backward_warp(torch.from_numpy(img)[None], torch.from_numpy(flow.transpose(2, 0, 1))[None])
     assert 0.05 < 1 - valid.mean() < 0.9
     assert np.array_equal(valid, ref_valid[0, 0].numpy())
     assert np.abs(got - ref[0].numpy()).max() < 1e-5
+    assert np.array_equal(warp(img, flow, threads=1)[0], warp(img, flow, threads=3)[0])  # bands: any thread count
 
 
 def _inputs(config, h, w, seed=0):
