@@ -41,7 +41,9 @@ WATCH = {
     "predict_frame": ("chain.py", "predict_frame"),
     "refine (blend)": ("refine.py", "blend"),
     "refine (choose weights)": ("refine.py", "choose_weights"),
-    "Network.predict": ("network.py", "predict"),
+    "Network.predict": ("methods.py", "predict"),
+    "Network._forward (tensors, warps, forward)": ("network.py", "_forward"),
+    "unclip_mean (shadows)": ("noise.py", "unclip_mean"),
     "write_dng": ("dng.py", "write_dng"),
     "encode_dng": ("dng.py", "encode_dng"),
     "video read": ("video.py", "__next__"),
@@ -72,14 +74,14 @@ def capture_inputs(rvd: Path, td: Path) -> tuple:
         return real(model, inputs, tile=tile, overlap=overlap, layout=layout)
 
     model_mod.run_network = capture
-    import rawvid.methods as methods_mod
+    import rawvid.network as network_mod
 
-    methods_mod.run_network = capture
+    network_mod.run_network = capture
     try:
         decode(rvd, td / "capture", DecodeOptions(device="cpu", start=0, stop=2))
     finally:
         model_mod.run_network = real
-        methods_mod.run_network = real
+        network_mod.run_network = real
     return captured["args"]
 
 

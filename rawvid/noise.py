@@ -77,7 +77,12 @@ def unclip_mean(x: np.ndarray, model: NoiseModel) -> np.ndarray:
     xn = x[near]
     sigma = np.sqrt(model.offset + model.scale * np.maximum(xn, 0.0)).astype(np.float32)
     t = np.divide(xn, sigma, out=np.zeros_like(xn), where=sigma > 0)
-    out[near] = xn - (np.interp(t, _U, _CLIPPED_MEAN) - t).astype(np.float32) * sigma
+    # linear interpolation on the table's uniform grid (np.interp's search is 4x slower here)
+    pos = (np.clip(t, _U[0], _U[-1]) - _U[0]) * ((len(_U) - 1) / (_U[-1] - _U[0]))
+    i = np.minimum(pos.astype(np.int64), len(_U) - 2)
+    frac = pos - i
+    h = _CLIPPED_MEAN[i] * (1 - frac) + _CLIPPED_MEAN[i + 1] * frac
+    out[near] = xn - (h - t).astype(np.float32) * sigma
     return out
 
 
