@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from .pipeline import cpu_threads
+
 if TYPE_CHECKING:
     import torch
 
@@ -132,7 +134,7 @@ def warp(img: np.ndarray, flow: np.ndarray, threads: int | None = None) -> tuple
         out[:, y0 * w : y1 * w] = o
         valid[y0:y1] = v
 
-    n = max(1, min(threads or _threads(), h // 64))
+    n = max(1, min(threads or cpu_threads(), h // 64))
     cuts = [h * k // n for k in range(n + 1)]
     if n == 1:
         band(0, h)
@@ -142,9 +144,3 @@ def warp(img: np.ndarray, flow: np.ndarray, threads: int | None = None) -> tuple
         with ThreadPoolExecutor(n) as pool:
             list(pool.map(band, cuts[:-1], cuts[1:]))
     return out.reshape(c, h, w), valid
-
-
-def _threads() -> int:
-    from .pipeline import cpu_threads
-
-    return cpu_threads()

@@ -30,7 +30,7 @@ from .errors import RawvidError
 from .netinputs import assemble, pad_amounts, tiles
 from .weights import (  # noqa: F401  (the names were defined here first; importers keep working)
     CONFIGS, DEFAULT_MODEL, LAYOUTS, MODELS_DIR, RAW_CH, SRGB_CH, FAGDNConfig, missing_weights_note, model_label,
-    models_dirs, resolve_model,
+    models_dirs, resolve_model, stored_config,
 )
 
 
@@ -282,20 +282,16 @@ def save_model(model: FAGDN, path: str | os.PathLike, extra: dict | None = None)
 
 def load_model(name_or_path: str, config: FAGDNConfig | None = None, device: str = "cpu") -> FAGDN:
     """Load weights (safetensors only: never unpickle); a config mismatch is a clear error."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = resolve_model(name_or_path)
+    cfg = config or stored_config(path)
+    if cfg is None:
+        raise RawvidError(path, "weights carry no configuration; pass one")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
         state = load_file(str(path))
     except Exception as exc:
         raise RawvidError(path, f"not a safetensors weights file ({exc})") from None
-    stored = FAGDNConfig.from_dict(json.loads(meta["config"])) if "config" in meta else None
-    cfg = config or stored
-    if cfg is None:
-        raise RawvidError(path, "weights carry no configuration; pass one")
     model = FAGDN(cfg)
     try:
         model.load_state_dict(state, strict=True)

@@ -75,7 +75,7 @@ def unclip_mean(x: np.ndarray, model: NoiseModel) -> np.ndarray:
     if not near.any():
         return out
     xn = x[near]
-    sigma = np.sqrt(model.offset + model.scale * np.maximum(xn, 0.0)).astype(np.float32)
+    sigma = np.sqrt(model.variance(xn)).astype(np.float32)
     t = np.divide(xn, sigma, out=np.zeros_like(xn), where=sigma > 0)
     # linear interpolation on the table's uniform grid (np.interp's search is 4x slower here)
     pos = (np.clip(t, _U[0], _U[-1]) - _U[0]) * ((len(_U) - 1) / (_U[-1] - _U[0]))

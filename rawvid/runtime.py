@@ -15,17 +15,18 @@ its metadata names the SHA-256 of the weights it came from, and a stale export i
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from .container import sha256_file
 from .errors import RawvidError
 from .flow import warp
 from .netinputs import assemble, pad_amounts, tiles
 from .methods import NetworkBase
+from .pipeline import cpu_threads
 from .weights import RAW_CH, FAGDNConfig, resolve_model
 
 #: ONNX opset of the exported graphs (the dynamo exporter's)
@@ -35,14 +36,6 @@ OPSET = 18
 def onnx_path(weights: Path) -> Path:
     """Where the ONNX export of a weights file lives: beside it, ``NAME.onnx``."""
     return weights.with_suffix(".onnx")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- numpy twins of model.py
@@ -83,7 +76,7 @@ class OnnxModel:
                               f"{name_or_path}; that needs PyTorch)")
         self.config = read_config(weights)
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or _threads()
+        so.intra_op_num_threads = threads or cpu_threads()
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -92,7 +85,7 @@ class OnnxModel:
         except Exception as exc:  # ORT raises its own exception types for a damaged file
             raise RawvidError(path, f"not a loadable ONNX graph ({str(exc).splitlines()[0][:200]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("weights_sha256") != _sha256(weights):
+        if meta.get("weights_sha256") != sha256_file(weights):
             raise RawvidError(path, f"exported from other weights than {weights.name} (export it again: "
                               f"rawvid export-onnx {name_or_path})")
         try:
@@ -106,12 +99,6 @@ class OnnxModel:
     def __call__(self, inputs: list[np.ndarray]) -> np.ndarray:
         feeds = {n: x[None] for n, x in zip(self.names, inputs)}
         return self.session.run(None, feeds)[0][0]
-
-
-def _threads() -> int:
-    from .pipeline import cpu_threads
-
-    return cpu_threads()
 
 
 def run_network(model: OnnxModel, inputs: list[np.ndarray], tile: int | None = None,
@@ -189,7 +176,7 @@ def export_onnx(name_or_path: str, out: str | os.PathLike | None = None) -> Path
     h, w = torch.export.Dim("h", min=1, max=4096), torch.export.Dim("w", min=1, max=4096)
     dyn = (tuple({2: mult * h, 3: mult * w} for _ in inputs),)
     dest = Path(out) if out else onnx_path(weights)
-    meta = {"config": json.dumps(cfg.to_dict()), "weights_sha256": _sha256(weights), "weights": weights.name,
+    meta = {"config": json.dumps(cfg.to_dict()), "weights_sha256": sha256_file(weights), "weights": weights.name,
             "architecture": "FAGDN"}
     with atomic_path(dest) as tmp:
         prog = torch.onnx.export(Pred(model), tuple(inputs), input_names=names, output_names=["pred"],

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -147,32 +146,27 @@ def resolve_model(name_or_path: str) -> Path:
 LAYOUTS = ("contiguous", "channels_last")
 
 
-#: a safetensors header may not be larger than this (the format's own limit is 100 MB)
-MAX_HEADER = 100 << 20
+def stored_config(path: Path) -> FAGDNConfig | None:
+    """The configuration in a weights file's metadata (None when it carries none), read without
+    loading a tensor and without PyTorch (safetensors' numpy reader)."""
+    from safetensors import safe_open
 
-
-def read_metadata(path: Path) -> dict:
-    """The ``__metadata__`` of a safetensors file, read from its JSON header (no tensors, no PyTorch)."""
     try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if not 2 <= n <= MAX_HEADER:
-                raise ValueError(f"header size {n}")
-            header = json.loads(f.read(n))
-        meta = header.get("__metadata__") or {}
-        if not isinstance(meta, dict):
-            raise ValueError("metadata is not an object")
-        return meta
-    except (OSError, ValueError, struct.error) as exc:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own types for a file that is not one
         raise RawvidError(path, f"not a safetensors weights file ({exc})") from None
-
-
-def read_config(path: Path) -> FAGDNConfig:
-    """The configuration stored in a weights file's metadata."""
-    meta = read_metadata(path)
     if "config" not in meta:
-        raise RawvidError(path, "weights carry no configuration")
+        return None
     try:
         return FAGDNConfig.from_dict(json.loads(meta["config"]))
     except (ValueError, TypeError, KeyError) as exc:
         raise RawvidError(path, f"unreadable network configuration ({exc})") from None
+
+
+def read_config(path: Path) -> FAGDNConfig:
+    """The configuration stored in a weights file's metadata."""
+    cfg = stored_config(path)
+    if cfg is None:
+        raise RawvidError(path, "weights carry no configuration")
+    return cfg
