@@ -8,18 +8,23 @@ refinement is made for, so that row includes applying the refinement (the defaul
 With ``--runtimes torch,onnxruntime`` the shipped model's encode and decode run in each
 runtime (each decodes the file it encoded); the other configurations run in PyTorch.
 
+With ``--repeat N`` every decode runs N times, in rounds over all configurations (so a slow
+spell of the machine hits them alike), and each row keeps its fastest run.
+
     python benchmarks/decode_speed.py [--frames 6] [--configs shipped,paper,small,fast,tiny,fast-prior]
-                                      [--runtimes torch,onnxruntime] [--json out.json]
+                                      [--runtimes torch,onnxruntime] [--repeat 3] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import openmp_passive  # noqa: F401  (first: before PyTorch loads OpenMP)
 import torch
 
 from encode_speed import make_clip
@@ -33,9 +38,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--configs", default="shipped,paper,small,fast,tiny,fast-prior")
     ap.add_argument("--runtimes", default="torch")
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    results = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "runs": {}}
+    results = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "model": DEFAULT_MODEL, "runs": {}}
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
         make_clip(td / "clip.MLV", args.frames)
@@ -50,8 +57,8 @@ def main() -> None:
                                                        if c and c != "shipped"]
         if "shipped" in args.configs.split(","):
             runs[1:1] = [("network", "shipped", rt) for rt in runtimes]
+        nets = {}
         for method, cfg, rt in runs:
-            rvd = rvds[rt] if rt in rvds else rvds[runtimes[0]]
             model = None
             if cfg == "shipped":
                 model = str(resolve_model(DEFAULT_MODEL))
@@ -61,22 +68,33 @@ def main() -> None:
                 net = FAGDN(CONFIGS[cfg])
                 model = str(td / f"{cfg}.safetensors")
                 save_model(net, model)
-            t0 = time.perf_counter()
-            res = decode(rvd, td / f"out-{method}-{cfg}-{rt}", DecodeOptions(method=method, model=model, device="cpu",
-                                                                          runtime=rt))
-            wall = time.perf_counter() - t0
-            assert not res.notes or cfg != "shipped", res.notes  # the refinement applies to the shipped model
-            # frame 0 is the stored keyframe: per-frame network/flow costs are over the predicted frames
-            predicted = res.frames - 1
-            row = {"frames": res.frames, "seconds": round(wall, 2), "fps": round(res.frames / wall, 3),
-                   "per_frame_s": {k: round(v / max(1, predicted if k in ("flow", "network") else res.frames), 4)
-                                   for k, v in res.timings.items()}}
-            if cfg:
-                row["parameters"] = count_parameters(net)
-                row["predicted_fps"] = round(predicted / sum(res.timings.values()), 3)
-            name = method if not cfg else f"network-{cfg}" + ("" if rt == "torch" else f"-{rt}")
-            results["runs"][name] = row
-            print(name, json.dumps(row), flush=True)
+            nets[(method, cfg, rt)] = (model, net if cfg else None)
+        for rep in range(args.repeat):
+            for method, cfg, rt in runs:
+                rvd = rvds[rt] if rt in rvds else rvds[runtimes[0]]
+                model, net = nets[(method, cfg, rt)]
+                out = td / f"out-{method}-{cfg}-{rt}-{rep}"
+                t0 = time.perf_counter()
+                res = decode(rvd, out, DecodeOptions(method=method, model=model, device="cpu", runtime=rt))
+                wall = time.perf_counter() - t0
+                shutil.rmtree(out)
+                assert not res.notes or cfg != "shipped", res.notes  # the refinement applies to the shipped model
+                # frame 0 is the stored keyframe: per-frame network/flow costs are over the predicted frames
+                predicted = res.frames - 1
+                row = {"frames": res.frames, "seconds": round(wall, 2), "fps": round(res.frames / wall, 3),
+                       "per_frame_s": {k: round(v / max(1, predicted if k in ("flow", "network") else res.frames), 4)
+                                       for k, v in res.timings.items()}}
+                if cfg:
+                    row["parameters"] = count_parameters(net)
+                    row["predicted_fps"] = round(predicted / sum(res.timings.values()), 3)
+                name = method if not cfg else f"network-{cfg}" + ("" if rt == "torch" else f"-{rt}")
+                best = results["runs"].get(name)
+                row["runs_fps"] = (best["runs_fps"] if best else []) + [row["fps"]]
+                if best is None or row["fps"] > best["fps"]:
+                    results["runs"][name] = row
+                else:
+                    best["runs_fps"] = row["runs_fps"]
+                print(rep, name, json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

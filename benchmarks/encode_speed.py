@@ -3,14 +3,19 @@
 Builds a 1600x900 14-bit uncompressed MLV (a pan over the real Canon 550D still in
 ../shared/data, real sensor pixels, even offsets) in a temp folder, then times
 ``rawvid.codec.encode`` on it per render mode, with block refinement off and on (the
-default), with the default video codec.
+default), with the default video codec and model. ``--paper`` also times the default
+encode with the paper-size configuration (random weights: the time does not depend on
+them) for the ratio. ``--repeat N`` runs everything N times in rounds and keeps each row's
+fastest run.
 
-    python benchmarks/encode_speed.py [--frames 48] [--json out.json]
+    python benchmarks/encode_speed.py [--frames 48] [--modes stable,rvd] [--refines off,blocks]
+                                      [--paper] [--repeat 3] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -23,6 +28,8 @@ from rawvid.container import RvdFile
 from rawvid.dng import read_dng
 from rawvid.meta import Camera, RawInfo
 from rawvid.mlv import MLVWriter
+from rawvid.pipeline import passive_openmp
+from rawvid.weights import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 STILL = ROOT.parent / "shared" / "data" / "raw" / "canon550d_colorchart.dng"
@@ -45,26 +52,48 @@ def make_clip(path: Path, frames: int, width: int = 1600, height: int = 900) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--modes", default="stable,rvd")
+    ap.add_argument("--refines", default="off,blocks")
+    ap.add_argument("--paper", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores"}
+    passive_openmp()  # as rawvid encode does, before PyTorch loads OpenMP
+    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "model": DEFAULT_MODEL}
     with tempfile.TemporaryDirectory() as td:
         src = Path(td) / "pan1600.MLV"
         make_clip(src, args.frames)
-        for mode in ("stable", "rvd"):
-            for refine in ("off", "blocks"):  # blocks (the default) runs the network once per frame
+        runs = [(m, r, None) for m in args.modes.split(",") for r in args.refines.split(",")]
+        if args.paper:
+            import torch
+
+            from rawvid.model import FAGDN, save_model
+            from rawvid.weights import CONFIGS
+
+            torch.manual_seed(0)
+            paper = Path(td) / "paper.safetensors"
+            save_model(FAGDN(CONFIGS["paper"]), paper)
+            runs.append(("stable", "blocks", paper))
+        for rep in range(args.repeat):
+            for mode, refine, model in runs:  # blocks (the default) runs the network once per frame
                 out = Path(td) / f"{mode}-{refine}.rvd"
                 t0 = time.perf_counter()
-                res = encode(src, out, EncodeOptions(render=mode, refine=refine))
+                res = encode(src, out, EncodeOptions(render=mode, refine=refine, model=None if model is None
+                                                      else str(model)), force=True)
                 dt = time.perf_counter() - t0
                 s = RvdFile(out).sizes()
-                key = f"encode_1600x900_{mode}_refine-{refine}"
-                results[key] = {
-                    "frames": res.frames, "seconds": round(dt, 2), "fps": round(res.frames / dt, 2),
-                    "bits_per_pixel": round(s["bits_per_pixel"], 3), "rvd_bytes": s["file_bytes"],
-                    "side_info_bytes": s["side_info_bytes"], "mlv_bytes": src.stat().st_size,
-                }
-                print(key, results[key], flush=True)
+                key = f"encode_1600x900_{mode}_refine-{refine}" + ("" if model is None else "_paper-size")
+                row = {"frames": res.frames, "seconds": round(dt, 2), "fps": round(res.frames / dt, 2),
+                       "bits_per_pixel": round(s["bits_per_pixel"], 3), "rvd_bytes": s["file_bytes"],
+                       "side_info_bytes": s["side_info_bytes"], "mlv_bytes": src.stat().st_size}
+                best = results.get(key)
+                row["runs_fps"] = (best["runs_fps"] if best else []) + [row["fps"]]
+                if best is None or row["fps"] > best["fps"]:
+                    results[key] = row
+                else:
+                    best["runs_fps"] = row["runs_fps"]
+                print(rep, key, row, flush=True)
         out = Path(td) / "example.rvd"
         encode(EXAMPLE, out)
         s = RvdFile(out).sizes()

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+import openmp_passive  # noqa: F401  (first: before PyTorch loads OpenMP)
 import torch
 
 from encode_speed import make_clip

@@ -15,6 +15,7 @@ from rich.table import Table
 from . import __version__
 from .errors import RawvidError, RawvidWarning
 from .meta import CALIBRATIONS, REFINEMENTS
+from .weights import DEFAULT_MODEL
 
 #: the sRGB track's CRF when a RAW layer carries the fidelity (bench --rd: the whole file is smallest there)
 LAYERED_SRGB_CRF = 32
@@ -98,10 +99,19 @@ class FrameProgress:
             self.bar.stop()
 
 
+#: commands whose network runs beside rawvid's own threads: OpenMP's workers sleep instead of spinning
+PASSIVE_OPENMP = ("encode", "decode", "batch", "bench")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rawvid")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """rawvid: RAW video as an sRGB video plus RAW keyframes, de-rendered back to RAW."""
+    if ctx.invoked_subcommand in PASSIVE_OPENMP:
+        from .pipeline import passive_openmp
+
+        passive_openmp()  # before anything imports PyTorch
 
 
 def _options(options: list):
@@ -138,7 +148,7 @@ ENCODE_OPTIONS = [
                       "global-fit (under 1 KiB a frame; encoding runs as fast as decoding); auto: blocks when every "
                       "frame's RAW is known; off: the paper's mode, nothing per frame."),
     click.option("--model", default=None, help="Weights (name in models/ or a .safetensors path; default "
-                                                "fagdn-default; decode: the manifest's)."),
+                                                "fagdn-v2; decode: the manifest's)."),
     click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                  help="Where the network runs: auto is CUDA when a GPU is available, else the CPU."),
     click.option("--runtime", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnxruntime"]),
@@ -716,7 +726,7 @@ def dataset_scenarios(output, shared_root, raws, seed, test_fraction, size, fram
 
 
 @main.command("export-onnx")
-@click.argument("model", default="fagdn-default")
+@click.argument("model", default=DEFAULT_MODEL)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Where to write the graph (default: beside the weights, NAME.onnx, where decode looks).")
 @handle_errors
@@ -734,9 +744,9 @@ def export_onnx_cmd(model, output):
 @click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", default="runs/train", show_default=True, type=click.Path(path_type=Path),
               help="Folder for checkpoints, logs, weights and the model card.")
-@click.option("--arch", default="fast-key", show_default=True,
-              help="paper, small, fast, tiny, fast-prior, small-prior, paper-prior, fast-key, fast-adaptive "
-                   "(or a JSON configuration).")
+@click.option("--arch", default="fast-key-g2", show_default=True,
+              help="paper, small, fast, tiny, fast-prior, small-prior, paper-prior, fast-key, fast-key-g2 "
+                   "(the shipped fagdn-v2), fast-adaptive (or a JSON configuration).")
 @click.option("--steps", default=2000, show_default=True, type=click.IntRange(1))
 @click.option("--batch", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--crop", default=128, show_default=True, type=click.IntRange(32), help="Crop side, half-resolution pixels.")

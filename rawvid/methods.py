@@ -16,11 +16,13 @@ This module needs no PyTorch.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .flow import dis_flow, warp
+from .pipeline import cpu_threads
 
 CURVE_KNOTS = 33
 
@@ -250,6 +252,7 @@ class NetworkBase(GlobalFit):
         super().__init__()
         self.config, self.tile, self.flow_preset = config, tile, flow_preset
         self.key_arrays: dict[str, np.ndarray] = {}
+        self._pool: ThreadPoolExecutor | None = None  # the keyframe flow's thread (see _flows)
         self._base: tuple | None = None  # (srgb, map, map.apply(srgb)) of the last map application
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
@@ -279,9 +282,29 @@ class NetworkBase(GlobalFit):
     def _forward(self, srgb, prev_srgb, prev_raw, flow, key_flow, priors: dict) -> np.ndarray:
         raise NotImplementedError
 
+    def _flows(self, srgb: np.ndarray, prev_srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The flow to the previous frame and (models with a keyframe reference) to the keyframe.
+
+        DIS runs on one thread, so with two cores the two flows run side by side (one in a
+        worker thread; OpenCV releases the GIL): 23.5 -> 13.6 ms for two 800x450 flows here."""
+        if not self.config.key_reference:
+            return self._flow(srgb, prev_srgb, self.flow_preset), None
+        if cpu_threads() < 2:
+            return self._flow(srgb, prev_srgb, self.flow_preset), self._flow(srgb, self.key_srgb, self.flow_preset)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rawvid-key-flow")
+        t = time.perf_counter()
+        pending = self._pool.submit(dis_flow, srgb.transpose(1, 2, 0), self.key_srgb.transpose(1, 2, 0),
+                                    self.flow_preset)
+        try:
+            flow = dis_flow(srgb.transpose(1, 2, 0), prev_srgb.transpose(1, 2, 0), self.flow_preset)
+        finally:
+            key_flow = pending.result()
+        self.timings.add("flow", time.perf_counter() - t)
+        return flow, key_flow
+
     def predict(self, prev_raw, prev_srgb, srgb):
-        flow = self._flow(srgb, prev_srgb, self.flow_preset)
-        key_flow = self._flow(srgb, self.key_srgb, self.flow_preset) if self.config.key_reference else None
+        flow, key_flow = self._flows(srgb, prev_srgb)
         t, flow_s = time.perf_counter(), self.timings.flow
         priors = {}
         if self.config.prior:

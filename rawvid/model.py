@@ -200,7 +200,7 @@ class FAGDN(nn.Module):
                 prior_prev: torch.Tensor | None = None, key_residual_warped: torch.Tensor | None = None,
                 key_srgb_warped: torch.Tensor | None = None,
                 key_prior_warped: torch.Tensor | None = None) -> dict[str, torch.Tensor | list]:
-        """One chained step. Returns {"pred", "sides" (coarse to fine), "confidence"}.
+        """One chained step. Returns {"pred", "sides" (coarse to fine; in eval mode the finest alone), "confidence"}.
 
         With ``config.prior``: ``prior_cur`` is the global-fit prediction A(t+1), and
         ``prior_prev_warped`` / ``prior_prev`` are A(t) warped / unwarped, so the reference is
@@ -252,6 +252,8 @@ class FAGDN(nn.Module):
         n_levels = len(self.sides)
         for k, (up, dec, side, skip) in enumerate(zip(self.ups, self.decs, self.sides, reversed(skips))):
             x = dec(torch.cat([up(x), skip], 1))
+            if not self.training and k < n_levels - 1:
+                continue  # the coarse side outputs feed only the training loss (inference: 3-4% of a forward)
             if cfg.prior:
                 f = 1 << (n_levels - 1 - k)
                 b = F.avg_pool2d(base, f) if f > 1 else base

@@ -29,6 +29,19 @@ def cpu_threads() -> int:
     return n if n > 0 else max(1, os.cpu_count() or 1)
 
 
+def passive_openmp() -> None:
+    """Let PyTorch's OpenMP workers sleep between parallel regions instead of spinning.
+
+    Encode and decode run their own threads beside the network's (video read ahead, the
+    keyframe flow, DNGs written behind); spinning workers take the core those need. Measured
+    on 2 cores: a 1600x900 decode 0.70 -> 0.59 CPU seconds a frame and 5-10% more frames/s,
+    the example's decode 5.6-5.9 -> 5.3 s. Training (thousands of small operations on
+    96x96 crops) runs 25% slower with it, so only the encode and decode commands set it.
+    OpenMP reads the setting once, when PyTorch loads: call this before importing torch
+    (an environment that sets OMP_WAIT_POLICY itself wins)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 class ReadAhead:
     """Iterate ``frames`` in a background thread, applying ``prepare`` from index ``start`` on."""
 

@@ -22,6 +22,8 @@ from . import rawlayer as rl
 from .bayer import normalise, pack as bayer_pack, raw_planes, srgb_half
 from .chain import direct_prediction, fit_own_map, own_prediction, predict_frame
 from .errors import RawvidError
+from .pipeline import ReadAhead
+from .video import VideoReader
 
 CALIBRATION_NAME = "calibration.f16"
 REFINE_NAME = "refine.u8.zlib"
@@ -146,10 +148,12 @@ class ChainPass:
         self.last_intra_psnr = -math.inf
         self.prev_raw = self.prev_srgb = None
 
-    def step(self, i: int, rgb: np.ndarray, mosaic: np.ndarray) -> None:
-        """One frame: its calibration, refinement weights and (with a layer) its coded residual."""
+    def step(self, i: int, rgb: np.ndarray, mosaic: np.ndarray, prepared: tuple | None = None) -> None:
+        """One frame: its calibration, refinement weights and (with a layer) its coded residual.
+
+        ``prepared``: :func:`prepare_frame`'s (half-size sRGB, normalised RAW planes), when read ahead."""
         info = self.info
-        srgb, truth = srgb_half(rgb), raw_planes(mosaic, info)
+        srgb, truth = prepared or prepare_frame(rgb, mosaic, info)
         gmap = own = None  # own: this frame's map fitted on its true RAW (float16, as stored), fitted once
         if self.per_frame:
             gmap, own = fit_own_map(srgb, truth)
@@ -217,6 +221,11 @@ class ChainPass:
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.abort()
+
+
+def prepare_frame(rgb: np.ndarray, mosaic: np.ndarray, info) -> tuple[np.ndarray, np.ndarray]:
+    """What the chain takes of a frame: its sRGB at half size and its RAW as normalised packed planes."""
+    return srgb_half(rgb), raw_planes(mosaic, info)
 
 
 def _frames(src, video: Path, start: int, stop: int):
@@ -362,15 +371,23 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult)
+    # the source and the video are read and prepared one to three frames ahead, in a thread (as decode does)
+    reader = VideoReader(video, src.info.width, src.info.height)
+    frames = ((fr.index - start, rgb, fr.mosaic) for fr, rgb in zip(src.frames(start, stop), reader))
+    ahead = ReadAhead(frames, lambda f: prepare_frame(f[1], f[2], src.info))
     try:
-        for i, rgb, mosaic in _frames(src, video, start, stop):
-            cp.step(i, rgb, mosaic)
+        while (item := ahead.next()) is not None:
+            (i, rgb, mosaic), prepared = item
+            cp.step(i, rgb, mosaic, prepared)
             if progress:
                 progress(i + 1, count, "refining" if layer is None else "RAW layer")
         cp.close()
     except BaseException:
         cp.abort()
         raise
+    finally:
+        reader.close()
+        ahead.close()
     if cp.st is not None:
         cp.st.pilot = report
     calib = refine = None

@@ -43,7 +43,7 @@ Log = Callable[[dict], None]
 class TrainOptions:
     data: list[str]
     out: str = "runs/train"
-    arch: str = "fast-key"  # the shipped architecture
+    arch: str = "fast-key-g2"  # the shipped architecture (fagdn-v2)
     steps: int = 2000
     batch: int = 4
     crop: int = 128
@@ -79,8 +79,8 @@ TRAIN_CONFIGS: dict[str, FAGDNConfig] = {
     "paper-prior": FAGDNConfig(prior=True),
     "fast-key": FAGDNConfig(widths=(8, 16, 32, 64), bottleneck=64, patches=(16, 8, 4, 4), conf_width=8,
                             prior=True, gla_from=1, key_reference=True),
-    # fast-key without attention at level 1 (the finest level that had it): the forward 17% faster
-    # (benchmarks/results/trial_gla2: a trial fine-tuned from fagdn-default, not shipped)
+    # fast-key without attention at level 1 (the finest level that had it): the forward 17% faster;
+    # shipped as fagdn-v2 (fine-tuned from fagdn-default: models/fagdn-v2.md)
     "fast-key-g2": FAGDNConfig(widths=(8, 16, 32, 64), bottleneck=64, patches=(16, 8, 4, 4), conf_width=8,
                                prior=True, gla_from=2, key_reference=True),
     # fast-key + references scaled by the exposure ratio of the priors + the adaptive reference gate

@@ -83,7 +83,7 @@ CONFIGS: dict[str, FAGDNConfig] = {
 
 
 #: The model encode records in the manifest and decode uses unless told otherwise.
-DEFAULT_MODEL = "fagdn-default"
+DEFAULT_MODEL = "fagdn-v2"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 

@@ -300,3 +300,20 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path):
             f.write(b"partial")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what write() raises on a full disk
     assert not target.exists() and not list(tmp_path.iterdir())  # no final file, no temp file
+
+
+@pytest.mark.parametrize("command,passive", [("decode", True), ("encode", True), ("train", False), ("info", False)])
+def test_encode_and_decode_let_openmp_workers_sleep(command, passive, monkeypatch):
+    """Encode and decode run threads beside the network's: OpenMP must not spin on their core.
+    Training (small operations, where spinning pays) keeps OpenMP's default."""
+    from click.testing import CliRunner
+
+    from rawvid.cli import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    res = CliRunner().invoke(main, [command, "--help"])
+    assert res.exit_code == 0
+    assert os.environ.get("OMP_WAIT_POLICY") == ("PASSIVE" if passive else None)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's own setting wins
+    CliRunner().invoke(main, [command, "--help"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -146,11 +146,11 @@ def test_cli_decode_bad_input(example_rvd, tmp_path, tiny_model):
 
 
 def test_auto_uses_shipped_weights_or_falls_back(example_rvd, tmp_path):
-    from rawvid.model import resolve_model
+    from rawvid.model import DEFAULT_MODEL, resolve_model
 
     shipped = decode(example_rvd, tmp_path / "a", DecodeOptions(stop=2))
     try:
-        resolve_model("fagdn-default")
+        resolve_model(DEFAULT_MODEL)
         assert shipped.method == "network" and not shipped.notes
     except RawvidError:
         assert shipped.method == "global-fit"

@@ -43,12 +43,25 @@ def test_srgb_half_is_an_area_average():
     assert half.shape == (3, 2, 3) and half[0, 0, 0] == pytest.approx(0.25)
 
 
-def test_forward_shapes_and_side_outputs():
-    net = FAGDN(CONFIGS["tiny"]).eval()
+@pytest.mark.parametrize("cfg", ["tiny", "fast-key-g2"])
+def test_forward_shapes_and_side_outputs(cfg):
+    """Training sees a side output per level; inference computes the finest alone, to the same bits."""
+    from rawvid.train import TRAIN_CONFIGS
+
+    torch.manual_seed(0)
+    net = FAGDN(TRAIN_CONFIGS[cfg])
+    for side in net.sides:  # the prior models start with zero side outputs: make them count
+        torch.nn.init.normal_(side.weight, std=0.1)
+    c = net.config
+    g = torch.Generator().manual_seed(2)
+    chans = (3, 3, 4, 4, 3) + ((4, 4, 4) if c.prior else ()) + ((4, 3) if c.key_reference else ())
+    x = [torch.rand((1, k, 64, 96), generator=g) for k in chans]
     with torch.no_grad():
-        out = net(*_inputs(64, 96))
+        train_out = net.train()(*x)
+        out = net.eval()(*x)
+    assert [tuple(s.shape[-2:]) for s in train_out["sides"]] == [(8, 12), (16, 24), (32, 48), (64, 96)]
+    assert len(out["sides"]) == 1 and torch.equal(out["pred"], train_out["pred"])
     assert out["pred"].shape == (1, 4, 64, 96)
-    assert [tuple(s.shape[-2:]) for s in out["sides"]] == [(8, 12), (16, 24), (32, 48), (64, 96)]
     assert out["confidence"].shape == (1, 1, 64, 96)
     assert 0 <= float(out["pred"].min()) and float(out["pred"].max()) <= 1
 

@@ -13,7 +13,7 @@ from rawvid.dng import read_dng
 from rawvid.errors import RawvidError
 from rawvid.metrics import psnr_black
 from rawvid.mlv import MLVReader
-from rawvid.model import resolve_model
+from rawvid.model import DEFAULT_MODEL, resolve_model
 from rawvid.refine import BLOCK, LEVELS, blend, choose_weights, grid_shape, pack, unpack
 
 
@@ -75,7 +75,7 @@ def test_encode_refines_and_no_frame_falls_below_global_fit(mlv_factory, tmp_pat
     rvd = RvdFile(rvd_path)
     r = rvd.manifest["refine"]
     assert r["mode"] == "blocks" and r["grid"] == list(grid_shape(48, 80)) and r["frames"] == 5
-    assert r["model"] == "fagdn-default" and r["model_sha256"] == sha256_file(resolve_model("fagdn-default"))
+    assert r["model"] == DEFAULT_MODEL and r["model_sha256"] == sha256_file(resolve_model(DEFAULT_MODEL))
     assert rvd.sizes()["side_info_bytes"] == len(rvd.attachment(r["file"])) > 0
     decode(rvd_path, tmp_path / "net", DecodeOptions(method="network"))
     decode(rvd_path, tmp_path / "gf", DecodeOptions(method="global-fit"))

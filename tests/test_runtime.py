@@ -18,7 +18,7 @@ from rawvid.errors import RawvidError
 from rawvid.flow import backward_warp, warp
 from rawvid.metrics import psnr_black
 from rawvid.mlv import MLVReader
-from rawvid.model import load_model, run_network, step_inputs
+from rawvid.model import DEFAULT_MODEL, load_model, run_network, step_inputs
 from rawvid.runtime import OnnxModel, export_onnx, onnx_path
 from rawvid.runtime import run_network as np_run_network
 from rawvid.runtime import step_inputs as np_step_inputs
@@ -45,6 +45,23 @@ def test_numpy_warp_is_torchs_bilinear_warp():
     assert np.array_equal(warp(img, flow, threads=1)[0], warp(img, flow, threads=3)[0])  # bands: any thread count
 
 
+@pytest.mark.parametrize("h", [200, 201])  # the last band padded or not
+def test_banded_torch_warp_is_one_grid_sample(h, monkeypatch):
+    """One image's warp cut into row bands (a batch, so PyTorch runs them on both cores) gives the very
+    bits of the single call: decoded frames must not depend on the core count."""
+    import rawvid.flow as fl
+
+    rng = np.random.default_rng(1)
+    img = torch.from_numpy(rng.random((1, 7, h, 90), dtype=np.float32))
+    flow = torch.from_numpy((rng.standard_normal((1, 2, h, 90)) * 6).astype(np.float32))
+    monkeypatch.setattr(fl, "cpu_threads", lambda: 3)
+    assert fl._warp_bands(1, h, "cpu") == 3
+    banded, valid = fl.backward_warp(img, flow)
+    monkeypatch.setattr(fl, "cpu_threads", lambda: 1)
+    single, valid1 = fl.backward_warp(img, flow)
+    assert torch.equal(banded, single) and torch.equal(valid, valid1)
+
+
 def _inputs(config, h, w, seed=0):
     rng = np.random.default_rng(seed)
     r = lambda c: rng.random((c, h, w), dtype=np.float32)  # noqa: E731
@@ -53,10 +70,11 @@ def _inputs(config, h, w, seed=0):
                 key_srgb=r(3), key_residual=r(4) * 0.1, key_flow=flow[::-1, ::-1].copy(), key_prior=r(4))
 
 
-@pytest.mark.parametrize("tile", [None, 64])
-def test_onnx_runtime_predicts_as_pytorch(tile):
-    """The shipped export, its numpy inputs and tiling against PyTorch's, at a size the export never saw."""
-    model, ort = load_model("fagdn-default"), OnnxModel("fagdn-default")
+@pytest.mark.parametrize("name,tile", [(DEFAULT_MODEL, None), (DEFAULT_MODEL, 64), ("fagdn-default", None)])
+def test_onnx_runtime_predicts_as_pytorch(name, tile):
+    """The shipped exports (the default and the earlier model older files name), numpy inputs and tiling
+    against PyTorch's, at a size the exports never saw."""
+    model, ort = load_model(name), OnnxModel(name)
     assert ort.config == model.config
     a = _inputs(model.config, 100, 170)  # not a multiple of 32: padded and cropped back
     t = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1) if v.ndim == 3 and v.shape[-1] == 2 else v))[None]
