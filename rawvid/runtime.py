@@ -78,7 +78,6 @@ class OnnxModel:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or cpu_threads()
         so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as OMP_WAIT_POLICY
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
