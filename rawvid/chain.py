@@ -33,6 +33,8 @@ def select_runtime(requested: str = "auto", recorded: str | None = None) -> str:
     predictions that differ by float rounding; a lossless RAW layer then refuses, by its CRCs.)"""
     if requested not in ("auto", *RUNTIMES):
         raise RawvidError(None, f"unknown runtime {requested!r} (auto, {', '.join(RUNTIMES)})")
+    if requested == "onnxruntime" or (requested == "auto" and recorded == "onnxruntime"):
+        return "onnxruntime"  # without importing PyTorch (a second or two, and memory, for nothing)
     torch_ok = have_torch()
     if requested == "auto":
         if recorded == "onnxruntime" or not torch_ok:

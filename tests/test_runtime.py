@@ -135,3 +135,15 @@ def test_runtime_torch_without_pytorch_is_a_clean_error(tmp_path):
     assert_clean_error_text(res, "PyTorch is not installed")
     res = run_without_torch("encode", EXAMPLE, "-o", tmp_path / "c.rvd", "--device", "cuda")
     assert_clean_error_text(res, "--device cuda needs --runtime torch")
+
+
+def test_a_file_coded_in_onnxruntime_decodes_without_importing_torch():
+    """Choosing the runtime of a file coded in ONNX Runtime must not pay for importing PyTorch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom rawvid.chain import select_runtime\n"
+            "assert select_runtime('auto', 'onnxruntime') == 'onnxruntime'\n"
+            "assert select_runtime('onnxruntime') == 'onnxruntime'\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
