@@ -771,11 +771,14 @@ def export_onnx_cmd(model, output):
 @click.option("--per-frame-prob", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Share of samples whose global-fit prior is each frame's own map (per-frame calibration).")
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Start from these weights (fine-tuning).")
+@click.option("--clipped-weight", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Extra loss weight where the sRGB is clipped (any channel at 250 or more): there the RAW "
+                   "must come from the references.")
 @click.option("--fresh", is_flag=True, help="Ignore an existing checkpoint instead of resuming from it.")
 @handle_errors
 def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step, lr_gamma, ssim_weight, aux_weight,
               codec_prob, val_every, val_data, val_frames, save_every, seed, device, max_clips, per_frame_prob, init,
-              fresh):
+              clipped_weight, fresh):
     """Train FAGDN on RVD-layout folders (resumes from OUTPUT/checkpoint.safetensors)."""
     import os
     import shlex
@@ -789,7 +792,7 @@ def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step
                         aux_weight=aux_weight, codec_prob=codec_prob, val_every=val_every, save_every=save_every,
                         seed=seed, device=_select_device(device), max_clips=max_clips, resume=not fresh,
                         per_frame_prob=per_frame_prob, init=str(init) if init else None,
-                        val_data=[str(v) for v in val_data], val_frames=val_frames)
+                        val_data=[str(v) for v in val_data], val_frames=val_frames, clipped_weight=clipped_weight)
     log_path = Path(output) / "train.log.jsonl"
     Path(output).mkdir(parents=True, exist_ok=True)
 

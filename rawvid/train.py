@@ -67,6 +67,8 @@ class TrainOptions:
     per_frame_prob: float = 0.0  # share of samples whose prior uses each frame's own map (per-frame calibration)
     init: str | None = None  # start from these weights (fine-tuning)
     val_data: list[str] = field(default_factory=list)  # validate on these folders instead of held-out scenes
+    #: extra loss weight where the sRGB is clipped (issue 11: there the RAW must come from the references)
+    clipped_weight: float = 0.0
 
 
 #: Configurations train can build by name: the paper's, and rawvid's with the global-fit prior.
@@ -230,18 +232,38 @@ def ssim3(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return s.mean()
 
 
-def image_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:
-    loss = F.mse_loss(pred, target)
+#: a half-resolution sRGB value (the mean of 2x2 pixels) at or above this counts as clipped
+CLIPPED_SRGB = 250 / 255
+
+
+def clipped_weights(srgb: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """Per-pixel loss weights (N x 1 x H x W): 1, and 1 + ``weight`` where any sRGB channel is clipped."""
+    if not weight:
+        return None
+    return 1.0 + weight * (srgb.amax(1, keepdim=True) >= CLIPPED_SRGB).to(srgb.dtype)
+
+
+def image_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE (weighted per pixel when ``weights`` are given, normalised by their mean) + SSIM term."""
+    if weights is None:
+        loss = F.mse_loss(pred, target)
+    else:
+        loss = ((pred - target) ** 2 * weights).mean() / weights.mean()
     if ssim_weight:
         loss = loss + ssim_weight * (1.0 - ssim3(pred, target))
     return loss
 
 
-def step_loss(out: dict, target: torch.Tensor, opts: TrainOptions) -> torch.Tensor:
-    loss = image_loss(out["pred"], target, opts.ssim_weight)
+def step_loss(out: dict, target: torch.Tensor, opts: TrainOptions, srgb: torch.Tensor | None = None) -> torch.Tensor:
+    """The step's loss: the prediction's, plus the coarse side outputs' (``srgb``: the frame's, for
+    the clipped-region weights)."""
+    w = clipped_weights(srgb, opts.clipped_weight) if srgb is not None else None
+    loss = image_loss(out["pred"], target, opts.ssim_weight, w)
     coarse = out["sides"][:-1]
     if coarse and opts.aux_weight:
-        aux = [image_loss(side, F.adaptive_avg_pool2d(target, side.shape[-2:]), opts.ssim_weight) for side in coarse]
+        aux = [image_loss(side, F.adaptive_avg_pool2d(target, side.shape[-2:]), opts.ssim_weight,
+                          None if w is None else F.adaptive_avg_pool2d(w, side.shape[-2:])) for side in coarse]
         loss = loss + opts.aux_weight * torch.stack(aux).mean()
     return loss
 
@@ -275,7 +297,7 @@ def unrolled_loss(model: FAGDN, batch: list[Sample], opts: TrainOptions, device:
             pri.update(key_srgb=srgb[:, 0], key_residual=key_res, key_flow=key_flows[t - 1], key_prior=prior[:, 0])
         inputs = step_inputs(model.config, srgb[:, t], srgb[:, t - 1], prev, flows[t - 1], **pri)
         out = forward(*inputs)
-        losses.append(step_loss(out, raw[:, t], opts))
+        losses.append(step_loss(out, raw[:, t], opts, srgb[:, t]))
         mses.append(float(F.mse_loss(out["pred"].detach(), raw[:, t])))
         prev = out["pred"]
         if t % opts.tbptt == 0:

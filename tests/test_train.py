@@ -138,3 +138,20 @@ def test_one_camera_one_scene_path(tmp_path):
     assert (tmp_path / "noval" / "best.safetensors").is_file()
     card = res.card.read_text()
     assert "nan" not in card and "validation: none ran" in card
+
+
+def test_clipped_weight_counts_errors_under_clipped_srgb_more():
+    """--clipped-weight: an error where the sRGB is clipped costs 1 + w times one elsewhere, and the
+    loss stays on the MSE's scale (weights normalised by their mean); w = 0 is the plain MSE."""
+    from rawvid.train import clipped_weights
+
+    srgb = torch.full((1, 3, 4, 4), 0.5)
+    srgb[0, 1, :2] = 1.0  # the top half clipped in one channel
+    target = torch.zeros((1, 4, 4, 4))
+    top, bottom = target.clone(), target.clone()
+    top[..., :2, :], bottom[..., 2:, :] = 0.1, 0.1
+    w = clipped_weights(srgb, 3.0)
+    assert w.shape == (1, 1, 4, 4) and float(w[0, 0, 0, 0]) == 4.0 and float(w[0, 0, 3, 0]) == 1.0
+    assert clipped_weights(srgb, 0.0) is None
+    lt, lb = float(image_loss(top, target, 0.0, w)), float(image_loss(bottom, target, 0.0, w))
+    assert lt == pytest.approx(4 * lb) and (lt + lb) / 2 == pytest.approx(float(image_loss(top, target, 0.0)))
