@@ -229,8 +229,6 @@ def prepare_frame(rgb: np.ndarray, mosaic: np.ndarray, info) -> tuple[np.ndarray
 
 
 def _frames(src, video: Path, start: int, stop: int):
-    from .video import VideoReader
-
     with VideoReader(video, src.info.width, src.info.height) as reader:
         for fr, rgb in zip(src.frames(start, stop), reader):
             yield fr.index - start, rgb, fr.mosaic
