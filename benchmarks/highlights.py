@@ -20,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rawvid.bayer import pack, raw_planes, srgb_half
+from clips import load_chain_clip
 from rawvid.codec import network_method, predict_frame
 from rawvid.dataset import RVDLayout
 from rawvid.methods import GlobalFit
 from rawvid.metrics import psnr
-from rawvid.noise import estimate_noise
-from rawvid.train import _codec_variant
 from rawvid.weights import DEFAULT_MODEL
 
 #: an sRGB value at or above this (of 255) counts as clipped
@@ -83,15 +81,10 @@ def main() -> None:
     for video in layout.videos:
         if args.match not in video.name:
             continue
-        info = layout.video_info(video)
-        names = video.frames[: args.frames]
-        mosaics = [layout.read_raw(video, f) for f in names]
-        rgbs = _codec_variant([layout.read_srgb(video, f) for f in names], args.crf, info.fps)
-        srgbs, masks = [srgb_half(x) for x in rgbs], [clipped_mask(x) for x in rgbs]
-        raws = [raw_planes(m, info) for m in mosaics]
-        truths = [pack(m, info.cfa) for m in mosaics]
-        noise = estimate_noise(raws[0])
-        row = {"clip": video.name, "frames": len(names),
+        clip = load_chain_clip(layout, video, args.frames, args.crf)
+        info, srgbs, raws, truths, noise = clip.info, clip.srgbs, clip.raws, clip.truths, clip.noise
+        masks = [clipped_mask(x) for x in clip.rgbs]
+        row = {"clip": video.name, "frames": len(raws),
                "clipped_share": float(np.mean([m.mean() for m in masks[1:]])), "methods": {}}
         runs = [("global-fit", None, False)] + [(f"{m} {mode}", m, mode == "refined")
                                                 for m in models for mode in ("alone", "refined")]

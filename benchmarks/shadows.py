@@ -20,12 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rawvid.bayer import pack, raw_planes, srgb_half
+from clips import load_chain_clip
 from rawvid.codec import network_method, predict_frame
 from rawvid.dataset import RVDLayout
 from rawvid.metrics import psnr
-from rawvid.noise import estimate_noise
-from rawvid.train import _codec_variant
 from rawvid.weights import DEFAULT_MODEL
 
 
@@ -60,13 +58,8 @@ def main() -> None:
     layout = RVDLayout.open(args.split)
     clips = []
     for video in layout.videos:
-        info = layout.video_info(video)
-        names = video.frames[: args.frames]
-        mosaics = [layout.read_raw(video, f) for f in names]
-        srgbs = [srgb_half(x) for x in _codec_variant([layout.read_srgb(video, f) for f in names], args.crf, info.fps)]
-        raws = [raw_planes(m, info) for m in mosaics]
-        truths = [pack(m, info.cfa) for m in mosaics]
-        noise = estimate_noise(raws[0])
+        clip = load_chain_clip(layout, video, args.frames, args.crf)
+        info, srgbs, raws, truths, noise = clip.info, clip.srgbs, clip.raws, clip.truths, clip.noise
         row = {"clip": video.name, "noise_profile": [noise.scale, noise.offset],
                "source_under_black": float(np.mean([(t < info.black).mean() for t in truths[1:]]))}
         for variant in ("clipped", "unclipped"):

@@ -37,10 +37,7 @@ def select_runtime(requested: str = "auto", recorded: str | None = None) -> str:
         return "onnxruntime"  # without importing PyTorch (a second or two, and memory, for nothing)
     torch_ok = have_torch()
     if requested == "auto":
-        if recorded == "onnxruntime" or not torch_ok:
-            requested = "onnxruntime"
-        else:
-            requested = "torch"
+        requested = "torch" if torch_ok else "onnxruntime"
     if requested == "torch" and not torch_ok:
         raise RawvidError(None, "--runtime torch: PyTorch is not installed (pip install torch, or use onnxruntime)")
     return requested

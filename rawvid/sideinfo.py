@@ -228,10 +228,10 @@ def prepare_frame(rgb: np.ndarray, mosaic: np.ndarray, info) -> tuple[np.ndarray
     return srgb_half(rgb), raw_planes(mosaic, info)
 
 
-def _frames(src, video: Path, start: int, stop: int):
-    with VideoReader(video, src.info.width, src.info.height) as reader:
-        for fr, rgb in zip(src.frames(start, stop), reader):
-            yield fr.index - start, rgb, fr.mosaic
+def _frames(src, reader, start: int, stop: int):
+    """(index in the range, decoded sRGB, true mosaic) of frames [start, stop): the source beside its video."""
+    for fr, rgb in zip(src.frames(start, stop), reader):
+        yield fr.index - start, rgb, fr.mosaic
 
 
 def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, predictor: str, crf: float | None,
@@ -300,7 +300,8 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     import tempfile
 
     n = min(PILOT_FRAMES, stop - start)
-    frames = list(_frames(src, video, start, start + n))
+    with VideoReader(video, src.info.width, src.info.height) as reader:
+        frames = list(_frames(src, reader, start, start + n))
     preds = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
     candidates = [c for p in preds for c in ((["chain+blocks"] if blocks else []) + ["chain"] if p == "chain" else [p])]
     info = src.info
@@ -371,8 +372,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult)
     # the source and the video are read and prepared one to three frames ahead, in a thread (as decode does)
     reader = VideoReader(video, src.info.width, src.info.height)
-    frames = ((fr.index - start, rgb, fr.mosaic) for fr, rgb in zip(src.frames(start, stop), reader))
-    ahead = ReadAhead(frames, lambda f: prepare_frame(f[1], f[2], src.info))
+    ahead = ReadAhead(_frames(src, reader, start, stop), lambda f: prepare_frame(f[1], f[2], src.info))
     try:
         while (item := ahead.next()) is not None:
             (i, rgb, mosaic), prepared = item
