@@ -15,6 +15,7 @@ from rich.table import Table
 from . import __version__
 from .errors import RawvidError, RawvidWarning
 from .meta import CALIBRATIONS, REFINEMENTS
+from .rd import DEFAULT_X265_CRFS
 from .weights import DEFAULT_MODEL
 
 #: the sRGB track's CRF when a RAW layer carries the fidelity (bench --rd: the whole file is smallest there)
@@ -132,8 +133,10 @@ ENCODE_OPTIONS = [
     click.option("--codec", default="h265", show_default=True, type=click.Choice(["h265", "h264"]),
                  help="Lossy video codec for the sRGB stream."),
     click.option("--crf", default=None, type=click.IntRange(0, 51),
-                 help="sRGB video quality (lower is better); default 16, or 32 with a RAW layer (measured: the "
-                      "layer carries the fidelity, the sRGB is the preview and the predictor's input)."),
+                 help="sRGB video quality (lower is better); default 16; with --target-psnr the encoder tries "
+                      "24, 28, 32 and 36 on the first frames and keeps the smallest whole file; 32 with the other "
+                      "RAW layers (the layer carries the fidelity, the sRGB is the preview and the predictor's "
+                      "input)."),
     click.option("--preset", default="medium", show_default=True, help="x265/x264 speed preset."),
     click.option("--lossless", is_flag=True, help="Store the sRGB stream losslessly (FFV1), as the paper did."),
     click.option("--frames", "frame_range", default=None, metavar="START:END",
@@ -174,12 +177,15 @@ def encode_options(keyframe_interval, render_mode, codec, crf, preset, lossless,
 
     start, stop = parse_range(frame_range)
     layer = layer_settings(target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor)
+    srgb_crfs: tuple[int, ...] = ()
     if crf is None:
         crf = LAYERED_SRGB_CRF if layer is not None else 16
+        if layer is not None and layer.target_psnr is not None:  # the encoder chooses, on the first frames
+            from .srgb_pilot import CANDIDATE_CRFS as srgb_crfs
     return EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
                          calibration=calibration, refine=refine, model=model, device=device, raw_layer=layer,
-                         runtime=runtime)
+                         runtime=runtime, srgb_crfs=srgb_crfs)
 
 
 @main.command()
@@ -432,7 +438,7 @@ def _fmt(v, digits: int = 2) -> str:
                                          "lossless RAW) against x265, JPEG XL, FFV1 and lossless-JPEG DNG on the Bayer planes.")
 @click.option("--targets", default="-6,-3,0,2,4", show_default=True,
               help="--rd: the --target-psnr ladder, in dB relative to each clip's measured noise floor.")
-@click.option("--x265-crf", "x265_crfs", default="30,24,18,12,8,4", show_default=True,
+@click.option("--x265-crf", "x265_crfs", default=",".join(map(str, DEFAULT_X265_CRFS)), show_default=True,
               help="--rd: the CRF ladder of x265 on the Bayer planes.")
 @click.option("--layer-crf", "layer_crfs", default="32", show_default=True,
               help="--rd: sRGB CRFs of the layered modes (each a --target-psnr curve; the first also for lossless).")

@@ -61,6 +61,9 @@ class EncodeOptions:
     runtime: str = "auto"  # what runs the network: auto (PyTorch if installed, else onnxruntime) | torch | onnxruntime
     #: the RAW layer (rawvid.rawlayer): None = the paper's design (sRGB plus lossless RAW keyframes)
     raw_layer: LayerSettings | None = None
+    #: with a --target-psnr layer: sRGB CRFs to try on the first frames, keeping the one whose whole
+    #: file the pilot foretells smallest (rawvid.srgb_pilot); empty: ``video.crf`` as given
+    srgb_crfs: tuple[int, ...] = ()
 
 
 @dataclass
@@ -262,6 +265,11 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
         with temp_dir(output.parent) as td, \
                 atomic_path(output) as tmp_out:
             tdir = Path(td)
+            method = network_method(model, info.width, info.height, device, runtime=runtime) if net else None
+            srgb_pilot = None
+            if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless:
+                opts, srgb_pilot = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, per_frame, blocks,
+                                                    tdir)
             timestamps: list[int] = []
             numbers: list[int] = []
             attachments: dict[str, str] = {}
@@ -290,7 +298,6 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 timestamps = [int(round(k * 1e6 / info.fps)) for k in range(count)]
             calib = refine = st = None
             if per_frame or blocks or layer is not None:
-                method = network_method(model, info.width, info.height, device, runtime=runtime) if net else None
                 calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, per_frame=per_frame,
                                                method=method, blocks=blocks, layer=layer, model=model,
                                                progress=progress, unclip=noise)
@@ -316,6 +323,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             attachments[CHECKSUMS_NAME] = sha256_file(tdir / CHECKSUMS_NAME)
             keylist = sorted(keys) if layer is None else []
             manifest = build_manifest(src, opts, count, timestamps, numbers, keylist, attachments, audio)
+            if srgb_pilot is not None:
+                manifest["video"]["crf_pilot"] = srgb_pilot
             manifest["noise_profile"] = None if noise is None else [noise.scale, noise.offset]
             if noise is not None:  # predictions are the shadows' mean, under black where it lies there
                 manifest["shadows"] = "unclipped"
@@ -341,6 +350,28 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 title=f"rawvid {src.path.name}", layer=tdir / LAYER_NAME if st is not None else None)
     seconds = time.perf_counter() - t0
     return EncodeResult(output, count, seconds, RvdFile(output).sizes(), None if st is None else st.stats(), notes)
+
+
+def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, keys: set[int], method,
+                     layer: LayerSettings, per_frame: bool, blocks: bool, work: Path) -> tuple[EncodeOptions, dict]:
+    """Options with the sRGB CRF the joint pilot chose among ``opts.srgb_crfs``, and its report for the manifest."""
+    import dataclasses
+
+    from .methods import GlobalFit
+    from .sideinfo import PILOT_FRAMES
+    from .srgb_pilot import choose_srgb_crf
+
+    n = min(PILOT_FRAMES, stop - start)
+    firsts = list(_rendered(src, src.frames(start, start + n), opts.render))
+    if method is None:  # the layer's chain without weights: global-fit, as chain_pass runs it
+        method = GlobalFit()
+    method.unclip = estimate_noise(raw_planes(firsts[0][0].mosaic, src.info))  # as the main pass will
+    crf, report = choose_srgb_crf(src, [rgb for _, rgb in firsts], opts.video, start, stop, keys, method, layer,
+                                  per_frame=per_frame, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work)
+    compact = {"frames": report["frames"], "chosen": crf,
+               "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"]}
+                                  for k, v in report["candidates"].items()}}
+    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact
 
 
 def _has_weights(model: str) -> bool:

@@ -35,6 +35,12 @@ PILOT_FRAMES = 4
 INTRA_GAIN_DB = 1.0
 #: half an x265 QP step, as a factor on the scale
 HALF_QP = 2 ** (1 / 12)
+#: under --target-psnr the chain's QP is at most this many QP above the one at which coding the RAW
+#: itself (direct) reaches the target. Where the first frames' prediction alone reaches it, any QP
+#: does there, and the bisection went to 51; a later frame the prediction misses could then not be
+#: lifted by any scale or top-up (measured: a test clip's frames 9-15 fell 5 dB under a target whose
+#: first 8 frames were predicted; capped, every frame held it, for 33 more bytes on an easy clip).
+CHAIN_QP_HEADROOM = 6
 
 
 @dataclass
@@ -281,7 +287,7 @@ def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
 
 
 def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
-          per_frame: bool, blocks: bool) -> tuple[str, bool, int | None, float, dict]:
+          per_frame: bool, blocks: bool, direct: dict | None = None) -> tuple[str, bool, int | None, float, dict]:
     """Choose the layer's predictor and (for --target-psnr) its constant x265 QP on the clip's first frames.
 
     Each candidate predictor codes PILOT_FRAMES frames closed loop, as the main pass would at the
@@ -296,16 +302,19 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     then hold each frame at the target. Returns (predictor, refinement, QP or None, the factor on
     the base scale, report): the bisection runs in half QP steps, the half step as a scale 2^(1/12)
     coarser, since direct coding keeps one scale for the clip (it must not move between frames).
+    Under a target, direct coding is always probed (first): the chain's QP is capped at
+    CHAIN_QP_HEADROOM above its. ``direct``: an earlier pilot's direct entry on the same frames, reused.
     """
     import tempfile
 
     n = min(PILOT_FRAMES, stop - start)
     with VideoReader(video, src.info.width, src.info.height) as reader:
         frames = list(_frames(src, reader, start, start + n))
-    preds = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
+    preds = ["direct", "chain"] if layer.predictor == "auto" else [layer.predictor]
     candidates = [c for p in preds for c in ((["chain+blocks"] if blocks else []) + ["chain"] if p == "chain" else [p])]
     info = src.info
     target = layer.target_psnr is not None and not layer.lossless
+    probes = (["direct"] if target and "direct" not in candidates else []) + candidates  # direct first: the cap
     out: dict = {"frames": n}
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
         def probe(cand, qp, mult=1.0):
@@ -315,14 +324,21 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
             finite = [p for p in psnrs if math.isfinite(p)]
             return nbytes, (min(finite) if finite else math.inf)
 
-        for pred in candidates:
+        for pred in probes:
+            if pred == "direct" and direct is not None and target:
+                out["direct"] = dict(direct)
+                continue
             if not target:
                 qp, mult = None, 1.0
                 nbytes, worst = probe(pred, None)
             else:
                 aim = layer.target_psnr + rl.AIM_DB
+                top = 2 * 51
+                if pred != "direct":
+                    d = out["direct"]
+                    top = min(top, 2 * d["qp"] + (d["scale_mult"] > 1) + 2 * CHAIN_QP_HEADROOM)
                 # half QP steps: QP q and the scale x 2^(1/12) for q + 1/2 (x265's step doubles every 6 QP)
-                lo, hi, best = -1, 2 * 51 + 1, None  # half-step lo reaches the aim (-1: none tried does), hi not
+                lo, hi, best = -1, top + 1, None  # half-step lo reaches the aim (-1: none tried does), hi not
                 while hi - lo > 1:
                     mid = (lo + hi + 1) // 2
                     nb, worst = probe(pred, mid // 2, HALF_QP ** (mid % 2))

@@ -77,6 +77,35 @@ def test_direct_and_auto_predictors_round_trip(mlv_factory, tmp_path, predictor)
     assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6) and not res.notes
 
 
+def test_target_holds_when_frames_after_the_pilot_turn_hard(tmp_path):
+    """The pilot sees 4 frames the prediction alone covers; the next 4 carry texture the 8-bit sRGB
+    cannot: the chain's QP (capped near direct coding's) must still let the layer reach the target."""
+    from conftest import make_info, make_mosaic
+    from rawvid.mlv import MLVWriter
+    from rawvid.sideinfo import CHAIN_QP_HEADROOM
+
+    info = make_info(width=128, height=96)
+    rng = np.random.default_rng(5)
+    mosaics = []
+    for i in range(8):
+        m = make_mosaic(info, seed=i).astype(np.float64)
+        if i >= 4:
+            m += rng.normal(0, (info.white - info.black) * 0.05, size=m.shape)
+        mosaics.append(np.clip(np.round(m), 0, (1 << info.bits) - 1).astype(np.uint16))
+    path = tmp_path / "hard.MLV"
+    with MLVWriter(path, info) as w:
+        for i, m in enumerate(mosaics):
+            w.write_frame(m, number=i)
+    target = 38.0
+    enc = encode(path, tmp_path / "h.rvd", EncodeOptions(raw_layer=LayerSettings(target_psnr=target,
+                                                                                 predictor="chain"), refine="off"))
+    pilot = RvdFile(tmp_path / "h.rvd").manifest["raw_layer"]["pilot"]
+    assert min(enc.layer["prediction_psnr_black"][:4]) > target + 1  # the pilot's frames: predicted
+    assert max(enc.layer["prediction_psnr_black"][4:]) < target - 5  # the rest: not
+    assert pilot["chain"]["qp"] <= pilot["direct"]["qp"] + CHAIN_QP_HEADROOM
+    assert min(enc.layer["psnr_black"]) >= target - 0.5, enc.layer["psnr_black"]
+
+
 def test_raw_crf_and_frame_range_and_resume(mlv_factory, tmp_path):
     path, info, mosaics = _mlv(mlv_factory, n=9)
     rvd = tmp_path / "c.rvd"
@@ -244,7 +273,13 @@ def test_cli_layered_encode_info_decode(mlv_factory, tmp_path):
     assert res.returncode == 0, res.stderr
     res = run_cli("info", rvd)
     assert res.returncode == 0 and "RAW layer" in res.stdout and "NoiseProfile" in res.stdout, res.stdout
-    assert RvdFile(rvd).manifest["video"]["crf"] == 32  # the sRGB default with a layer
+    video = RvdFile(rvd).manifest["video"]
+    # with --target-psnr and no --crf the encoder chose the sRGB CRF with the smallest foretold whole file
+    from rawvid.srgb_pilot import CANDIDATE_CRFS
+
+    foretold = {int(k): v["srgb"] + v["layer"] for k, v in video["crf_pilot"]["foretold_bytes"].items()}
+    assert sorted(foretold) == sorted(CANDIDATE_CRFS) and video["crf"] == video["crf_pilot"]["chosen"]
+    assert foretold[video["crf"]] == min(foretold.values())
     res = run_cli("decode", rvd, "-o", tmp_path / "f")
     assert res.returncode == 0, res.stderr
     got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "f", 4), mosaics)]
@@ -263,3 +298,19 @@ def test_resume_with_per_frame_calibration_is_identical(mlv_factory, tmp_path):
     for i in range(6):
         assert (tmp_path / "res" / frame_name("clip", i)).read_bytes() == (tmp_path / "all" / frame_name("clip", i)).read_bytes()
         assert np.array_equal(read_dng(tmp_path / "res" / frame_name("clip", i))[0], mosaics[i])
+
+
+def test_srgb_crf_is_chosen_only_when_the_user_gives_none():
+    from rawvid.cli import encode_options
+    from rawvid.srgb_pilot import CANDIDATE_CRFS, foretell
+
+    kw = dict(keyframe_interval=0, render_mode="stable", codec="h265", preset="medium", lossless=False,
+              frame_range=None, fps=None, calibration="auto", refine="auto", model=None, device="auto",
+              runtime="auto", raw_crf=None, lossless_raw=False, raw_preset="fast", raw_predictor="auto")
+    auto = encode_options(crf=None, target_psnr=45.0, **kw)
+    assert auto.srgb_crfs == CANDIDATE_CRFS
+    given = encode_options(crf=28, target_psnr=45.0, **kw)
+    assert given.srgb_crfs == () and given.video.crf == 28
+    assert encode_options(crf=None, target_psnr=None, **kw).srgb_crfs == ()  # no layer: CRF 16, nothing to choose
+    # a clip's bytes from its first packets: the intra picture once, the rest's mean per other frame
+    assert foretell([1000, 100, 300], 10) == 1000 + 200 * 9 and foretell([500], 1) == 500

@@ -1,0 +1,80 @@
+"""With a RAW layer under ``--target-psnr``: the sRGB track's CRF, chosen jointly with the layer.
+
+The sRGB track is then both the preview and the predictor's input. A better sRGB costs more
+bytes and leaves the layer less to code; which side wins depends on the clip (how much its
+sRGB costs, how well it predicts the RAW) and on the target. Measured on the test split
+(``benchmarks/srgb_crf_sweep.py``), the CRF that makes the smallest whole file ranged from 24
+to 36 between clips and targets. So the encoder tries each candidate CRF on the clip's first
+frames: it codes them as the sRGB track would be coded, runs the RAW layer's own pilot
+(:func:`rawvid.sideinfo.pilot`, closed loop, at the target) on what the decoder would see, and
+keeps the CRF whose foretold whole file (sRGB plus layer, each extrapolated to the clip) is
+smallest. Direct coding of the RAW does not depend on the sRGB: it is probed once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from . import rawlayer as rl
+from .sideinfo import PILOT_FRAMES, pilot
+from .video import VideoWriter
+
+#: the CRFs tried when the user gives none (H.265 4:4:4; bench: the best per clip and target was among them)
+CANDIDATE_CRFS = (24, 28, 32, 36)
+
+
+def packet_sizes(path: Path) -> list[int]:
+    """Bytes of each video packet of a file, in decode order (the first is the IDR picture)."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [p.size for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def foretell(sizes: list[int], count: int) -> float:
+    """A clip's bytes from its first frames' packets: the first (intra) once, the mean of the rest per other frame."""
+    if not sizes:
+        return 0.0
+    if len(sizes) == 1 or count <= 1:
+        return float(sizes[0]) * (1 if count <= 1 else count)
+    return float(sizes[0]) + float(np.mean(sizes[1:])) * (count - 1)
+
+
+def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, keys: set[int], method,
+                    layer: rl.LayerSettings, *, per_frame: bool, blocks: bool, candidates: tuple[int, ...],
+                    work: Path) -> tuple[int, dict]:
+    """The candidate CRF with the smallest foretold whole file, and the report (bytes foretold per CRF).
+
+    ``rgbs``: the rendered sRGB of the clip's first frames (at least the pilot's); ``video``: the
+    sRGB track's VideoSettings, whose CRF is varied; ``method``: the chain's predictor, with the
+    clip's ``unclip`` already set, as the main pass will run it."""
+    info = src.info
+    count = stop - start
+    n = min(PILOT_FRAMES, count, len(rgbs))
+    tries = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
+    report: dict = {"frames": n, "candidates": {}}
+    direct: dict | None = None  # the RAW itself: the same whatever the sRGB, probed once
+    for crf in candidates:
+        path = work / f"srgb-pilot-{crf}.mkv"
+        with VideoWriter(path, info.width, info.height, info.fps, dataclasses.replace(video, crf=crf)) as w:
+            for rgb in rgbs[:n]:
+                w.write(rgb)
+        srgb = foretell(packet_sizes(path), count)
+        if direct is None:
+            direct = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="direct"),
+                           per_frame=per_frame, blocks=False)[4]["direct"]
+        costs = {"direct": direct["bytes"]} if "direct" in tries else {}
+        if "chain" in tries:
+            rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="chain"),
+                        per_frame=per_frame, blocks=blocks, direct=direct)[4]
+            costs["chain"] = rep[rep["chosen"]]["bytes"]
+        best = min(costs, key=costs.get)
+        report["candidates"][str(crf)] = {"srgb_bytes": round(srgb), "layer_bytes": round(costs[best]),
+                                          "predictor": best}
+        path.unlink(missing_ok=True)
+    total = {int(k): v["srgb_bytes"] + v["layer_bytes"] for k, v in report["candidates"].items()}
+    chosen = min(total, key=lambda k: (total[k], -k))  # a tie goes to the cheaper preview
+    report["chosen"] = chosen
+    return chosen, report
