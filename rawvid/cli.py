@@ -18,9 +18,6 @@ from .meta import CALIBRATIONS, REFINEMENTS
 from .rd import DEFAULT_X265_CRFS
 from .weights import DEFAULT_MODEL
 
-#: the sRGB track's CRF when a RAW layer carries the fidelity (bench --rd: the whole file is smallest there)
-LAYERED_SRGB_CRF = 32
-
 console = Console(stderr=True)
 out = Console()
 
@@ -86,6 +83,7 @@ class FrameProgress:
             self.description = stage
             self.task = self.bar.add_task(stage, total=total)
         if self.bar is None:
+            self.description = stage or self.description
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 FpsColumn(), TimeRemainingColumn(), console=console)
             self.bar.start()
@@ -177,11 +175,13 @@ def encode_options(keyframe_interval, render_mode, codec, crf, preset, lossless,
 
     start, stop = parse_range(frame_range)
     layer = layer_settings(target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor)
+    from .srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
+
     srgb_crfs: tuple[int, ...] = ()
     if crf is None:
         crf = LAYERED_SRGB_CRF if layer is not None else 16
         if layer is not None and layer.target_psnr is not None:  # the encoder chooses, on the first frames
-            from .srgb_pilot import CANDIDATE_CRFS as srgb_crfs
+            srgb_crfs = CANDIDATE_CRFS
     return EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
                          calibration=calibration, refine=refine, model=model, device=device, raw_layer=layer,
@@ -440,8 +440,9 @@ def _fmt(v, digits: int = 2) -> str:
               help="--rd: the --target-psnr ladder, in dB relative to each clip's measured noise floor.")
 @click.option("--x265-crf", "x265_crfs", default=",".join(map(str, DEFAULT_X265_CRFS)), show_default=True,
               help="--rd: the CRF ladder of x265 on the Bayer planes.")
-@click.option("--layer-crf", "layer_crfs", default="32", show_default=True,
-              help="--rd: sRGB CRFs of the layered modes (each a --target-psnr curve; the first also for lossless).")
+@click.option("--layer-crf", "layer_crfs", default="auto", show_default=True,
+              help="--rd: sRGB CRFs of the layered modes (each a --target-psnr curve; auto: the encoder's own "
+                   "choice, as rawvid encode --target-psnr; the first number also for lossless, else 32).")
 @handle_errors
 def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, frame_range,
           device, json_path, plots_dir, wide, rd, targets, x265_crfs, layer_crfs):
@@ -582,7 +583,7 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
     clips = discover(paths)
     opts = RDOptions(targets=_floats(targets), x265_crfs=_floats(x265_crfs), max_frames=max_frames, device=device,
                      paper_crfs=tuple(_int_list(crf) or (16, 24, 32)),
-                     layer_srgb_crfs=tuple(_int_list(layer_crfs) or (32,)))
+                     layer_srgb_crfs=tuple(_int_list(layer_crfs.replace("auto", "0")) or (0,)))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
         task = bar.add_task("rd", total=None)

@@ -33,7 +33,7 @@ from .sideinfo import LAYER_MAPS_NAME, LAYER_NAME, chain_pass
 from .source import Source, SourceFrame, open_source
 from .video import VideoSettings, VideoWriter, ffmpeg_version
 
-#: ``progress(done, total)``; the encoder's refinement pass adds a third argument, the stage's name.
+#: ``progress(done, total, stage)``: frames done in a stage ("choosing the sRGB CRF", "encoding", "refining", "RAW layer").
 Progress = Callable[..., None]
 #: Sources whose sRGB comes with them (a camera's video, RVD's PNGs) instead of being rendered here.
 GIVEN_SRGB = ("video+dng", "rvd-layout")
@@ -269,7 +269,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             srgb_pilot = None
             if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless:
                 opts, srgb_pilot = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, per_frame, blocks,
-                                                    tdir)
+                                                    tdir, progress)
             timestamps: list[int] = []
             numbers: list[int] = []
             attachments: dict[str, str] = {}
@@ -289,7 +289,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                     timestamps.append(fr.timestamp_us - t_first)
                     numbers.append(fr.number)
                     if progress:
-                        progress(i + 1, count)
+                        progress(i + 1, count, "encoding")
             if len(timestamps) != count:
                 raise RawvidError(src.path, f"expected {count} frames, read {len(timestamps)}")
             if any(b < a for a, b in zip(timestamps, timestamps[1:])) or min(timestamps) < 0:
@@ -353,7 +353,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
 
 
 def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, keys: set[int], method,
-                     layer: LayerSettings, per_frame: bool, blocks: bool, work: Path) -> tuple[EncodeOptions, dict]:
+                     layer: LayerSettings, per_frame: bool, blocks: bool, work: Path,
+                     progress: Progress | None = None) -> tuple[EncodeOptions, dict]:
     """Options with the sRGB CRF the joint pilot chose among ``opts.srgb_crfs``, and its report for the manifest."""
     import dataclasses
 
@@ -367,7 +368,8 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
         method = GlobalFit()
     method.unclip = estimate_noise(raw_planes(firsts[0][0].mosaic, src.info))  # as the main pass will
     crf, report = choose_srgb_crf(src, [rgb for _, rgb in firsts], opts.video, start, stop, keys, method, layer,
-                                  per_frame=per_frame, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work)
+                                  per_frame=per_frame, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work,
+                                  progress=progress)
     compact = {"frames": report["frames"], "chosen": crf,
                "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"]}
                                   for k, v in report["candidates"].items()}}

@@ -386,7 +386,9 @@ class RDOptions:
     targets: tuple[float, ...] = DEFAULT_TARGETS  # relative to each clip's noise floor
     paper_crfs: tuple[int, ...] = (16, 24, 32)
     srgb_crf: int = 16  # the sRGB track of the paper's default point
-    layer_srgb_crfs: tuple[int, ...] = (32,)  # the sRGB track of the layered modes (32: the encoder's default)
+    #: the sRGB track of the layered modes, one --target-psnr curve each; 0: the encoder's own choice
+    #: (rawvid.srgb_pilot, what ``rawvid encode --target-psnr`` does without --crf)
+    layer_srgb_crfs: tuple[int, ...] = (0,)
     x265_crfs: tuple[float, ...] = DEFAULT_X265_CRFS
     x265_qps: tuple[int, ...] = DEFAULT_X265_QPS
     jxl_distances: tuple[float, ...] = DEFAULT_JXL_DISTANCES
@@ -400,6 +402,7 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
     """Every rawvid mode and every reference on every clip; points, BD-rates and target savings."""
     from .codec import EncodeOptions
     from .rawlayer import LayerSettings
+    from .srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
     from .video import VideoSettings
 
     points: list[RDPoint] = []
@@ -426,14 +429,16 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
         if opts.default_point:
             jobs.append(mode("rawvid-default", f"srgb crf {opts.srgb_crf}"))
         for q in opts.layer_srgb_crfs:
-            name = "rawvid-target" if q == opts.layer_srgb_crfs[0] else f"rawvid-target-srgb{q}"
+            name = "rawvid-target" if q == opts.layer_srgb_crfs[0] else f"rawvid-target-srgb{q or 'auto'}"
             for d in opts.targets:
                 t = round(data.noise_floor + d, 2)
-                jobs.append(mode(name, f"target {t:g} dB (floor {d:+g}), srgb crf {q}", crf=q,
+                jobs.append(mode(name, f"target {t:g} dB (floor {d:+g}), srgb crf {q or 'auto'}",
+                                 crf=q or LAYERED_SRGB_CRF, srgb_crfs=() if q else CANDIDATE_CRFS,
                                  raw_layer=LayerSettings(target_psnr=t)))
         if opts.lossless:
-            jobs.append(mode("rawvid-lossless", f"lossless raw, srgb crf {opts.layer_srgb_crfs[0]}",
-                             crf=opts.layer_srgb_crfs[0], raw_layer=LayerSettings(codec="ffv1")))
+            q = next((q for q in opts.layer_srgb_crfs if q), LAYERED_SRGB_CRF)
+            jobs.append(mode("rawvid-lossless", f"lossless raw, srgb crf {q}", crf=q,
+                             raw_layer=LayerSettings(codec="ffv1")))
         for k, (codec, job) in enumerate(jobs):
             if progress:
                 progress(f"{c.name}: {codec}", k, len(jobs), n, len(clips))

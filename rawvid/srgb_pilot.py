@@ -23,6 +23,8 @@ from .video import VideoWriter
 
 #: the CRFs tried when the user gives none (H.265 4:4:4; bench: the best per clip and target was among them)
 CANDIDATE_CRFS = (24, 28, 32, 36)
+#: the sRGB CRF of the other RAW layers (--raw-crf, --lossless-raw): the layer carries the fidelity
+LAYERED_SRGB_CRF = 32
 
 
 def packet_sizes(path: Path) -> list[int]:
@@ -44,7 +46,7 @@ def foretell(sizes: list[int], count: int) -> float:
 
 def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, keys: set[int], method,
                     layer: rl.LayerSettings, *, per_frame: bool, blocks: bool, candidates: tuple[int, ...],
-                    work: Path) -> tuple[int, dict]:
+                    work: Path, progress=None) -> tuple[int, dict]:
     """The candidate CRF with the smallest foretold whole file, and the report (bytes foretold per CRF).
 
     ``rgbs``: the rendered sRGB of the clip's first frames (at least the pilot's); ``video``: the
@@ -56,7 +58,9 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     tries = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
     report: dict = {"frames": n, "candidates": {}}
     direct: dict | None = None  # the RAW itself: the same whatever the sRGB, probed once
-    for crf in candidates:
+    for k, crf in enumerate(candidates):
+        if progress:
+            progress(k, len(candidates), "choosing the sRGB CRF")
         path = work / f"srgb-pilot-{crf}.mkv"
         with VideoWriter(path, info.width, info.height, info.fps, dataclasses.replace(video, crf=crf)) as w:
             for rgb in rgbs[:n]:
@@ -74,6 +78,8 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
         report["candidates"][str(crf)] = {"srgb_bytes": round(srgb), "layer_bytes": round(costs[best]),
                                           "predictor": best}
         path.unlink(missing_ok=True)
+    if progress:
+        progress(len(candidates), len(candidates), "choosing the sRGB CRF")
     total = {int(k): v["srgb_bytes"] + v["layer_bytes"] for k, v in report["candidates"].items()}
     chosen = min(total, key=lambda k: (total[k], -k))  # a tie goes to the cheaper preview
     report["chosen"] = chosen

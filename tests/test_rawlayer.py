@@ -314,3 +314,39 @@ def test_srgb_crf_is_chosen_only_when_the_user_gives_none():
     assert encode_options(crf=None, target_psnr=None, **kw).srgb_crfs == ()  # no layer: CRF 16, nothing to choose
     # a clip's bytes from its first packets: the intra picture once, the rest's mean per other frame
     assert foretell([1000, 100, 300], 10) == 1000 + 200 * 9 and foretell([500], 1) == 500
+
+
+def test_rd_sweep_measures_every_curve_against_direct_coding(mlv_factory, tmp_path):
+    """``bench --rd`` end to end on a tiny clip: the references, the paper's mode and a --target-psnr point
+    (its sRGB CRF the encoder's own choice), every rate counting the file, savings at the same PSNR."""
+    from rawvid.bench import discover
+    from rawvid.rd import RDOptions, run_rd
+    from rawvid.srgb_pilot import CANDIDATE_CRFS
+
+    from conftest import make_info
+    from rawvid.mlv import MLVWriter
+
+    info = make_info(width=192, height=128)  # smooth content: the noise estimate needs flat blocks
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[:128, :192].astype(np.float64)
+    span = info.white - info.black
+    mosaics = [np.clip(np.round(info.black + span * (0.3 + 0.2 * np.sin((x + 2 * i) / 17) * np.cos(y / 23))
+                                + rng.normal(0, span * 0.004, size=x.shape)), 0, 16383).astype(np.uint16)
+               for i in range(4)]
+    path = tmp_path / "smooth.MLV"
+    with MLVWriter(path, info) as w:
+        for i, m in enumerate(mosaics):
+            w.write_frame(m, number=i)
+    opts = RDOptions(targets=(-3.0,), paper_crfs=(32,), x265_crfs=(24, 12), x265_qps=(24, 12, 4),
+                     jxl_distances=(1.0,), lossless=False, default_point=False)
+    res = run_rd(discover([path]), opts, tmp_path)
+    points = res["_points"]
+    assert {p.codec for p in points} == {"x265-bayer", "x265-bayer-qp", "jpegxl", "rawvid-paper", "rawvid-target"}
+    target = next(p for p in points if p.codec == "rawvid-target")
+    assert target.extra["srgb_crf"] in CANDIDATE_CRFS and 0 < target.bpp_raw < target.bpp
+    assert target.min_frame_psnr_black >= target.extra["target"] - 0.5
+    for p in points:
+        assert p.frames == len(mosaics) and p.bpp > 0 and (p.bpp_raw == p.bpp) == (not p.codec.startswith("rawvid"))
+    (row,) = res["target_savings"]
+    assert row["target_minus_floor"] == -3.0 and row["bpp_raw"] == target.bpp_raw
+    assert 44 < res["floors"][target.clip] < 52  # the 0.4% noise put in: 48 dB
