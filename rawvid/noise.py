@@ -108,7 +108,10 @@ def estimate_noise(planes_norm: np.ndarray) -> NoiseModel:
     lv, var = lv[keep], var[keep]
     if lv.size < 16:
         return NoiseModel(0.0, float(np.percentile(var, PCT)) / PCT_FACTOR if var.size else 0.0)
-    edges = np.quantile(lv, np.linspace(0, 1, LEVEL_BINS + 1))
+    # a small frame has few blocks: fewer level bins, so that each still holds about 16 (with 24 bins of
+    # under 8 blocks every bin was skipped and a 128x96 frame measured no noise at all)
+    bins = max(1, min(LEVEL_BINS, lv.size // 16))
+    edges = np.quantile(lv, np.linspace(0, 1, bins + 1))
     xs, ys, ws = [], [], []
     for a, b in zip(edges[:-1], edges[1:]):
         sel = (lv >= a) & (lv <= b)
@@ -117,6 +120,8 @@ def estimate_noise(planes_norm: np.ndarray) -> NoiseModel:
         xs.append(float(np.median(lv[sel])))
         ys.append(float(np.percentile(var[sel], PCT)) / PCT_FACTOR)
         ws.append(math.sqrt(sel.sum()))
+    if len(xs) < 2:  # one level: a read-noise floor only
+        return NoiseModel(0.0, float(np.percentile(var, PCT)) / PCT_FACTOR)
     x, y, w = np.array(xs), np.array(ys), np.array(ws)
     a = np.stack([x, np.ones_like(x)], axis=1) * w[:, None]
     (s, o), *_ = np.linalg.lstsq(a, y * w, rcond=None)

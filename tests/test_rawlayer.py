@@ -247,6 +247,10 @@ def test_noise_profile_is_measured_and_written(mlv_factory, tmp_path):
     noisy = clean + rng.normal(size=clean.shape) * np.sqrt(3e-4 * clean + 1e-5)
     m = estimate_noise(noisy)
     assert abs(m.scale / 3e-4 - 1) < 0.15 and abs(m.offset / 1e-5 - 1) < 0.5
+    # a small frame (a 128x96 mosaic: 168 blocks) still measures its noise, with fewer level bins
+    small = 0.4 + 0.1 * np.sin(np.arange(64) / 9.0)[None, None, :] * np.ones((4, 48, 1))
+    small = small + rng.normal(size=small.shape) * np.sqrt(1e-5)
+    assert abs(estimate_noise(small).variance(np.array([0.4]))[0] / 1e-5 - 1) < 0.3
     path, info, _ = _mlv(mlv_factory, n=3)
     rvd = tmp_path / "n.rvd"
     encode(path, rvd, EncodeOptions(refine="off"))
