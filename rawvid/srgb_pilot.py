@@ -13,6 +13,7 @@ smallest. Direct coding of the RAW does not depend on the sRGB: it is probed onc
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,19 @@ def packet_sizes(path: Path) -> list[int]:
         return [p.size for p in c.demux(c.streams.video[0]) if p.size]
 
 
+#: x265's default keyframe interval, which the sRGB track keeps: an intra picture at least this often
+SRGB_KEYINT = 250
+
+
 def foretell(sizes: list[int], count: int) -> float:
-    """A clip's bytes from its first frames' packets: the first (intra) once, the mean of the rest per other frame."""
+    """A clip's bytes from its first frames' packets: the first (intra) once per SRGB_KEYINT frames, the
+    mean of the rest for every other frame."""
     if not sizes:
         return 0.0
-    if len(sizes) == 1 or count <= 1:
-        return float(sizes[0]) * (1 if count <= 1 else count)
-    return float(sizes[0]) + float(np.mean(sizes[1:])) * (count - 1)
+    if count <= 1 or len(sizes) == 1:
+        return float(sizes[0]) * max(count, 1)
+    n_intra = math.ceil(count / SRGB_KEYINT)
+    return float(sizes[0]) * n_intra + float(np.mean(sizes[1:])) * (count - n_intra)
 
 
 def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, keys: set[int], method,

@@ -318,6 +318,7 @@ def test_srgb_crf_is_chosen_only_when_the_user_gives_none():
     assert encode_options(crf=None, target_psnr=None, **kw).srgb_crfs == ()  # no layer: CRF 16, nothing to choose
     # a clip's bytes from its first packets: the intra picture once, the rest's mean per other frame
     assert foretell([1000, 100, 300], 10) == 1000 + 200 * 9 and foretell([500], 1) == 500
+    assert foretell([1000, 100, 300], 600) == 3 * 1000 + 200 * 597  # an intra picture every 250 frames
 
 
 def test_rd_sweep_measures_every_curve_against_direct_coding(mlv_factory, tmp_path):
