@@ -308,13 +308,17 @@ class RateController:
         # scale costs nothing now and a miss on the next frame that the prediction does not cover
         self.scale = self.clamp(scale * min(1.25, 10 ** (miss / (20 * self.slope))))
 
-    def top_up_scale(self, scale: float, psnr: float) -> float:
+    def top_up_scale(self, scale: float, psnr: float, attempt: int = 1) -> float:
         """The scale of another pass on a frame's remaining error: finer by the miss (at least by
         TOP_UP_STEP; another pass follows if it is not enough). What a pass leaves is mostly what
         its quantiser skipped, and a slightly finer pass picks up the largest of it: measured on a
         0.5 dB miss, a pass at 0.9x the scale cost a third of the frame's bytes, one at 0.5x
-        (+2.2 dB) three times them."""
-        return round_scale(scale * min(TOP_UP_STEP, 10 ** ((psnr - self.target - AIM_DB) / (20 * self.slope))))
+        (+2.2 dB) three times them. A frame still short after a pass (``attempt`` 2, 3) is one the
+        clip's QP codes coarsely (the pilot's frames were easier): each further pass steps that
+        factor again as many times (measured: a frame predicted 1.5 dB under its target gained
+        0.75 dB in three passes of 0.8x and stayed 0.7 dB short)."""
+        step = min(TOP_UP_STEP, 10 ** ((psnr - self.target - AIM_DB) / (20 * self.slope)))
+        return round_scale(scale * step ** max(1, attempt))
 
 
 # --------------------------------------------------------------------------- reading

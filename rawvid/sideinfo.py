@@ -114,7 +114,7 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
             rc.observe(scale, p, inter=not idr)
         # a top-up picture is unlike the frames x265 predicts from: only to hold the hard floor
         while p < rc.target - rl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
-            scale = rc.top_up_scale(scale, p)  # top-ups code an error around zero: no range limit
+            scale = rc.top_up_scale(scale, p, len(scales))  # an error around zero: no range limit
             dec = writer.code(rl.to_code(rl.tile(truth.astype(np.int64) - recon), scale), i, False)
             recon = rl.apply_residual(recon, rl.untile(rl.from_code(dec, scale)), info.bits)
             p = rl.psnr_black(recon, truth, info.black, info.white)

@@ -235,6 +235,7 @@ def test_rate_controller_follows_misses_within_its_bounds():
     assert rc.scale == 16.0  # never past its bound
     assert rc.top_up_scale(8.0, 49.9) <= 8.0 * rl.TOP_UP_STEP  # a top-up pass is finer by at least a step
     assert rc.top_up_scale(8.0, 44.0) < rc.top_up_scale(8.0, 49.0)  # and by more for a larger miss
+    assert rc.top_up_scale(8.0, 49.0, 3) < rc.top_up_scale(8.0, 49.0, 2) < rc.top_up_scale(8.0, 49.0)  # and per try
 
 
 def test_noise_profile_is_measured_and_written(mlv_factory, tmp_path):
