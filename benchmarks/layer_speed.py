@@ -21,12 +21,15 @@ from encode_speed import make_clip
 
 from rawvid.codec import DecodeOptions, EncodeOptions, LayerSettings, decode, encode
 from rawvid.container import RvdFile
+from rawvid.srgb_pilot import CANDIDATE_CRFS
 from rawvid.video import VideoSettings
 
 MODES = {
     "paper-default (no layer, sRGB CRF 16)": EncodeOptions(),
     "target 45 dB (auto predictor, sRGB CRF 32)": EncodeOptions(video=VideoSettings.make(crf=32),
                                                                  raw_layer=LayerSettings(target_psnr=45.0)),
+    "target 45 dB (auto predictor, sRGB CRF chosen: rawvid encode's default)": EncodeOptions(
+        video=VideoSettings.make(crf=32), raw_layer=LayerSettings(target_psnr=45.0), srgb_crfs=CANDIDATE_CRFS),
     "target 45 dB, chain predictor": EncodeOptions(video=VideoSettings.make(crf=32),
                                                    raw_layer=LayerSettings(target_psnr=45.0, predictor="chain")),
     "lossless RAW (FFV1, auto predictor)": EncodeOptions(video=VideoSettings.make(crf=32),
