@@ -885,8 +885,12 @@ def info(path, as_json, verify):
     t.add_row("keyframes", f"{len(keys)} RAW ({'first frame only' if not m.get('keyframe_interval') else 'every ' + str(m['keyframe_interval'])}): "
               f"{', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''}")
     t.add_row("render", _shown((m.get("render") or {}).get("mode")))
+    pilot = vid.get("crf_pilot")
+    tried = pilot.get("foretold_bytes") if isinstance(pilot, dict) else None
+    tried = sorted(int(k) for k in tried if k.isdigit()) if isinstance(tried, dict) else []
     t.add_row("video", "FFV1 lossless" if vid.get("lossless") else f"{vid.get('codec')} crf {vid.get('crf')} "
-              f"{vid.get('preset')} {vid.get('pix_fmt')}")
+              f"{vid.get('preset')} {vid.get('pix_fmt')}" +
+              (f" (CRF chosen by the encoder among {', '.join(map(str, tried))})" if tried else ""))
     t.add_row("audio", _shown((m.get("audio") or {}).get("codec")) if m.get("audio") else "none")
     ref = m.get("refine") or {"mode": "off"}
     mode = _shown(ref.get("mode"))
