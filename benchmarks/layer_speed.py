@@ -4,7 +4,7 @@ Builds the 1600x900 14-bit pan of encode_speed.py (real Canon 550D sensor pixels
 encodes it with the shipped model in each mode and decodes it back to DNGs, timing both
 end to end (sRGB video, pilot, chain, x265/FFV1, DNG writing all included).
 
-    python benchmarks/layer_speed.py [--frames 24] [--json out.json]
+    python benchmarks/layer_speed.py [--frames 24] [--match 'target 45'] [--json out.json]
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--match", default=None, help="only the modes whose name contains this")
     args = ap.parse_args()
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                      "frames": args.frames, "size": "1600x900"}
@@ -48,6 +49,8 @@ def main() -> None:
         src = Path(td) / "pan1600.MLV"
         make_clip(src, args.frames)
         for name, opts in MODES.items():
+            if args.match and args.match not in name:
+                continue
             out = Path(td) / "clip.rvd"
             t0 = time.perf_counter()
             enc = encode(src, out, opts, force=True)
@@ -63,6 +66,7 @@ def main() -> None:
                              "bits_per_pixel": round(s["bits_per_pixel"], 4),
                              "raw_part_bits_per_pixel": round(s["raw_part_bits_per_pixel"], 4),
                              "predictor": (lay.get("predictor") or {}).get("mode"),
+                             "srgb_crf": RvdFile(out).manifest["video"].get("crf"),
                              "decode_seconds": {k: round(v, 2) for k, v in dec.timings.items()}}
             print(name, results[name], flush=True)
     if args.json:
