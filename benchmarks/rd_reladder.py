@@ -41,8 +41,7 @@ def main() -> None:
     for name in sorted({p.clip for p in kept}):
         with clips[name].open() as src:
             data = rd.load_clip(name, src, args.frames)
-        points += [rd.x265_bayer(data, q) for q in rd.DEFAULT_X265_CRFS]
-        points += [rd.x265_bayer(data, qp=q) for q in rd.DEFAULT_X265_QPS]
+        points += rd.x265_ladders(data)
         print(name, flush=True)
     savings = rd.savings_at_targets(points, floors)
     res = {"points": rd.to_json(points), "summary": rd.summarise(points, floors), "target_savings": savings,

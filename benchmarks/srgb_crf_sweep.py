@@ -97,8 +97,7 @@ def main() -> None:
             continue
         with c.open() as src:
             data = rd.load_clip(c.name, src, args.frames)
-        points = [rd.x265_bayer(data, q) for q in rd.DEFAULT_X265_CRFS]
-        points += [rd.x265_bayer(data, qp=q) for q in rd.DEFAULT_X265_QPS]
+        points = rd.x265_ladders(data)
         for crf, chroma in settings:
             for d in targets:
                 t = round(data.noise_floor + d, 2)

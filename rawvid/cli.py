@@ -15,7 +15,6 @@ from rich.table import Table
 from . import __version__
 from .errors import RawvidError, RawvidWarning
 from .meta import CALIBRATIONS, REFINEMENTS
-from .rd import DEFAULT_X265_CRFS
 from .weights import DEFAULT_MODEL
 
 console = Console(stderr=True)
@@ -438,8 +437,9 @@ def _fmt(v, digits: int = 2) -> str:
                                          "lossless RAW) against x265, JPEG XL, FFV1 and lossless-JPEG DNG on the Bayer planes.")
 @click.option("--targets", default="-6,-3,0,2,4", show_default=True,
               help="--rd: the --target-psnr ladder, in dB relative to each clip's measured noise floor.")
-@click.option("--x265-crf", "x265_crfs", default=",".join(map(str, DEFAULT_X265_CRFS)), show_default=True,
-              help="--rd: the CRF ladder of x265 on the Bayer planes.")
+@click.option("--x265-crf", "x265_crfs", default=None,
+              help="--rd: the CRF ladder of x265 on the Bayer planes (default: rawvid.rd.DEFAULT_X265_CRFS, "
+                   "30 ... 2 in 12 steps, dense near the noise floor).")
 @click.option("--layer-crf", "layer_crfs", default="auto", show_default=True,
               help="--rd: sRGB CRFs of the layered modes (each a --target-psnr curve; auto: the encoder's own "
                    "choice, as rawvid encode --target-psnr; the first number also for lossless, else 32).")
@@ -578,10 +578,11 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
 
     from .atomic import atomic_write
     from .bench import discover, versions
-    from .rd import RDOptions, plot, run_rd
+    from .rd import DEFAULT_X265_CRFS, RDOptions, plot, run_rd
 
     clips = discover(paths)
-    opts = RDOptions(targets=_floats(targets), x265_crfs=_floats(x265_crfs), max_frames=max_frames, device=device,
+    opts = RDOptions(targets=_floats(targets), x265_crfs=_floats(x265_crfs) if x265_crfs else DEFAULT_X265_CRFS,
+                     max_frames=max_frames, device=device,
                      paper_crfs=tuple(_int_list(crf) or (16, 24, 32)),
                      layer_srgb_crfs=tuple(_int_list(layer_crfs.replace("auto", "0")) or (0,)))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

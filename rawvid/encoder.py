@@ -27,7 +27,8 @@ from .manifest import validate as validate_manifest
 from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
 from .weights import DEFAULT_MODEL, missing_weights_note, model_label
-from .noise import estimate_noise
+from .methods import GlobalFit
+from .noise import NoiseModel, estimate_noise
 from .rawlayer import LayerSettings
 from .sideinfo import LAYER_MAPS_NAME, LAYER_NAME, chain_pass
 from .source import Source, SourceFrame, open_source
@@ -265,16 +266,17 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
         with temp_dir(output.parent) as td, \
                 atomic_path(output) as tmp_out:
             tdir = Path(td)
-            method = network_method(model, info.width, info.height, device, runtime=runtime) if net else None
-            srgb_pilot = None
+            # the chain's predictor: the network, or global-fit for a layer without weights
+            method = network_method(model, info.width, info.height, device, runtime=runtime) if net else \
+                GlobalFit() if layer is not None else None
+            srgb_pilot = noise = None
             if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless:
-                opts, srgb_pilot = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, per_frame, blocks,
-                                                    tdir, progress)
+                opts, srgb_pilot, noise = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, per_frame,
+                                                           blocks, tdir, progress)
             timestamps: list[int] = []
             numbers: list[int] = []
             attachments: dict[str, str] = {}
             t_first: int | None = None
-            noise = None
             with VideoWriter(tdir / "video.mkv", info.width, info.height, info.fps, opts.video) as writer:
                 for fr, rgb in _rendered(src, src.frames(start, stop), opts.render):
                     i = fr.index - start
@@ -354,26 +356,25 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
 
 def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, keys: set[int], method,
                      layer: LayerSettings, per_frame: bool, blocks: bool, work: Path,
-                     progress: Progress | None = None) -> tuple[EncodeOptions, dict]:
-    """Options with the sRGB CRF the joint pilot chose among ``opts.srgb_crfs``, and its report for the manifest."""
+                     progress: Progress | None = None) -> tuple[EncodeOptions, dict, NoiseModel]:
+    """Options with the sRGB CRF the joint pilot chose among ``opts.srgb_crfs``, its report for the
+    manifest, and the clip's noise (measured on the first frame, as the main pass would)."""
     import dataclasses
 
-    from .methods import GlobalFit
     from .sideinfo import PILOT_FRAMES
     from .srgb_pilot import choose_srgb_crf
 
     n = min(PILOT_FRAMES, stop - start)
     firsts = list(_rendered(src, src.frames(start, start + n), opts.render))
-    if method is None:  # the layer's chain without weights: global-fit, as chain_pass runs it
-        method = GlobalFit()
-    method.unclip = estimate_noise(raw_planes(firsts[0][0].mosaic, src.info))  # as the main pass will
+    noise = estimate_noise(raw_planes(firsts[0][0].mosaic, src.info))
+    method.unclip = noise  # as the main pass will run it
     crf, report = choose_srgb_crf(src, [rgb for _, rgb in firsts], opts.video, start, stop, keys, method, layer,
                                   per_frame=per_frame, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work,
                                   progress=progress)
     compact = {"frames": report["frames"], "chosen": crf,
                "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"]}
                                   for k, v in report["candidates"].items()}}
-    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact
+    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, noise
 
 
 def _has_weights(model: str) -> bool:

@@ -153,6 +153,11 @@ def x265_bayer(clip: ClipData, crf: float | None = None, preset: str = "fast", q
                    extra={"frame_psnr_black": s["frame_psnr_black"]})
 
 
+def x265_ladders(clip: ClipData, crfs=DEFAULT_X265_CRFS, qps=DEFAULT_X265_QPS) -> list[RDPoint]:
+    """x265 on the Bayer planes at every CRF and every constant QP of the two ladders."""
+    return [x265_bayer(clip, q) for q in crfs] + [x265_bayer(clip, qp=q) for q in qps]
+
+
 def jpegxl(clip: ClipData, distance: float) -> RDPoint:
     """JPEG XL per frame on the tiled planes at the source's bit depth."""
     import imagecodecs

@@ -366,16 +366,14 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
                model: str | None = None, progress: Callable | None = None, unclip=None):
     """Calibration, refinement and RAW layer for frames [start, stop): (calib, refine, LayerState) for the manifest.
 
-    ``unclip``: the clip's NoiseModel when predictions are unclipped at black (as the decoder will)."""
+    ``method``: the chain's predictor (with a layer always one: the network, or global-fit without
+    weights); ``unclip``: the clip's NoiseModel when predictions are unclipped at black (as the decoder will)."""
     from .container import sha256_file
-    from .methods import CURVE_KNOTS, GlobalFit
+    from .methods import CURVE_KNOTS
     from .refine import BLOCK, LEVELS, pack
 
     count = stop - start
     predictor, crf, qp, mult, report = "chain", None, None, 1.0, None
-    if layer is not None:
-        if method is None:
-            method = GlobalFit()
     if method is not None:
         method.unclip = unclip
     if layer is not None:
