@@ -84,10 +84,11 @@ class VideoSettings:
                 "-color_range", "pc"]
         vf = ["-vf", f"scale=out_color_matrix=bt709:out_range=full:flags={SWS_FLAGS}"]
         # the colour description also in the bitstream's VUI: this ffmpeg build does not pass
-        # -color_primaries/-color_trc to the encoders, and players read the VUI
+        # -color_primaries/-color_trc to the encoders, and players read the VUI. No x265 version
+        # SEI (info=0): its settings string is 2.3 KB in the first frame, and the manifest has them
         if self.codec == "h265":
             codec = ["-c:v", "libx265", "-preset", self.preset, "-crf", str(self.crf), "-x265-params",
-                     "log-level=error:colorprim=bt709:transfer=iec61966-2-1:colormatrix=bt709:range=full"]
+                     "log-level=error:info=0:colorprim=bt709:transfer=iec61966-2-1:colormatrix=bt709:range=full"]
         else:
             codec = ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-x264-params",
                      "colorprim=bt709:transfer=iec61966-2-1:colormatrix=bt709:fullrange=on"]
