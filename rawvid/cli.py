@@ -155,7 +155,8 @@ ENCODE_OPTIONS = [
                  help="What runs the network: PyTorch or ONNX Runtime (the same predictions to float rounding); "
                       "auto: PyTorch when installed, else ONNX Runtime (decode: the runtime the file was coded with)."),
     click.option("--target-psnr", type=float, default=None, metavar="DB",
-                 help="RAW layer: code the residual so that every frame reaches this black-subtracted PSNR."),
+                 help="RAW layer: code the residual so that every frame lands within 0.3 dB of this "
+                      "black-subtracted PSNR (aiming 0.1 dB above it; never 0.5 dB under)."),
     click.option("--raw-crf", type=click.FloatRange(0, 51), default=None, help="RAW layer at a fixed x265 CRF."),
     click.option("--lossless-raw", is_flag=True, help="RAW layer, lossless (FFV1): every decoded DNG is bit-exact."),
     click.option("--raw-preset", default="fast", show_default=True, help="x265 preset of the RAW layer."),

@@ -65,6 +65,7 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     tries = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
     report: dict = {"frames": n, "candidates": {}}
     direct: dict | None = None  # the RAW itself: the same whatever the sRGB, probed once
+    hints: dict = {}  # the IDR's quantiser step, per predictor: each CRF's trials start from the last one's
     for k, crf in enumerate(candidates):
         if progress:
             progress(k, len(candidates), "choosing the sRGB CRF")
@@ -75,11 +76,11 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
         srgb = foretell(packet_sizes(path), count)
         if direct is None:
             direct = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="direct"),
-                           per_frame=per_frame, blocks=False)[4]["direct"]
+                           per_frame=per_frame, blocks=False, hints=hints)[4]["direct"]
         costs = {"direct": direct["bytes"]} if "direct" in tries else {}
         if "chain" in tries:
             rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="chain"),
-                        per_frame=per_frame, blocks=blocks, direct=direct)[4]
+                        per_frame=per_frame, blocks=blocks, direct=direct, hints=hints)[4]
             costs["chain"] = rep[rep["chosen"]]["bytes"]
         best = min(costs, key=costs.get)
         report["candidates"][str(crf)] = {"srgb_bytes": round(srgb), "layer_bytes": round(costs[best]),
