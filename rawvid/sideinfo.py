@@ -121,10 +121,14 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
             return rl.psnr_black(recon_at(writer.trial(rl.to_code(res, s)), s, pred), truth, info.black, info.white)
 
         qstep = 2 ** (writer.qp / 6) if writer.qp is not None else 1.0
-        first = hint["step"] / qstep if hint and "step" in hint else base
-        scale, _ = rl.intra_scale(psnr_at, res, intra_aim, float(info.white - info.black), *bounds, first, spec)
-        if hint is not None:
-            hint["step"] = scale * qstep
+        if hint and "step" in hint and hint.get("reuse"):  # a pilot probe after the first: no trials
+            scale = rl.round_scale(min(max(hint["step"] / qstep, bounds[0]), bounds[1]))
+        else:
+            first = hint["step"] / qstep if hint and "step" in hint else base
+            scale, _ = rl.intra_scale(psnr_at, res, intra_aim, float(info.white - info.black), *bounds, first,
+                                      spec)
+            if hint is not None:
+                hint["step"] = scale * qstep
     else:
         scale = rl.round_scale(base) if rc is None else rc.clamp(rc.hi) if easy else rc.first_guess(base, spec)
     scale = max(scale, min_scale)
@@ -344,7 +348,9 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     coarser, since direct coding keeps one scale for the clip (it must not move between frames).
     Under a target, direct coding is always probed (first): the chain's QP is capped at
     CHAIN_QP_HEADROOM above its. ``direct``: an earlier pilot's direct entry on the same frames, reused.
-    ``hints``: per predictor, the IDR's quantiser step its trials chose (filled in; see code_layer).
+    ``hints``: per predictor, the IDR's quantiser step its trials chose (filled in; see code_layer): the
+    first probe of a predictor runs the trials, the later ones code their IDR at that step (the
+    trials, about 0.5 s each at 1600x900, had made the sRGB pilots 45 s longer).
     """
     import tempfile
 
@@ -362,9 +368,10 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
         def probe(cand, qp, mult=1.0):
             pred = cand.split("+")[0]
+            hint = hints.setdefault(pred, {})
             nbytes, psnrs, gains = _probe(frames, info, keys, method, layer, pred, layer.crf, qp, per_frame,
-                                          cand.endswith("+blocks"), Path(td), stop - start, mult,
-                                          hints.setdefault(pred, {}))
+                                          cand.endswith("+blocks"), Path(td), stop - start, mult, hint)
+            hint["reuse"] = "step" in hint  # later probes code the IDR at that step, without trials
             finite = [p for p in psnrs if math.isfinite(p)]
             return nbytes, (min(finite) if finite else math.inf), next((g for g in gains if g is not None), None)
 
@@ -431,7 +438,8 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
                                                    per_frame=per_frame, blocks=blocks, hints=hints)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
-                   layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))
+                   layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult,
+                   intra_hint={k: v for k, v in hints.get(predictor, {}).items() if k == "step"})
     seed = report.pop("model_gain", None) if report else None
     if cp.rc is not None and seed is not None:
         # the pilot coded the main pass's own first P-frame (the same IDR, the same prediction) at this QP
