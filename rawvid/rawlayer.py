@@ -94,6 +94,11 @@ def round_scale(s: float) -> float:
     return float(f"{s:.4g}")
 
 
+def clamp_scale(s: float, lo: float, hi: float) -> float:
+    """A scale within [lo, hi], as stored."""
+    return round_scale(min(max(s, lo), hi))
+
+
 def to_code(residual: np.ndarray, scale: float) -> np.ndarray:
     """Residual (DN) -> 12-bit codes around 2048 (clipped: the closed loop sees the clipping)."""
     q = np.rint(np.asarray(residual, np.float64) / scale) + X265_OFFSET
@@ -163,6 +168,12 @@ class Spectrum:
         k = int(np.searchsorted(self.energy, MODEL_DEADZONE * t))
         lost = float(self.cumsum[k - 1]) if k else 0.0
         return (lost + t * (len(self.energy) - k)) / max(1, len(self.energy))
+
+    def gain_at(self, psnr: float, scale: float, peak: float) -> float | None:
+        """The quantiser noise power per scale squared that a frame coded at ``scale`` to ``psnr`` shows
+        (the model's one learnt number; None where it is not defined)."""
+        t = self.noise_power(mse_at(psnr, peak)) if math.isfinite(psnr) else None
+        return None if t is None else t / (scale * scale)
 
     def noise_power(self, mse: float) -> float | None:
         """The quantiser noise power at which :meth:`mse` is ``mse`` (None: no coding needed, or none reaches it)."""
@@ -369,7 +380,7 @@ class RateController:
     last: tuple | None = None  # the last frame's (scale, PSNR, inter), to measure the slope
 
     def clamp(self, s: float) -> float:
-        return round_scale(min(max(s, self.lo), self.hi))
+        return clamp_scale(s, self.lo, self.hi)
 
     def first_guess(self, base: float, spec: Spectrum | None = None) -> float:
         gain = self.gain if self.gain is not None else \
@@ -379,14 +390,14 @@ class RateController:
             return self.clamp(self.hi if t is None else math.sqrt(t / gain))
         return self.clamp(self.scale if self.scale is not None else base)
 
-    def observe(self, scale: float, psnr: float, inter: bool = True, spec: Spectrum | None = None) -> None:
-        """Learn from a frame's first pass; the next frame starts from the scale that would have hit the aim."""
-        if spec is not None and math.isfinite(psnr):
-            t = spec.noise_power(mse_at(psnr, self.peak))
-            if t is not None and inter:
-                self.gain = t / (scale * scale)
-            elif t is not None:
-                self.intra_gain = t / (scale * scale)
+    def observe(self, scale: float, psnr: float, inter: bool = True, gain: float | None = None) -> None:
+        """Learn from a frame's first pass; the next frame starts from the scale that would have hit the aim.
+
+        ``gain``: the model's gain the frame showed (:meth:`Spectrum.gain_at`), None where unknown."""
+        if gain is not None and inter:
+            self.gain = gain
+        elif gain is not None:
+            self.intra_gain = gain
         if inter and self.last is not None and self.last[2]:
             s0, p0, _ = self.last
             ds = 20 * math.log10(scale / s0)
@@ -431,7 +442,7 @@ def intra_scale(trial, residual: np.ndarray, aim: float, peak: float, lo: float,
     spec = spec or Spectrum.of(residual)
     want = spec.noise_power(mse_at(aim, peak))
     trials: list[tuple[float, float]] = []
-    s = round_scale(min(max(base, lo), hi))
+    s = clamp_scale(base, lo, hi)
     for _ in range(INTRA_TRIALS):
         p = trial(s)
         trials.append((s, p))
@@ -444,7 +455,7 @@ def intra_scale(trial, residual: np.ndarray, aim: float, peak: float, lo: float,
         else:
             t = spec.noise_power(mse_at(p, peak))
             nxt = hi if want is None else s if t is None else s * math.sqrt(want / t)
-        nxt = round_scale(min(max(nxt, lo), hi))
+        nxt = clamp_scale(nxt, lo, hi)
         if any(nxt == tr[0] for tr in trials):
             break
         s = nxt

@@ -97,8 +97,9 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
     the largest scale (x265 skips nearly all of it) and teaches the controller nothing.
     ``intra_aim``: the PSNR an IDR's scale is chosen for by trial encodes (rawvid.rawlayer.intra_scale),
     within ``bounds``; None: an IDR is coded at ``base`` like the rest. ``hint``: shared between the
-    pilot's probes, the quantiser step (scale x 2^(QP/6)) the last IDR chose: the first trial at
-    another QP starts from it (a trial encode of a 1600x900 IDR takes about half a second)."""
+    pilot's probes and the main pass, the quantiser step (scale x 2^(QP/6)) the trials found: a pilot
+    probe (no controller) that finds one codes its IDR at it without trials, the main pass's trials
+    start from it (a trial encode of a 1600x900 IDR takes about half a second)."""
     s_cfg = st.settings
     if s_cfg.lossless:
         dec = writer.code(rl.lossless_code(rl.tile(truth), rl.tile(pred)), i, idr)
@@ -113,7 +114,7 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
         return rl.apply_residual(onto, rl.untile(rl.from_code(decoded, scale)), info.bits)
 
     trial = idr and intra_aim is not None and bounds is not None
-    spec = rl.Spectrum.of(res) if rc is not None or trial or s_cfg.target_psnr is not None else None
+    spec = rl.Spectrum.of(res) if s_cfg.target_psnr is not None else None
     # the pilot chose the QP at which the base scale reaches the target: start there, then follow the model
     easy = rc is not None and not idr and p_pred >= rc.target + rl.AIM_DB + rl.GROW_DB
     if trial:
@@ -121,8 +122,8 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
             return rl.psnr_black(recon_at(writer.trial(rl.to_code(res, s)), s, pred), truth, info.black, info.white)
 
         qstep = 2 ** (writer.qp / 6) if writer.qp is not None else 1.0
-        if hint and "step" in hint and hint.get("reuse"):  # a pilot probe after the first: no trials
-            scale = rl.round_scale(min(max(hint["step"] / qstep, bounds[0]), bounds[1]))
+        if rc is None and hint and "step" in hint:  # a pilot probe after the first: no trials
+            scale = rl.clamp_scale(hint["step"] / qstep, *bounds)
         else:
             first = hint["step"] / qstep if hint and "step" in hint else base
             scale, _ = rl.intra_scale(psnr_at, res, intra_aim, float(info.white - info.black), *bounds, first,
@@ -136,13 +137,13 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
     recon = recon_at(dec, scale, pred)
     p = rl.psnr_black(recon, truth, info.black, info.white)
     scales = [scale]
-    t = spec.noise_power(rl.mse_at(p, info.white - info.black)) if spec is not None and math.isfinite(p) else None
-    st.gains.append(None if t is None or idr else t / (scale * scale))
+    gain = spec.gain_at(p, scale, info.white - info.black) if spec is not None else None
+    st.gains.append(None if idr else gain)
     if rc is not None:
         if not easy:
-            rc.observe(scale, p, inter=not idr, spec=spec)
-        # a top-up picture is unlike the frames x265 predicts from: only to hold the floor
-        # direct coding keeps one scale, so nothing steers it into the band: a top-up only holds the floor
+            rc.observe(scale, p, inter=not idr, gain=gain)
+        # a top-up picture is unlike the frames x265 predicts from: only to hold the band (direct
+        # coding keeps one scale, so nothing steers it into the band: there only the floor)
         short = rl.TOP_UP_DB if rc.lo < rc.hi else rl.FLOOR_TOP_UP_DB
         while p < rc.target - short and len(scales) < rl.MAX_PASSES:
             scale = rc.top_up_scale(scale, p, len(scales))  # an error around zero: no range limit
@@ -368,12 +369,11 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
         def probe(cand, qp, mult=1.0):
             pred = cand.split("+")[0]
-            hint = hints.setdefault(pred, {})
-            nbytes, psnrs, gains = _probe(frames, info, keys, method, layer, pred, layer.crf, qp, per_frame,
-                                          cand.endswith("+blocks"), Path(td), stop - start, mult, hint)
-            hint["reuse"] = "step" in hint  # later probes code the IDR at that step, without trials
+            nbytes, psnrs, frame_gains = _probe(frames, info, keys, method, layer, pred, layer.crf, qp, per_frame,
+                                                cand.endswith("+blocks"), Path(td), stop - start, mult,
+                                                hints.setdefault(pred, {}))
             finite = [p for p in psnrs if math.isfinite(p)]
-            return nbytes, (min(finite) if finite else math.inf), next((g for g in gains if g is not None), None)
+            return nbytes, (min(finite) if finite else math.inf), next((g for g in frame_gains if g is not None), None)
 
         for pred in probes:
             if pred == "direct" and direct is not None and target:
@@ -438,8 +438,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
                                                    per_frame=per_frame, blocks=blocks, hints=hints)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
-                   layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult,
-                   intra_hint={k: v for k, v in hints.get(predictor, {}).items() if k == "step"})
+                   layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))
     seed = report.pop("model_gain", None) if report else None
     if cp.rc is not None and seed is not None:
         # the pilot coded the main pass's own first P-frame (the same IDR, the same prediction) at this QP

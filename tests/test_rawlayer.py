@@ -270,7 +270,7 @@ def test_rate_controller_model_lands_the_next_frame():
 
     rc = rl.RateController(45.0, lo=0.25, hi=64.0, peak=peak)
     a, b = rl.Spectrum.of(rng.normal(0, 30, (128, 128))), rl.Spectrum.of(rng.normal(0, 60, (128, 128)))
-    rc.observe(4.0, coded_psnr(a, 4.0), inter=True, spec=a)
+    rc.observe(4.0, coded_psnr(a, 4.0), inter=True, gain=a.gain_at(coded_psnr(a, 4.0), 4.0, peak))
     s = rc.first_guess(4.0, b)
     assert coded_psnr(b, s) == pytest.approx(45.0 + rl.AIM_DB, abs=0.02)
     assert rc.first_guess(4.0, rl.Spectrum.of(rng.normal(0, 0.01, (128, 128)))) == 64.0  # nothing to code
