@@ -22,7 +22,6 @@ Two codecs, each frame by frame in-process through PyAV:
 """
 from __future__ import annotations
 
-import math
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -46,29 +45,8 @@ X265_PARAMS = ("bframes=0:rc-lookahead=0:frame-threads=1:cutree=0:scenecut=0:psy
 #: within SCALE_RANGE of the bit depth's own scale per frame (the fine knob).
 MIN_SCALE, MAX_SCALE = 1.0 / 16, 1024.0
 SCALE_RANGE = (0.125, 4.0)
+#: at most this many passes code one frame (its first and the top-ups; the manifest is checked against it)
 MAX_PASSES = 4
-#: ``--target-psnr``: the controller aims this far above the target, and tops a frame up with
-#: another pass when it lands more than TOP_UP_DB under it (the promise: within 0.3 dB, never 0.5 under).
-#: The distortion model below foretells a frame's PSNR with 0.075 dB RMS error (test split, 3 targets,
-#: 10 clips; max 0.28): aiming 0.1 above keeps nearly every frame inside the band.
-AIM_DB, TOP_UP_DB = 0.1, 0.3
-#: where the scale cannot move (direct coding), a top-up only holds the floor: measured on a test clip
-#: drifting 0.05 dB a frame, topping up at 0.3 dB under cost 13% more bytes
-FLOOR_TOP_UP_DB = 0.45
-#: the distortion model: 8x8 DCT coefficients of the residual, at most this many of them (a regular
-#: subsample of blocks on large frames), and the dead zone: a coefficient whose energy is under
-#: MODEL_DEADZONE x the quantiser's noise power is lost whole (fitted: RMS error 0.143 dB at 1, 0.092 at 3,
-#: 0.075 at 6, 0.078 at 10; blocks of 4 and 16 did worse)
-MODEL_BLOCK, MODEL_SAMPLES, MODEL_DEADZONE = 8, 1 << 18, 6.0
-#: at most this many trial encodes choose an intra frame's scale
-INTRA_TRIALS = 3
-#: the model's gain of a P-frame over the IDR before it, until a P-frame is seen (x265's I/P QP ratio,
-#: 1.4: about 3 QP, a factor 2 on the quantiser's noise power)
-IP_GAIN = 2.0
-#: a top-up pass is at least this much finer than the pass before it
-TOP_UP_STEP = 0.9
-#: the scale only grows when a frame lands this far above the aim
-GROW_DB = 0.5
 
 
 # --------------------------------------------------------------------------- pure mappings
@@ -131,66 +109,6 @@ def psnr_black(recon: np.ndarray, truth: np.ndarray, black: int, white: int) -> 
     return psnr(recon, truth, peak=float(white - black))
 
 
-def dct_matrix(n: int) -> np.ndarray:
-    """The orthonormal DCT-II matrix (rows: frequencies)."""
-    k, x = np.arange(n)[:, None], np.arange(n)[None, :]
-    m = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
-    m[0] /= np.sqrt(2.0)
-    return m
-
-
-@dataclass(frozen=True)
-class Spectrum:
-    """A residual's 8x8 DCT coefficient energies, sorted, with their running sum: the distortion model's input."""
-
-    energy: np.ndarray
-    cumsum: np.ndarray
-
-    @classmethod
-    def of(cls, residual: np.ndarray) -> "Spectrum":
-        n = MODEL_BLOCK
-        h, w = residual.shape[0] // n, residual.shape[1] // n
-        step = max(1, math.ceil(math.sqrt(h * w * n * n / MODEL_SAMPLES)))
-        blocks = np.asarray(residual[: h * n, : w * n], np.float64).reshape(h, n, w, n).transpose(0, 2, 1, 3)
-        blocks = blocks[::step, ::step].reshape(-1, n, n)
-        c = dct_matrix(n)
-        e = np.sort(((c @ blocks @ c.T) ** 2).ravel())
-        return cls(e, np.cumsum(e))
-
-    @property
-    def mean(self) -> float:
-        """The residual's mean energy: the distortion when nothing is coded."""
-        return float(self.cumsum[-1] / len(self.energy)) if len(self.energy) else 0.0
-
-    def mse(self, t: float) -> float:
-        """Foretold MSE when x265's quantiser leaves noise power ``t``: coefficients under the dead zone
-        (MODEL_DEADZONE x t) are lost, the others carry ``t``."""
-        k = int(np.searchsorted(self.energy, MODEL_DEADZONE * t))
-        lost = float(self.cumsum[k - 1]) if k else 0.0
-        return (lost + t * (len(self.energy) - k)) / max(1, len(self.energy))
-
-    def gain_at(self, psnr: float, scale: float, peak: float) -> float | None:
-        """The quantiser noise power per scale squared that a frame coded at ``scale`` to ``psnr`` shows
-        (the model's one learnt number; None where it is not defined)."""
-        t = self.noise_power(mse_at(psnr, peak)) if math.isfinite(psnr) else None
-        return None if t is None else t / (scale * scale)
-
-    def noise_power(self, mse: float) -> float | None:
-        """The quantiser noise power at which :meth:`mse` is ``mse`` (None: no coding needed, or none reaches it)."""
-        if mse >= self.mean or mse <= 0:
-            return None
-        lo, hi = 1e-12, float(self.energy[-1]) + 1.0  # mse(t) rises with t, from 0 to the mean
-        for _ in range(60):
-            mid = math.sqrt(lo * hi)
-            lo, hi = (mid, hi) if self.mse(mid) < mse else (lo, mid)
-        return math.sqrt(lo * hi)
-
-
-def mse_at(psnr: float, peak: float) -> float:
-    """The MSE of a black-subtracted PSNR."""
-    return peak * peak * 10 ** (-psnr / 10)
-
-
 def crc(planes: np.ndarray) -> int:
     """CRC-32 of a reconstruction (uint16 little-endian), to check the decoder rebuilt the encoder's frame."""
     return zlib.crc32(np.ascontiguousarray(planes, dtype="<u2").tobytes())
@@ -223,11 +141,19 @@ class LayerSettings:
     def lossless(self) -> bool:
         return self.codec == "ffv1"
 
-    def codec_options(self, crf: float | None = None, qp: int | None = None) -> tuple[str, str, dict]:
-        """(libavcodec encoder, pixel format, options); ``qp``: the constant QP the encoder chose for a target."""
+    def codec_options(self, crf: float | None = None, qp: int | None = None,
+                      steered: bool = False) -> tuple[str, str, dict]:
+        """(libavcodec encoder, pixel format, options); ``qp``: the constant QP the encoder chose for a target;
+        ``steered``: that QP moved per frame by region-of-interest offsets (rawvid.steering)."""
         if self.lossless:
             return "ffv1", "gray16le", {"level": "3", "coder": "range_tab", "context": "0", "g": "1",
                                         "slices": "4", "slicecrc": "1"}
+        if qp is not None and steered:
+            from .steering import STEER_RC
+
+            params = X265_PARAMS.replace("aq-mode=0:", "")
+            return "libx265", "gray12le", {"preset": self.preset, "forced-idr": "1",
+                                           "x265-params": f"{STEER_RC.format(qp=int(qp))}:{params}"}
         if qp is not None:  # constant QP, I-frames at the P-frames' QP: steady per-frame quality for a target
             rc = f"qp={int(qp)}:ipratio=1"
         else:
@@ -235,19 +161,19 @@ class LayerSettings:
             rc = f"crf={crf:.2f}"
         return "libx265", "gray12le", {"preset": self.preset, "forced-idr": "1", "x265-params": f"{rc}:{X265_PARAMS}"}
 
-    def to_dict(self, crf: float | None = None, qp: int | None = None) -> dict:
+    def to_dict(self, crf: float | None = None, qp: int | None = None, steered: bool = False) -> dict:
         """The settings as the manifest records them (``qp``: the one the encoder chose for a target)."""
-        enc, fmt, opts = self.codec_options(crf, qp)
+        enc, fmt, opts = self.codec_options(crf, qp, steered)
         return {"codec": "hevc" if enc == "libx265" else "ffv1", "encoder": enc, "pix_fmt": fmt, "options": opts,
                 "target_psnr": self.target_psnr, "crf": self.crf if crf is None else crf, "qp": qp,
                 "lossless": self.lossless, "predictor_setting": self.predictor}
 
 
 def _open_encoder(settings: LayerSettings, width: int, height: int, rate: Fraction, ctx=None,
-                  crf: float | None = None, qp: int | None = None):
+                  crf: float | None = None, qp: int | None = None, steered: bool = False):
     import av
 
-    enc, fmt, opts = settings.codec_options(crf, qp)
+    enc, fmt, opts = settings.codec_options(crf, qp, steered)
     if ctx is None:
         ctx = av.CodecContext.create(enc, "w")
     ctx.width, ctx.height, ctx.pix_fmt = width, height, fmt
@@ -269,14 +195,17 @@ def _decoder(codec_name: str, extradata: bytes | None, width: int = 0, height: i
     return dec
 
 
-def _frame(img: np.ndarray, fmt: str, pts: int, idr: bool):
+def _frame(img: np.ndarray, fmt: str, pts: int, idr: bool, offset: float | None = None,
+           time_base: Fraction = Fraction(1)):
     import av
+
+    from .steering import with_offset
 
     f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=fmt)
     f.pts = pts
     if idr:
         f.pict_type = av.video.frame.PictureType.I
-    return f
+    return f if offset is None else with_offset(f, offset, time_base)
 
 
 def _decode_one(dec, packets, path, what: str) -> np.ndarray:
@@ -293,18 +222,19 @@ class LayerWriter:
     """Encode the layer frame by frame into a Matroska file, decoding every packet back at once."""
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, bits: int,
-                 settings: LayerSettings, crf: float | None = None, qp: int | None = None):
+                 settings: LayerSettings, crf: float | None = None, qp: int | None = None,
+                 steered: bool = False):
         import av
 
         from .video import fps_fraction
 
         self.path, self.width, self.height, self.bits = Path(path), width, height, bits
-        self.settings, self.crf, self.qp = settings, crf, qp
+        self.settings, self.crf, self.qp, self.steered = settings, crf, qp, steered and qp is not None
         self.rate = fps_fraction(fps)
         self._out = av.open(os.fspath(self.path), "w", format="matroska")
-        enc, self.fmt, _ = settings.codec_options(crf, qp)
+        enc, self.fmt, _ = settings.codec_options(crf, qp, self.steered)
         self.stream = self._out.add_stream(enc, rate=self.rate)
-        _open_encoder(settings, width, height, self.rate, self.stream.codec_context, crf, qp)
+        _open_encoder(settings, width, height, self.rate, self.stream.codec_context, crf, qp, self.steered)
         self.stream.time_base = Fraction(1, 1000)
         self._dec = None
         self.pictures = 0
@@ -317,10 +247,12 @@ class LayerWriter:
         self._last_pts = pts
         return pts
 
-    def code(self, img: np.ndarray, index: int, idr: bool) -> np.ndarray:
-        """Encode one picture, mux its packet, return what a decoder reads back from it."""
+    def code(self, img: np.ndarray, index: int, idr: bool, offset: float = 0.0) -> np.ndarray:
+        """Encode one picture (its QP moved by ``offset`` on a steered layer), mux its packet, return
+        what a decoder reads back from it."""
         pts = self._pts(index)
-        packets = self.stream.encode(_frame(img, self.fmt, pts, idr))
+        packets = self.stream.encode(_frame(img, self.fmt, pts, idr, offset if self.steered else None,
+                                            1 / self.rate))
         if self._dec is None:
             self._dec = _decoder("ffv1" if self.settings.lossless else "hevc", self.stream.codec_context.extradata,
                                  self.width, self.height)
@@ -331,11 +263,13 @@ class LayerWriter:
         self.pictures += 1
         return dec
 
-    def trial(self, img: np.ndarray) -> np.ndarray:
+    def trial(self, img: np.ndarray, offset: float = 0.0) -> np.ndarray:
         """What this layer's encoder makes of ``img`` coded as an IDR, from a fresh encoder (nothing is
         written): an IDR references nothing, so the layer's own encoder would code it alike."""
-        ctx = _open_encoder(self.settings, self.width, self.height, self.rate, None, self.crf, self.qp)
-        packets = list(ctx.encode(_frame(img, self.fmt, 0, True))) + list(ctx.encode(None))
+        ctx = _open_encoder(self.settings, self.width, self.height, self.rate, None, self.crf, self.qp, self.steered)
+        packets = list(ctx.encode(_frame(img, self.fmt, 0, True, offset if self.steered else None,
+                                              1 / self.rate)))
+        packets += list(ctx.encode(None))
         dec = _decoder("hevc", ctx.extradata, self.width, self.height)
         return _decode_one(dec, packets, self.path, "trial picture")
 
@@ -350,117 +284,6 @@ class LayerWriter:
             self._out.close()
         except Exception:  # noqa: BLE001 - already failing; the temp folder goes with it
             pass
-
-
-# --------------------------------------------------------------------------- rate control
-@dataclass
-class RateController:
-    """Chooses each frame's scale so that its black-subtracted PSNR lands just above the target.
-
-    A distortion model (:class:`Spectrum`) foretells a frame's MSE at a scale from its residual's
-    DCT energies and one number learnt on the previous P-frame: the quantiser's noise power per
-    scale squared (x265's QP is constant, so it only drifts with content). Measured on the test
-    split it foretells a frame's PSNR with 0.075 dB RMS error, where "the last frame's PSNR, moved
-    20 log10 dB per factor of scale" missed by 0.25 (max 1.6). Until a P-frame has been seen (and
-    without a spectrum) each frame starts from the last one's scale corrected by its miss, the
-    slope learnt from the frames. A frame that still lands more than TOP_UP_DB under the target
-    gets another pass on its remaining error.
-    """
-
-    target: float
-    lo: float = MIN_SCALE  # the scales this clip may use
-    hi: float = MAX_SCALE
-    scale: float | None = None
-    peak: float = 1.0  # white - black: PSNR <-> MSE
-    #: the model's quantiser noise power per scale squared (None: no P-frame learnt yet)
-    gain: float | None = None
-    intra_gain: float | None = None  # the same, of the last IDR (x265 codes I-pictures finer)
-    #: dB lost per 20 log10 of scale: 1 at high rates, lower where x265 skips most of the residual
-    slope: float = 0.8
-    last: tuple | None = None  # the last frame's (scale, PSNR, inter), to measure the slope
-
-    def clamp(self, s: float) -> float:
-        return clamp_scale(s, self.lo, self.hi)
-
-    def first_guess(self, base: float, spec: Spectrum | None = None) -> float:
-        gain = self.gain if self.gain is not None else \
-            None if self.intra_gain is None else self.intra_gain * IP_GAIN
-        if spec is not None and gain is not None:
-            t = spec.noise_power(mse_at(self.target + AIM_DB, self.peak))
-            return self.clamp(self.hi if t is None else math.sqrt(t / gain))
-        return self.clamp(self.scale if self.scale is not None else base)
-
-    def observe(self, scale: float, psnr: float, inter: bool = True, gain: float | None = None) -> None:
-        """Learn from a frame's first pass; the next frame starts from the scale that would have hit the aim.
-
-        ``gain``: the model's gain the frame showed (:meth:`Spectrum.gain_at`), None where unknown."""
-        if gain is not None and inter:
-            self.gain = gain
-        elif gain is not None:
-            self.intra_gain = gain
-        if inter and self.last is not None and self.last[2]:
-            s0, p0, _ = self.last
-            ds = 20 * math.log10(scale / s0)
-            if abs(ds) > 0.5:  # enough movement to measure the slope (frames differ too: smooth it)
-                b = min(max((p0 - psnr) / ds, 0.3), 1.2)
-                self.slope = 0.7 * self.slope + 0.3 * b
-        self.last = (scale, psnr, inter)
-        if not inter:  # an IDR lands higher than the P-frames that follow (x265's I/P ratio): learn nothing
-            return
-        miss = min(max(psnr - (self.target + AIM_DB), -12.0), 12.0)
-        if 0 < miss < GROW_DB:  # close above the aim: hold (growing invites a miss, and a top-up)
-            miss = 0.0
-        # growing slowly: above the target because the prediction alone is (x265 skips it all), a large
-        # scale costs nothing now and a miss on the next frame that the prediction does not cover
-        self.scale = self.clamp(scale * min(1.25, 10 ** (miss / (20 * self.slope))))
-
-    def top_up_scale(self, scale: float, psnr: float, attempt: int = 1) -> float:
-        """The scale of another pass on a frame's remaining error: finer by the miss (at least by
-        TOP_UP_STEP; another pass follows if it is not enough). What a pass leaves is mostly what
-        its quantiser skipped, and a slightly finer pass picks up the largest of it: measured on a
-        0.5 dB miss, a pass at 0.9x the scale cost a third of the frame's bytes, one at 0.5x
-        (+2.2 dB) three times them. A frame still short after a pass (``attempt`` 2, 3) is one the
-        clip's QP codes coarsely (the pilot's frames were easier): each further pass steps that
-        factor again as many times (measured: a frame predicted 1.5 dB under its target gained
-        0.75 dB in three passes of 0.8x and stayed 0.7 dB short)."""
-        step = min(TOP_UP_STEP, 10 ** ((psnr - self.target - AIM_DB) / (20 * self.slope)))
-        return round_scale(scale * step ** max(1, attempt))
-
-
-def intra_scale(trial, residual: np.ndarray, aim: float, peak: float, lo: float, hi: float, base: float,
-                spec: Spectrum | None = None, slack: float = AIM_DB) -> tuple[float, list[tuple[float, float]]]:
-    """The largest scale (within [lo, hi]) at which an intra picture reaches PSNR ``aim`` (less ``slack``),
-    by trial encodes.
-
-    An intra picture references nothing, so a fresh encoder codes it as the layer's own would:
-    ``trial(scale)`` returns the PSNR. Coded at the P-frames' scale an IDR landed 0.8-3.2 dB above
-    the target on every test clip (x265 codes I-pictures finer); on short clips it is the layer's
-    largest frame. The first trial is at ``base``; the model (calibrated on the trial) proposes the
-    second, the secant through the two trials nearest the aim (PSNR against log scale) the third;
-    a trial within ``slack`` of the aim ends the search.
-    Returns the scale and the trials [(scale, PSNR)]."""
-    spec = spec or Spectrum.of(residual)
-    want = spec.noise_power(mse_at(aim, peak))
-    trials: list[tuple[float, float]] = []
-    s = clamp_scale(base, lo, hi)
-    for _ in range(INTRA_TRIALS):
-        p = trial(s)
-        trials.append((s, p))
-        if abs(p - aim) <= slack or not math.isfinite(p):  # within the band, above the target
-            break
-        if len(trials) >= 2:
-            (s0, p0), (s1, p1) = sorted(trials, key=lambda tr: abs(tr[1] - aim))[:2]
-            step = 0.0 if abs(p1 - p0) < 1e-6 else (aim - p0) * (math.log(s1) - math.log(s0)) / (p1 - p0)
-            nxt = s0 * math.exp(min(max(step, -2.0), 2.0))
-        else:
-            t = spec.noise_power(mse_at(p, peak))
-            nxt = hi if want is None else s if t is None else s * math.sqrt(want / t)
-        nxt = clamp_scale(nxt, lo, hi)
-        if any(nxt == tr[0] for tr in trials):
-            break
-        s = nxt
-    ok = [tr for tr in trials if tr[1] >= aim - slack]
-    return (max(ok)[0] if ok else min(trials)[0]), trials
 
 
 # --------------------------------------------------------------------------- reading

@@ -18,11 +18,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import rawlayer as rl
+from . import ratecontrol as rctl, rawlayer as rl
 from .bayer import normalise, pack as bayer_pack, raw_planes, srgb_half
 from .chain import direct_prediction, fit_own_map, own_prediction, predict_frame
 from .errors import RawvidError
 from .pipeline import ReadAhead
+from .ratecontrol import OffsetController, clamp_offset, intra_offset
 from .video import VideoReader
 
 CALIBRATION_NAME = "calibration.f16"
@@ -51,6 +52,8 @@ class LayerState:
     predictor: str = "chain"  # chain | direct (auto is resolved by the pilot)
     crf: float | None = None  # the x265 CRF coded with (--raw-crf)
     qp: int | None = None  # the constant x265 QP coded with (chosen by the pilot under --target-psnr)
+    steered: bool = False  # that QP moved per frame by region-of-interest offsets (direct coding, a target)
+    offsets: list = field(default_factory=list)  # per frame, its first pass's QP offset (steered)
     scales: list = field(default_factory=list)
     intra: list = field(default_factory=list)
     idr: list = field(default_factory=list)
@@ -66,7 +69,7 @@ class LayerState:
 
     def to_dict(self, predictor: dict, file: str) -> dict:
         """The manifest's ``raw_layer`` (the noise model is the manifest's own ``noise_profile``)."""
-        d = {**self.settings.to_dict(self.crf, self.qp), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
+        d = {**self.settings.to_dict(self.crf, self.qp, self.steered), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
              "scales": self.scales, "intra": self.intra, "idr": self.idr, "crc32": self.crcs,
              "maps_file": LAYER_MAPS_NAME if self.predictor == "chain" else None, "maps_dtype": "float16-le",
              "pilot": self.pilot}
@@ -81,13 +84,15 @@ class LayerState:
 
     def stats(self) -> dict:
         return {"psnr_black": self.psnr, "prediction_psnr_black": self.pred_psnr, "predictor": self.predictor,
-                "passes": [len(x) for x in self.scales], "intra": self.intra, "pilot": self.pilot}
+                "passes": [len(x) for x in self.scales], "intra": self.intra, "pilot": self.pilot,
+                "qp_offsets": self.offsets if self.steered else None}
 
 
-def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerState, i: int, idr: bool,
+def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: LayerState, i: int, idr: bool,
                pred: np.ndarray, truth: np.ndarray, info, min_scale: float, base: float,
                p_pred: float = -math.inf, intra_aim: float | None = None,
-               bounds: tuple[float, float] | None = None, hint: dict | None = None) -> np.ndarray:
+               bounds: tuple[float, float] | None = None, hint: dict | None = None,
+               oc: OffsetController | None = None) -> np.ndarray:
     """Code one frame's residual (with top-up passes under --target-psnr); returns the reconstruction.
 
     ``idr``: an x265 IDR picture (every keyframe). A top-up picture stays in x265's references, but
@@ -99,7 +104,9 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
     within ``bounds``; None: an IDR is coded at ``base`` like the rest. ``hint``: shared between the
     pilot's probes and the main pass, the quantiser step (scale x 2^(QP/6)) the trials found: a pilot
     probe (no controller) that finds one codes its IDR at it without trials, the main pass's trials
-    start from it (a trial encode of a 1600x900 IDR takes about half a second)."""
+    start from it (a trial encode of a 1600x900 IDR takes about half a second). On a steered layer
+    (direct coding, whose scale stays put) the frame's QP offset moves instead: ``oc`` chooses a
+    P-frame's, trial encodes an IDR's (the hint is then the absolute QP)."""
     s_cfg = st.settings
     if s_cfg.lossless:
         dec = writer.code(rl.lossless_code(rl.tile(truth), rl.tile(pred)), i, idr)
@@ -113,10 +120,13 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
     def recon_at(decoded: np.ndarray, scale: float, onto: np.ndarray) -> np.ndarray:
         return rl.apply_residual(onto, rl.untile(rl.from_code(decoded, scale)), info.bits)
 
+    if writer.steered:
+        return _code_steered(writer, rc, oc, st, i, idr, res, pred, truth, info, max(rl.round_scale(base), min_scale),
+                             intra_aim, hint)
     trial = idr and intra_aim is not None and bounds is not None
-    spec = rl.Spectrum.of(res) if s_cfg.target_psnr is not None else None
+    spec = rctl.Spectrum.of(res) if s_cfg.target_psnr is not None else None
     # the pilot chose the QP at which the base scale reaches the target: start there, then follow the model
-    easy = rc is not None and not idr and p_pred >= rc.target + rl.AIM_DB + rl.GROW_DB
+    easy = rc is not None and not idr and p_pred >= rc.target + rctl.AIM_DB + rctl.GROW_DB
     if trial:
         def psnr_at(s: float) -> float:
             return rl.psnr_black(recon_at(writer.trial(rl.to_code(res, s)), s, pred), truth, info.black, info.white)
@@ -126,7 +136,7 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
             scale = rl.clamp_scale(hint["step"] / qstep, *bounds)
         else:
             first = hint["step"] / qstep if hint and "step" in hint else base
-            scale, _ = rl.intra_scale(psnr_at, res, intra_aim, float(info.white - info.black), *bounds, first,
+            scale, _ = rctl.intra_scale(psnr_at, res, intra_aim, float(info.white - info.black), *bounds, first,
                                       spec)
             if hint is not None:
                 hint["step"] = scale * qstep
@@ -142,12 +152,51 @@ def code_layer(writer: rl.LayerWriter, rc: rl.RateController | None, st: LayerSt
     if rc is not None:
         if not easy:
             rc.observe(scale, p, inter=not idr, gain=gain)
-        # a top-up picture is unlike the frames x265 predicts from: only to hold the band (direct
-        # coding keeps one scale, so nothing steers it into the band: there only the floor)
-        short = rl.TOP_UP_DB if rc.lo < rc.hi else rl.FLOOR_TOP_UP_DB
-        while p < rc.target - short and len(scales) < rl.MAX_PASSES:
+        # a top-up picture is unlike the frames x265 predicts from: only to hold the band
+        while p < rc.target - rctl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
             scale = rc.top_up_scale(scale, p, len(scales))  # an error around zero: no range limit
             dec = writer.code(rl.to_code(rl.tile(truth.astype(np.int64) - recon), scale), i, False)
+            recon = recon_at(dec, scale, recon)
+            p = rl.psnr_black(recon, truth, info.black, info.white)
+            scales.append(scale)
+    st.scales.append(scales)
+    return recon
+
+
+def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: OffsetController | None,
+                  st: LayerState, i: int, idr: bool, res: np.ndarray, pred: np.ndarray, truth: np.ndarray, info,
+                  scale: float, intra_aim: float | None, hint: dict | None) -> np.ndarray:
+    """code_layer for a steered layer: one scale, the frame's QP offset chosen (see code_layer)."""
+    def recon_at(decoded: np.ndarray, s: float, onto: np.ndarray) -> np.ndarray:
+        return rl.apply_residual(onto, rl.untile(rl.from_code(decoded, s)), info.bits)
+
+    code = rl.to_code(res, scale)
+    offset = 0.0
+    if idr and intra_aim is not None:
+        def psnr_at(o: float) -> float:
+            return rl.psnr_black(recon_at(writer.trial(code, o), scale, pred), truth, info.black, info.white)
+
+        known = hint is not None and "qp" in hint
+        if rc is None and known:  # a pilot probe after the first: the absolute QP its trials found
+            offset = clamp_offset(hint["qp"] - writer.qp)
+        else:
+            offset, _ = intra_offset(psnr_at, intra_aim, hint["qp"] - writer.qp if known else 0.0, rctl.AIM_DB)
+            if hint is not None:
+                hint["qp"] = writer.qp + offset
+    elif oc is not None and not idr:
+        offset = oc.next_offset()
+    dec = writer.code(code, i, idr, offset)
+    recon = recon_at(dec, scale, pred)
+    p = rl.psnr_black(recon, truth, info.black, info.white)
+    st.offsets.append(offset)
+    st.gains.append(None)
+    scales = [scale]
+    if oc is not None and not idr:
+        oc.observe(offset, p)
+    if rc is not None:  # top-ups as the chain's (a finer scale on the remaining error, at the frame's QP)
+        while p < rc.target - rctl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
+            scale = rc.top_up_scale(scale, p, len(scales))
+            dec = writer.code(rl.to_code(rl.tile(truth.astype(np.int64) - recon), scale), i, False, offset)
             recon = recon_at(dec, scale, recon)
             p = rl.psnr_black(recon, truth, info.black, info.white)
             scales.append(scale)
@@ -170,13 +219,17 @@ class ChainPass:
         self.maps = None
         if blocks:
             self.maps = np.zeros((count, *grid_shape(info.height // 2, info.width // 2)), dtype=np.uint8)
-        self.st = self.writer = self.rc = None
+        self.st = self.writer = self.rc = self.oc = None
         self.min_scale, self.base_scale = 0.0, rl.base_scale(info.bits)
         self.intra_aim = self.bounds = None
         self.intra_hint = intra_hint
         if layer is not None:
-            self.st = LayerState(layer, predictor, crf=crf, qp=qp)
-            self.writer = rl.LayerWriter(layer_path, info.width, info.height, info.fps, info.bits, layer, crf, qp)
+            # direct coding under a target: its QP steered per frame (its scale cannot move, see below)
+            steered = predictor == "direct" and layer.target_psnr is not None and not layer.lossless \
+                and qp is not None
+            self.st = LayerState(layer, predictor, crf=crf, qp=qp, steered=steered)
+            self.writer = rl.LayerWriter(layer_path, info.width, info.height, info.fps, info.bits, layer, crf, qp,
+                                         steered)
             lo, self.base_scale, hi = scale_bounds(info, predictor)
             self.base_scale = rl.round_scale(self.base_scale * scale_mult)
             if predictor == "direct":  # the whole range around mid-scale must fit the 12-bit codes
@@ -184,13 +237,16 @@ class ChainPass:
                 # and the scale stays put: x265 predicts each frame from the last, which a new scale dims.
                 # Measured: steering it by the model (as the chain's) landed every frame of the example
                 # clip in the band but climbed 4.1 -> 15.8 over 17 frames, and cost twice what x265 at a
-                # constant QP spends for the same PSNR (0.0248 against 0.0116 bits per sample at 50.9 dB)
+                # constant QP spends for the same PSNR (0.0248 against 0.0116 bits per sample at 50.9 dB).
+                # Under a target the QP moves instead (rawvid.steering).
                 lo = hi = self.base_scale
             if layer.target_psnr is not None and control:
-                self.rc = rl.RateController(layer.target_psnr, lo, hi, peak=float(info.white - info.black))
-            if layer.target_psnr is not None and predictor == "chain" and not layer.lossless:
+                self.rc = rctl.RateController(layer.target_psnr, lo, hi, peak=float(info.white - info.black))
+                if steered:
+                    self.oc = OffsetController(layer.target_psnr, layer.target_psnr + rctl.AIM_DB)
+            if layer.target_psnr is not None and (predictor == "chain" or steered) and not layer.lossless:
                 # an IDR's scale by trial encodes (the pilot's too, so that it foretells the main pass)
-                self.intra_aim, self.bounds = layer.target_psnr + rl.AIM_DB, (lo, hi)
+                self.intra_aim, self.bounds = layer.target_psnr + rctl.AIM_DB, (lo, hi)
         self.last_intra_psnr = -math.inf
         self.prev_raw = self.prev_srgb = None
 
@@ -247,7 +303,7 @@ class ChainPass:
             self.last_intra_psnr = p_pred
         before = self.writer.bytes
         recon = code_layer(self.writer, self.rc, st, i, idr, pred, true_int, info, self.min_scale, self.base_scale,
-                           p_pred, self.intra_aim, self.bounds, self.intra_hint)
+                           p_pred, self.intra_aim, self.bounds, self.intra_hint, self.oc)
         st.frame_bytes.append(self.writer.bytes - before)
         st.pred_psnr.append(p_pred)
         st.psnr.append(rl.psnr_black(recon, true_int, info.black, info.white))
@@ -285,7 +341,7 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
            scale_mult: float = 1.0, intra_hint: dict | None = None) -> tuple[float, list[float], list]:
     """Code the pilot frames closed loop, exactly as the main pass would at the base scale with no
     top-ups: (the bytes they foretell for ``count`` frames, the black-subtracted PSNR of each frame
-    the QP must hold (not an IDR whose scale trial encodes chose), each frame's model gain).
+    the QP must hold (not an IDR whose scale trial encodes chose), the main pass's seed (below)).
 
     The intra frames' bytes count once per intra frame the clip will have, the others' mean once
     per other frame: a pilot of 4 frames would otherwise weigh the intra frame as a quarter of a
@@ -317,7 +373,13 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
     # an IDR whose scale trial encodes chose lands on the aim by itself (within their slack): the
     # QP is for the frames that follow it
     steered = [p for i, p in enumerate(st.psnr) if cp.intra_aim is None or i not in st.idr]
-    return total + side * count / len(frames), steered or st.psnr, st.gains
+    # what seeds the main pass's controller on its first P-frame (which the probe coded alike): the
+    # model's gain, or on a steered layer the frame's PSNR at the QP (its offset starts from the miss)
+    if st.steered:
+        seed = next((p for i, p in enumerate(st.psnr) if i not in st.intra), None)
+    else:
+        seed = next((g for g in st.gains if g is not None), None)
+    return total + side * count / len(frames), steered or st.psnr, seed
 
 
 def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
@@ -349,9 +411,10 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     coarser, since direct coding keeps one scale for the clip (it must not move between frames).
     Under a target, direct coding is always probed (first): the chain's QP is capped at
     CHAIN_QP_HEADROOM above its. ``direct``: an earlier pilot's direct entry on the same frames, reused.
-    ``hints``: per predictor, the IDR's quantiser step its trials chose (filled in; see code_layer): the
-    first probe of a predictor runs the trials, the later ones code their IDR at that step (the
-    trials, about 0.5 s each at 1600x900, had made the sRGB pilots 45 s longer).
+    ``hints``: per predictor, the IDR's quantiser step (a steered layer's: its absolute QP) its trials
+    chose (filled in; see code_layer): the first probe of a predictor runs the trials, the later ones
+    code their IDR at that step (the trials, about 0.5 s each at 1600x900, had made the sRGB pilots
+    45 s longer).
     """
     import tempfile
 
@@ -364,16 +427,16 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     target = layer.target_psnr is not None and not layer.lossless
     probes = (["direct"] if target and "direct" not in candidates else []) + candidates  # direct first: the cap
     out: dict = {"frames": n}
-    gains: dict = {}  # per candidate, the model's gain on its first P-frame (the main pass's own first P-frame)
+    gains: dict = {}  # per candidate, its controller's seed from its first P-frame (the main pass's own)
     hints = {} if hints is None else hints
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
         def probe(cand, qp, mult=1.0):
             pred = cand.split("+")[0]
-            nbytes, psnrs, frame_gains = _probe(frames, info, keys, method, layer, pred, layer.crf, qp, per_frame,
+            nbytes, psnrs, seed = _probe(frames, info, keys, method, layer, pred, layer.crf, qp, per_frame,
                                                 cand.endswith("+blocks"), Path(td), stop - start, mult,
                                                 hints.setdefault(pred, {}))
             finite = [p for p in psnrs if math.isfinite(p)]
-            return nbytes, (min(finite) if finite else math.inf), next((g for g in frame_gains if g is not None), None)
+            return nbytes, (min(finite) if finite else math.inf), seed
 
         for pred in probes:
             if pred == "direct" and direct is not None and target:
@@ -384,11 +447,14 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                 qp, mult = None, 1.0
                 nbytes, worst, _ = probe(pred, None)
             else:
-                aim = layer.target_psnr + rl.AIM_DB
+                aim = layer.target_psnr + rctl.AIM_DB
                 top = 2 * 51
                 if pred != "direct":
                     d = out["direct"]
-                    top = min(top, 2 * d["qp"] + (d["scale_mult"] > 1) + 2 * CHAIN_QP_HEADROOM)
+                    # steered, direct coding's IDR took its own QP (finer: its P-frames then reach the
+                    # target at a coarser one): the cap is over the finer of the two
+                    anchor = min(d["qp"], math.floor(d.get("intra_qp", d["qp"])))
+                    top = min(top, 2 * anchor + (d["scale_mult"] > 1) + 2 * CHAIN_QP_HEADROOM)
                 # half QP steps: QP q and the scale x 2^(1/12) for q + 1/2 (x265's step doubles every 6 QP)
                 lo, hi, best = -1, top + 1, None  # half-step lo reaches the aim (-1: none tried does), hi not
                 while hi - lo > 1:
@@ -403,6 +469,8 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                 half, nbytes, worst, gain = best
                 qp, mult = half // 2, HALF_QP ** (half % 2)
             out[pred] = {"qp": qp, "scale_mult": mult, "bytes": nbytes, "worst_psnr_black": worst}
+            if "qp" in hints.get(pred, {}):  # a steered layer's IDR: its absolute QP
+                out[pred]["intra_qp"] = round(hints[pred]["qp"], 4)
             gains[pred] = gain
     top = max(out[k]["worst_psnr_black"] for k in candidates)
     for k in candidates:
@@ -411,7 +479,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
         v["cost"] = v["bytes"] * 2 ** (min(gap, 12.0) / 6)
     chosen = min(candidates, key=lambda k: out[k]["cost"])
     out["chosen"] = chosen
-    out["model_gain"] = gains.get(chosen)  # for chain_pass, which seeds its controller with it (not stored)
+    out["seed"] = gains.get(chosen)  # for chain_pass, which seeds its controller with it (not stored)
     return chosen.split("+")[0], chosen.endswith("+blocks"), out[chosen]["qp"], out[chosen]["scale_mult"], out
 
 
@@ -439,9 +507,11 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))
-    seed = report.pop("model_gain", None) if report else None
-    if cp.rc is not None and seed is not None:
-        # the pilot coded the main pass's own first P-frame (the same IDR, the same prediction) at this QP
+    seed = report.pop("seed", None) if report else None
+    # the pilot coded the main pass's own first P-frame (the same IDR, the same prediction) at this QP
+    if cp.oc is not None and seed is not None:
+        cp.oc.seed(seed)
+    elif cp.rc is not None and seed is not None:
         cp.rc.gain = seed
     # the source and the video are read and prepared one to three frames ahead, in a thread (as decode does)
     reader = VideoReader(video, src.info.width, src.info.height)

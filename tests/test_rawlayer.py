@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rawvid import rawlayer as rl
+from rawvid import ratecontrol as rctl, rawlayer as rl
 from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_name
 from rawvid.container import RvdFile
 from rawvid.dng import read_dng
@@ -228,7 +228,7 @@ def test_layer_needs_every_raw_frame(camera_pair, tmp_path):
 
 
 def test_rate_controller_follows_misses_within_its_bounds():
-    rc = rl.RateController(50.0, lo=1.0, hi=16.0)
+    rc = rctl.RateController(50.0, lo=1.0, hi=16.0)
     assert rc.first_guess(4.0) == 4.0
     rc.observe(4.0, 45.0)
     assert 1.0 <= rc.scale < 4.0  # missed: finer next time
@@ -237,17 +237,17 @@ def test_rate_controller_follows_misses_within_its_bounds():
     for _ in range(40):
         rc.observe(rc.scale, 70.0)
     assert rc.scale == 16.0  # never past its bound
-    assert rc.top_up_scale(8.0, 49.9) <= 8.0 * rl.TOP_UP_STEP  # a top-up pass is finer by at least a step
+    assert rc.top_up_scale(8.0, 49.9) <= 8.0 * rctl.TOP_UP_STEP  # a top-up pass is finer by at least a step
     assert rc.top_up_scale(8.0, 44.0) < rc.top_up_scale(8.0, 49.0)  # and by more for a larger miss
     assert rc.top_up_scale(8.0, 49.0, 3) < rc.top_up_scale(8.0, 49.0, 2) < rc.top_up_scale(8.0, 49.0)  # and per try
 
 
 def test_distortion_model_is_monotone_and_inverts():
-    c = rl.dct_matrix(8)
+    c = rctl.dct_matrix(8)
     assert np.allclose(c @ c.T, np.eye(8))  # orthonormal: energies in DN^2, as the PSNR's MSE
     rng = np.random.default_rng(0)
     res = rng.normal(0, 20, (64, 96)) + np.kron(rng.normal(0, 200, (8, 12)), np.ones((8, 8)))
-    spec = rl.Spectrum.of(res)
+    spec = rctl.Spectrum.of(res)
     assert spec.mean == pytest.approx(np.mean(res[:64, :96] ** 2), rel=1e-9)  # Parseval: nothing coded, all lost
     ts = [1.0, 10.0, 100.0, 1e3, 1e4]
     mses = [spec.mse(t) for t in ts]
@@ -255,8 +255,8 @@ def test_distortion_model_is_monotone_and_inverts():
     for t in ts[:-1]:
         assert spec.noise_power(spec.mse(t)) == pytest.approx(t, rel=1e-3)
     assert spec.noise_power(2 * spec.mean) is None  # the prediction alone reaches it: nothing to code
-    big = rl.Spectrum.of(rng.normal(0, 5, (1200, 1600)))  # large frames: a regular subsample of blocks
-    assert len(big.energy) <= rl.MODEL_SAMPLES and big.mean == pytest.approx(25, rel=0.02)
+    big = rctl.Spectrum.of(rng.normal(0, 5, (1200, 1600)))  # large frames: a regular subsample of blocks
+    assert len(big.energy) <= rctl.MODEL_SAMPLES and big.mean == pytest.approx(25, rel=0.02)
 
 
 def test_rate_controller_model_lands_the_next_frame():
@@ -268,26 +268,26 @@ def test_rate_controller_model_lands_the_next_frame():
     def coded_psnr(spec, scale, gain=3.0):  # what x265 would give, as the model has it
         return 10 * np.log10(peak ** 2 / spec.mse(gain * scale ** 2))
 
-    rc = rl.RateController(45.0, lo=0.25, hi=64.0, peak=peak)
-    a, b = rl.Spectrum.of(rng.normal(0, 30, (128, 128))), rl.Spectrum.of(rng.normal(0, 60, (128, 128)))
+    rc = rctl.RateController(45.0, lo=0.25, hi=64.0, peak=peak)
+    a, b = rctl.Spectrum.of(rng.normal(0, 30, (128, 128))), rctl.Spectrum.of(rng.normal(0, 60, (128, 128)))
     rc.observe(4.0, coded_psnr(a, 4.0), inter=True, gain=a.gain_at(coded_psnr(a, 4.0), 4.0, peak))
     s = rc.first_guess(4.0, b)
-    assert coded_psnr(b, s) == pytest.approx(45.0 + rl.AIM_DB, abs=0.02)
-    assert rc.first_guess(4.0, rl.Spectrum.of(rng.normal(0, 0.01, (128, 128)))) == 64.0  # nothing to code
+    assert coded_psnr(b, s) == pytest.approx(45.0 + rctl.AIM_DB, abs=0.02)
+    assert rc.first_guess(4.0, rctl.Spectrum.of(rng.normal(0, 0.01, (128, 128)))) == 64.0  # nothing to code
 
 
 def test_intra_scale_keeps_the_largest_trial_that_reaches_the_aim():
     rng = np.random.default_rng(2)
     res = rng.normal(0, 40, (64, 64))
-    spec = rl.Spectrum.of(res)
+    spec = rctl.Spectrum.of(res)
     calls = []
 
     def trial(s):  # an encoder 0.4 dB better than the model says
         calls.append(s)
         return 10 * np.log10(4000.0 ** 2 / spec.mse(2.0 * s * s)) + 0.4
 
-    s, trials = rl.intra_scale(trial, res, 50.0, 4000.0, 0.5, 64.0, 4.0, spec)
-    assert len(calls) == len(trials) <= rl.INTRA_TRIALS and trials[0][0] == 4.0
+    s, trials = rctl.intra_scale(trial, res, 50.0, 4000.0, 0.5, 64.0, 4.0, spec)
+    assert len(calls) == len(trials) <= rctl.INTRA_TRIALS and trials[0][0] == 4.0
     assert trial(s) >= 50.0 and s == max(t[0] for t in trials if t[1] >= 50.0)
     assert trial(s) < 50.3  # and it lands close
 
@@ -302,9 +302,9 @@ def test_idr_trials_start_from_the_last_probes_step(mlv_factory, tmp_path, monke
     calls = {"trial": 0, "probe": 0}
     trial, probe = rl.LayerWriter.trial, sideinfo._probe
 
-    def counted_trial(self, img):
+    def counted_trial(self, img, *rest):
         calls["trial"] += 1
-        return trial(self, img)
+        return trial(self, img, *rest)
 
     def counted_probe(*a, **kw):
         calls["probe"] += 1
@@ -314,8 +314,8 @@ def test_idr_trials_start_from_the_last_probes_step(mlv_factory, tmp_path, monke
     monkeypatch.setattr(sideinfo, "_probe", counted_probe)
     enc = encode(path, tmp_path / "t.rvd", EncodeOptions(raw_layer=LayerSettings(target_psnr=50.0), refine="off"))
     assert calls["probe"] >= 8  # direct and chain, each a bisection
-    assert calls["trial"] <= rl.INTRA_TRIALS * (3 + 1), calls  # direct, chain (+ blocks): once each; main pass
-    assert min(enc.layer["psnr_black"]) >= 50.0 - rl.TOP_UP_DB
+    assert calls["trial"] <= rctl.INTRA_TRIALS * (3 + 1), calls  # direct, chain (+ blocks): once each; main pass
+    assert min(enc.layer["psnr_black"]) >= 50.0 - rctl.TOP_UP_DB
 
 
 def test_noise_profile_is_measured_and_written(mlv_factory, tmp_path):
