@@ -211,9 +211,13 @@ def intra_scale(trial, residual: np.ndarray, aim: float, peak: float, lo: float,
     return (max(ok)[0] if ok else min(trials)[0]), trials
 
 
-def clamp_offset(o: float) -> float:
-    """Within OFFSET_RANGE, in steps of 1/16 QP (the manifest's record stays short)."""
-    return round(min(max(o, OFFSET_RANGE[0]), OFFSET_RANGE[1]) * 16) / 16
+def clamp_offset(o: float, lo: float = OFFSET_RANGE[0]) -> float:
+    """Within [lo, OFFSET_RANGE's top], in steps of 1/16 QP (the manifest's record stays short).
+
+    ``lo``: at least -QP: x265 codes nothing under QP 0 (at 12 bits a step of about 10 codes), and
+    offsets beyond it would pile up where they change nothing."""
+    lo = max(lo, OFFSET_RANGE[0])
+    return round(min(max(o, lo), OFFSET_RANGE[1]) * 16) / 16
 
 
 @dataclass
@@ -228,6 +232,7 @@ class OffsetController:
     offset: float | None = None  # the next P-frame's (None: none seen)
     slope: float = SLOPE  # dB per QP, learnt from frames whose offsets differ
     last: tuple[float, float] | None = None  # the last P-frame's (offset, PSNR)
+    lo: float = OFFSET_RANGE[0]  # the lowest offset (-QP)
 
     def next_offset(self) -> float:
         return 0.0 if self.offset is None else self.offset
@@ -235,7 +240,7 @@ class OffsetController:
     def seed(self, psnr: float) -> None:
         """The first P-frame's offset from its PSNR at the QP (offset 0), measured by the pilot."""
         if math.isfinite(psnr):
-            self.offset = clamp_offset(min(max(psnr - self.aim, -6.0), 6.0) / self.slope)
+            self.offset = clamp_offset(min(max(psnr - self.aim, -6.0), 6.0) / self.slope, self.lo)
 
     def observe(self, offset: float, psnr: float) -> None:
         """Learn from a P-frame's first pass."""
@@ -245,18 +250,18 @@ class OffsetController:
         self.last = (offset, psnr)
         if math.isfinite(psnr):
             miss = min(max(psnr - self.aim, -6.0), 6.0)
-            self.offset = clamp_offset(offset + miss / self.slope)
+            self.offset = clamp_offset(offset + miss / self.slope, self.lo)
 
 
 def intra_offset(trial, aim: float, start: float, slack: float, trials_max: int = 3,
-                 slope: float = SLOPE) -> tuple[float, list[tuple[float, float]]]:
+                 slope: float = SLOPE, lo: float = OFFSET_RANGE[0]) -> tuple[float, list[tuple[float, float]]]:
     """The largest QP offset at which an intra picture reaches ``aim`` (less ``slack``), by trial encodes.
 
     ``trial(offset)`` returns the PSNR of the picture coded as an IDR by a fresh encoder. The first
     trial at ``start``, the second moved by the miss at ``slope``, the third on the secant through
-    the two nearest the aim. Returns the offset and the trials [(offset, PSNR)]."""
+    the two nearest the aim, all at ``lo`` or above. Returns the offset and the trials [(offset, PSNR)]."""
     trials: list[tuple[float, float]] = []
-    o = clamp_offset(start)
+    o = clamp_offset(start, lo)
     for _ in range(trials_max):
         p = trial(o)
         trials.append((o, p))
@@ -268,7 +273,7 @@ def intra_offset(trial, aim: float, start: float, slack: float, trials_max: int 
             s = min(max(s, 0.3), 1.5)
         else:
             o0, p0, s = o, p, slope
-        nxt = clamp_offset(o0 + (p0 - aim) / s)
+        nxt = clamp_offset(o0 + (p0 - aim) / s, lo)
         if any(nxt == tr[0] for tr in trials):
             break
         o = nxt

@@ -178,9 +178,10 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
 
         known = hint is not None and "qp" in hint
         if rc is None and known:  # a pilot probe after the first: the absolute QP its trials found
-            offset = clamp_offset(hint["qp"] - writer.qp)
+            offset = clamp_offset(hint["qp"] - writer.qp, -writer.qp)
         else:
-            offset, _ = intra_offset(psnr_at, intra_aim, hint["qp"] - writer.qp if known else 0.0, rctl.AIM_DB)
+            offset, _ = intra_offset(psnr_at, intra_aim, hint["qp"] - writer.qp if known else 0.0, rctl.AIM_DB,
+                                     lo=-writer.qp)
             if hint is not None:
                 hint["qp"] = writer.qp + offset
     elif oc is not None and not idr:
@@ -243,7 +244,7 @@ class ChainPass:
             if layer.target_psnr is not None and control:
                 self.rc = rctl.RateController(layer.target_psnr, lo, hi, peak=float(info.white - info.black))
                 if steered:
-                    self.oc = OffsetController(layer.target_psnr, layer.target_psnr + rctl.AIM_DB)
+                    self.oc = OffsetController(layer.target_psnr, layer.target_psnr + rctl.AIM_DB, lo=-qp)
             if layer.target_psnr is not None and (predictor == "chain" or steered) and not layer.lossless:
                 # an IDR's scale by trial encodes (the pilot's too, so that it foretells the main pass)
                 self.intra_aim, self.bounds = layer.target_psnr + rctl.AIM_DB, (lo, hi)

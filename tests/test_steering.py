@@ -71,6 +71,12 @@ def test_offset_controller_lands_a_drifting_clip():
     oc2 = OffsetController(target=45.0, aim=45.1)
     oc2.seed(46.5)  # the pilot saw the first P-frame 1.4 dB over at offset 0
     assert oc2.next_offset() > 1.0
+    # at QP 0 x265 codes no finer: a frame short of the target does not push the offset under -QP
+    oc3 = OffsetController(target=60.0, aim=60.1, lo=0.0)
+    for _ in range(5):
+        o = oc3.next_offset()
+        oc3.observe(o, 53.0)
+    assert oc3.next_offset() == 0.0
 
 
 def test_intra_offset_keeps_the_coarsest_trial_reaching_the_aim():
@@ -83,7 +89,9 @@ def test_intra_offset_keeps_the_coarsest_trial_reaching_the_aim():
     o, trials = intra_offset(trial, 48.0, 0.0, 0.1)
     assert len(calls) == len(trials) <= 3
     assert trial(o) >= 47.9 and o == max(t[0] for t in trials if t[1] >= 47.9)
-    assert clamp_offset(40.0) == 12.0 and clamp_offset(0.33) == 0.3125
+    assert clamp_offset(40.0) == 12.0 and clamp_offset(0.33) == 0.3125 and clamp_offset(-5.0, -2.0) == -2.0
+    o, trials = intra_offset(trial, 60.0, 0.0, 0.1, lo=-1.0)  # out of reach: the finest allowed, no lower
+    assert min(t[0] for t in trials) >= -1.0 and o == -1.0
 
 
 def test_direct_layer_steered_to_the_target_closed_loop(mlv_factory, tmp_path):
