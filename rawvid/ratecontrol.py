@@ -211,13 +211,13 @@ def intra_scale(trial, residual: np.ndarray, aim: float, peak: float, lo: float,
     return (max(ok)[0] if ok else min(trials)[0]), trials
 
 
-def clamp_offset(o: float, lo: float = OFFSET_RANGE[0]) -> float:
-    """Within [lo, OFFSET_RANGE's top], in steps of 1/16 QP (the manifest's record stays short).
+def clamp_offset(o: float, lo: float = OFFSET_RANGE[0], hi: float = OFFSET_RANGE[1]) -> float:
+    """Within [lo, hi] and OFFSET_RANGE, in steps of 1/16 QP (the manifest's record stays short).
 
-    ``lo``: at least -QP: x265 codes nothing under QP 0 (at 12 bits a step of about 10 codes), and
-    offsets beyond it would pile up where they change nothing."""
-    lo = max(lo, OFFSET_RANGE[0])
-    return round(min(max(o, lo), OFFSET_RANGE[1]) * 16) / 16
+    ``lo``, ``hi``: -QP and 51 - QP: x265 codes nothing under QP 0 (at 12 bits a step of about 10
+    codes) nor over 51, and offsets beyond would pile up where they change nothing."""
+    lo, hi = max(lo, OFFSET_RANGE[0]), min(hi, OFFSET_RANGE[1])
+    return round(min(max(o, lo), hi) * 16) / 16
 
 
 @dataclass
@@ -233,6 +233,7 @@ class OffsetController:
     slope: float = SLOPE  # dB per QP, learnt from frames whose offsets differ
     last: tuple[float, float] | None = None  # the last P-frame's (offset, PSNR)
     lo: float = OFFSET_RANGE[0]  # the lowest offset (-QP)
+    hi: float = OFFSET_RANGE[1]  # the highest (51 - QP)
 
     def next_offset(self) -> float:
         return 0.0 if self.offset is None else self.offset
@@ -240,7 +241,7 @@ class OffsetController:
     def seed(self, psnr: float) -> None:
         """The first P-frame's offset from its PSNR at the QP (offset 0), measured by the pilot."""
         if math.isfinite(psnr):
-            self.offset = clamp_offset(min(max(psnr - self.aim, -6.0), 6.0) / self.slope, self.lo)
+            self.offset = clamp_offset(min(max(psnr - self.aim, -6.0), 6.0) / self.slope, self.lo, self.hi)
 
     def observe(self, offset: float, psnr: float) -> None:
         """Learn from a P-frame's first pass."""
@@ -250,18 +251,19 @@ class OffsetController:
         self.last = (offset, psnr)
         if math.isfinite(psnr):
             miss = min(max(psnr - self.aim, -6.0), 6.0)
-            self.offset = clamp_offset(offset + miss / self.slope, self.lo)
+            self.offset = clamp_offset(offset + miss / self.slope, self.lo, self.hi)
 
 
 def intra_offset(trial, aim: float, start: float, slack: float, trials_max: int = 3,
-                 slope: float = SLOPE, lo: float = OFFSET_RANGE[0]) -> tuple[float, list[tuple[float, float]]]:
+                 slope: float = SLOPE, lo: float = OFFSET_RANGE[0],
+                 hi: float = OFFSET_RANGE[1]) -> tuple[float, list[tuple[float, float]]]:
     """The largest QP offset at which an intra picture reaches ``aim`` (less ``slack``), by trial encodes.
 
     ``trial(offset)`` returns the PSNR of the picture coded as an IDR by a fresh encoder. The first
     trial at ``start``, the second moved by the miss at ``slope``, the third on the secant through
-    the two nearest the aim, all at ``lo`` or above. Returns the offset and the trials [(offset, PSNR)]."""
+    the two nearest the aim, all within [lo, hi]. Returns the offset and the trials [(offset, PSNR)]."""
     trials: list[tuple[float, float]] = []
-    o = clamp_offset(start, lo)
+    o = clamp_offset(start, lo, hi)
     for _ in range(trials_max):
         p = trial(o)
         trials.append((o, p))
@@ -273,7 +275,7 @@ def intra_offset(trial, aim: float, start: float, slack: float, trials_max: int 
             s = min(max(s, 0.3), 1.5)
         else:
             o0, p0, s = o, p, slope
-        nxt = clamp_offset(o0 + (p0 - aim) / s, lo)
+        nxt = clamp_offset(o0 + (p0 - aim) / s, lo, hi)
         if any(nxt == tr[0] for tr in trials):
             break
         o = nxt

@@ -14,8 +14,8 @@ by 2^bits - 1, no black subtraction) pooled the same way, and the lowest frame's
 
 References:
 * ``x265-bayer``: the four CFA planes tiled 2x2 into one 12-bit grey picture (14-bit
-  data shifted to 12 bits), x265 with the RAW layer's settings (PSNR-tuned, no B-frames),
-  a CRF ladder;
+  data shifted to 12 bits, 10-bit data spread over them), x265 with the RAW layer's settings
+  (PSNR-tuned, no B-frames), a CRF ladder and a constant-QP one (moved up for depths under 12);
 * ``jpegxl``: JPEG XL per frame on the same tiles at the source's bit depth (imagecodecs);
 * ``ffv1-bayer``: FFV1 lossless on the tiles (16-bit grey);
 * ``lj92-dng``: lossless-JPEG DNGs, what MLV and CinemaDNG store.
@@ -124,7 +124,7 @@ def x265_bayer(clip: ClipData, crf: float | None = None, preset: str = "fast", q
     """x265 straight on the tiled Bayer planes (12-bit grey, inter, the RAW layer's settings), at a
     CRF or at a constant QP (I-frames at the same QP, as the layer codes a target)."""
     info = clip.info
-    shift = rl.base_scale(info.bits)
+    shift = rl.full_range_scale(info.bits)  # a RAW under 12 bits spread over the codes, as rawvid's direct coding
     h, w = info.height, info.width
     settings = rl.LayerSettings(crf=24.0 if crf is None else crf, preset=preset)
     t0 = time.perf_counter()
@@ -153,9 +153,21 @@ def x265_bayer(clip: ClipData, crf: float | None = None, preset: str = "fast", q
                    extra={"frame_psnr_black": s["frame_psnr_black"]})
 
 
+def ladder(qs, bits: int) -> list:
+    """A CRF or QP ladder for a ``bits``-deep RAW: under 12 bits the RAW is spread over the codes,
+    which moves a quality 6 QP per bit up; the ladder is then the given one and that one moved
+    (the same qualities again, and finer ones than QP 0 reached unspread)."""
+    qs = list(qs)
+    if bits >= 12:
+        return qs
+    up = 6 * (12 - bits)
+    return sorted(set(qs) | {min(51, q + up) for q in qs}, reverse=True)
+
+
 def x265_ladders(clip: ClipData, crfs=DEFAULT_X265_CRFS, qps=DEFAULT_X265_QPS) -> list[RDPoint]:
-    """x265 on the Bayer planes at every CRF and every constant QP of the two ladders."""
-    return [x265_bayer(clip, q) for q in crfs] + [x265_bayer(clip, qp=q) for q in qps]
+    """x265 on the Bayer planes at every CRF and every constant QP of the two ladders (for the clip's depth)."""
+    bits = clip.info.bits
+    return [x265_bayer(clip, q) for q in ladder(crfs, bits)] + [x265_bayer(clip, qp=q) for q in ladder(qps, bits)]
 
 
 def jpegxl(clip: ClipData, distance: float) -> RDPoint:

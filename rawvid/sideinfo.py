@@ -24,6 +24,7 @@ from .chain import direct_prediction, fit_own_map, own_prediction, predict_frame
 from .errors import RawvidError
 from .pipeline import ReadAhead
 from .ratecontrol import OffsetController, clamp_offset, intra_offset
+from .steering import X265_QP_MAX
 from .video import VideoReader
 
 CALIBRATION_NAME = "calibration.f16"
@@ -178,10 +179,10 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
 
         known = hint is not None and "qp" in hint
         if rc is None and known:  # a pilot probe after the first: the absolute QP its trials found
-            offset = clamp_offset(hint["qp"] - writer.qp, -writer.qp)
+            offset = clamp_offset(hint["qp"] - writer.qp, -writer.qp, X265_QP_MAX - writer.qp)
         else:
             offset, _ = intra_offset(psnr_at, intra_aim, hint["qp"] - writer.qp if known else 0.0, rctl.AIM_DB,
-                                     lo=-writer.qp)
+                                     lo=-writer.qp, hi=X265_QP_MAX - writer.qp)
             if hint is not None:
                 hint["qp"] = writer.qp + offset
     elif oc is not None and not idr:
@@ -244,7 +245,8 @@ class ChainPass:
             if layer.target_psnr is not None and control:
                 self.rc = rctl.RateController(layer.target_psnr, lo, hi, peak=float(info.white - info.black))
                 if steered:
-                    self.oc = OffsetController(layer.target_psnr, layer.target_psnr + rctl.AIM_DB, lo=-qp)
+                    self.oc = OffsetController(layer.target_psnr, layer.target_psnr + rctl.AIM_DB, lo=-qp,
+                                            hi=X265_QP_MAX - qp)
             if layer.target_psnr is not None and (predictor == "chain" or steered) and not layer.lossless:
                 # an IDR's scale by trial encodes (the pilot's too, so that it foretells the main pass)
                 self.intra_aim, self.bounds = layer.target_psnr + rctl.AIM_DB, (lo, hi)
@@ -384,12 +386,12 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
 
 
 def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
-    """(lowest, base, highest) scale of a clip: ``direct`` must fit the whole range in the 12-bit codes."""
+    """(lowest, base, highest) scale of a clip: ``direct`` spreads the whole range over the 12-bit codes
+    (around mid-scale: the scale just over rawlayer.full_range_scale)."""
     base = rl.base_scale(info.bits)
     lo, hi = base * rl.SCALE_RANGE[0], base * rl.SCALE_RANGE[1]
     if predictor == "direct":
-        lo = max(lo, rl.round_scale(2 ** (info.bits - 1) / (rl.X265_MAX - rl.X265_OFFSET) * 1.001))
-        base = max(base, lo)
+        lo = base = rl.round_scale(2 ** (info.bits - 1) / (rl.X265_MAX - rl.X265_OFFSET) * 1.001)
     return rl.round_scale(lo), rl.round_scale(base), rl.round_scale(hi)
 
 

@@ -24,6 +24,8 @@ from fractions import Fraction
 GROUP = 32
 #: libavcodec scales a region's offset (-1..1) by 51 + 6 (bit depth - 8) QP: 75 at 12 bits
 QP_RANGE_12 = 75
+#: x265's QPs: 0 .. 51 (an offset past either end changes nothing)
+X265_QP_MAX = 51
 #: what replaces the constant QP of a steered layer (see the module's docstring)
 STEER_RC = "crf={qp}:qcomp=1:ipratio=1:aq-mode=1:aq-strength=0.0001"
 

@@ -109,3 +109,27 @@ def test_direct_layer_steered_to_the_target_closed_loop(mlv_factory, tmp_path):
     got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "out", 8), mosaics)]
     assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6) and not res.notes
     assert all(target - 0.3 <= p <= target + 0.6 for p in got), got
+
+
+def test_raw_under_12_bits_is_spread_over_the_codes_by_direct_coding_and_the_reference():
+    """x265 codes nothing finer than QP 0 (about 10 codes at 12 bits): direct coding and x265 on the
+    Bayer planes spread a 10-bit RAW over the 12-bit codes; 12 bits and over are as they were."""
+    from conftest import make_info
+    from rawvid.rd import ladder
+    from rawvid.sideinfo import scale_bounds
+
+    assert scale_bounds(make_info(bits=10), "direct")[1] < 0.26
+    assert scale_bounds(make_info(bits=12), "direct")[1] == 1.001 and scale_bounds(make_info(), "direct")[1] == 4.006
+    assert ladder([30, 2], 14) == [30, 2] and ladder([30, 2], 10) == [42, 30, 14, 2] and max(ladder([45], 10)) == 51
+
+
+def test_a_10_bit_clip_reaches_a_high_target_in_one_pass(mlv_factory, tmp_path):
+    """Unspread, a 10-bit clip's directly coded frames needed top-ups past about 52 dB; spread, x265
+    reaches the target at a QP over 0."""
+    path, info, mosaics = _mlv(mlv_factory, n=4, bits=10)
+    target = 56.0
+    enc = encode(path, tmp_path / "t.rvd", EncodeOptions(raw_layer=LayerSettings(target_psnr=target,
+                                                                                 predictor="direct"),
+                                                         refine="off"))
+    assert enc.layer["passes"] == [1, 1, 1, 1], enc.layer
+    assert all(target - 0.3 <= p <= target + 0.6 for p in enc.layer["psnr_black"]), enc.layer["psnr_black"]
