@@ -37,7 +37,7 @@ TOP_UP_STEP = 0.9
 GROW_DB = 0.5
 #: the QP offsets a directly coded frame may take (a factor 16 finer, 4 coarser on the quantiser step)
 OFFSET_RANGE = (-24.0, 12.0)
-#: dB lost per QP of offset until measured (0.6-0.8 on a test clip)
+#: dB lost per QP of offset until measured (0.5-0.8 on a test clip)
 SLOPE = 0.7
 
 
