@@ -872,7 +872,8 @@ def info(path, as_json, verify):
     lay = m.get("raw_layer")
     if lay:
         what = ("FFV1 lossless" if lay.get("lossless") else
-                f"x265 target {lay.get('target_psnr')} dB (QP {lay.get('qp')})" if lay.get("target_psnr") else
+                f"x265 target {lay.get('target_psnr')} dB (QP {lay.get('qp')}"
+                f"{', moved per frame' if lay.get('qp_steered') is True else ''})" if lay.get("target_psnr") else
                 f"x265 crf {lay.get('crf')}")
         pred = lay.get("predictor") or {}
         t.add_row("RAW layer", f"{what}, predictor {pred.get('mode')} {pred.get('method') or ''}"

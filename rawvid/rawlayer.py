@@ -176,6 +176,7 @@ class LayerSettings:
         enc, fmt, opts = self.codec_options(crf, qp, steered)
         return {"codec": "hevc" if enc == "libx265" else "ffv1", "encoder": enc, "pix_fmt": fmt, "options": opts,
                 "target_psnr": self.target_psnr, "crf": self.crf if crf is None else crf, "qp": qp,
+                "qp_steered": steered,
                 "lossless": self.lossless, "predictor_setting": self.predictor}
 
 

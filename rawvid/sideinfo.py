@@ -70,8 +70,8 @@ class LayerState:
 
     def to_dict(self, predictor: dict, file: str) -> dict:
         """The manifest's ``raw_layer`` (the noise model is the manifest's own ``noise_profile``)."""
-        d = {**self.settings.to_dict(self.crf, self.qp, self.steered), "file": file, "layout": rl.LAYOUT, "predictor": predictor,
-             "scales": self.scales, "intra": self.intra, "idr": self.idr, "crc32": self.crcs,
+        d = {**self.settings.to_dict(self.crf, self.qp, self.steered), "file": file, "layout": rl.LAYOUT,
+             "predictor": predictor, "scales": self.scales, "intra": self.intra, "idr": self.idr, "crc32": self.crcs,
              "maps_file": LAYER_MAPS_NAME if self.predictor == "chain" else None, "maps_dtype": "float16-le",
              "pilot": self.pilot}
         if self.settings.lossless:
@@ -341,7 +341,7 @@ def _frames(src, reader, start: int, stop: int):
 
 def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, predictor: str, crf: float | None,
            qp: int | None, per_frame: bool, blocks: bool, folder: Path, count: int,
-           scale_mult: float = 1.0, intra_hint: dict | None = None) -> tuple[float, list[float], list]:
+           scale_mult: float = 1.0, intra_hint: dict | None = None) -> tuple[float, list[float], float | None]:
     """Code the pilot frames closed loop, exactly as the main pass would at the base scale with no
     top-ups: (the bytes they foretell for ``count`` frames, the black-subtracted PSNR of each frame
     the QP must hold (not an IDR whose scale trial encodes chose), the main pass's seed (below)).

@@ -13,6 +13,7 @@ from rawvid.rawlayer import LayerSettings
 from rawvid.ratecontrol import OffsetController, clamp_offset, intra_offset
 from rawvid.steering import GROUP, dither_rows
 
+from conftest import run_cli
 from test_rawlayer import _decoded, _mlv
 
 
@@ -104,6 +105,8 @@ def test_direct_layer_steered_to_the_target_closed_loop(mlv_factory, tmp_path):
                                           refine="off"))
     lay = RvdFile(rvd).manifest["raw_layer"]
     assert "qcomp=1" in lay["options"]["x265-params"] and "aq-mode=0" not in lay["options"]["x265-params"]
+    assert lay["qp_steered"] is True
+    assert "moved per frame" in run_cli("info", rvd).stdout
     assert len(enc.layer["qp_offsets"]) == 8 and len(set(enc.layer["qp_offsets"])) > 1
     res = decode(rvd, tmp_path / "out")
     got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "out", 8), mosaics)]
