@@ -39,6 +39,13 @@ GROW_DB = 0.5
 OFFSET_RANGE = (-24.0, 12.0)
 #: dB lost per QP of offset until measured (0.5-0.8 on a test clip)
 SLOPE = 0.7
+#: a directly coded P-frame is at most this much coarser than the IDR before it (x265's own I/P ratio,
+#: 1.4, is 2.9 QP). Measured on the example clip (a pan) at its floor + 2 dB: left free, the pilot's 4
+#: nearly still frames took QP 19 after an IDR at QP 9.75, the pan's new content then fell under the
+#: target and 11 top-up passes made the layer 0.0744 bits per sample; with the cap at 3 / 4.5 / 6 / 9
+#: QP: 0.0390 / 0.0366 / 0.0348 / 0.0329, no top-ups, frames -0.02 .. +1.9 / +1.6 / -0.13 .. +1.4 /
+#: -0.23 .. +0.9 dB from the target (the last frames, nearly still again, at the cap)
+IP_QP_GAP = 6.0
 
 
 def dct_matrix(n: int) -> np.ndarray:
@@ -233,10 +240,15 @@ class OffsetController:
     slope: float = SLOPE  # dB per QP, learnt from frames whose offsets differ
     last: tuple[float, float] | None = None  # the last P-frame's (offset, PSNR)
     lo: float = OFFSET_RANGE[0]  # the lowest offset (-QP)
-    hi: float = OFFSET_RANGE[1]  # the highest (51 - QP)
+    hi: float = OFFSET_RANGE[1]  # the highest now (51 - QP, or IP_QP_GAP over the last IDR's)
+    qp_hi: float = OFFSET_RANGE[1]  # 51 - QP
 
     def next_offset(self) -> float:
-        return 0.0 if self.offset is None else self.offset
+        return clamp_offset(0.0 if self.offset is None else self.offset, self.lo, self.hi)
+
+    def after_idr(self, offset: float) -> None:
+        """An IDR was coded at ``offset``: the P-frames that follow stay within IP_QP_GAP of its QP."""
+        self.hi = min(self.qp_hi, offset + IP_QP_GAP)
 
     def seed(self, psnr: float) -> None:
         """The first P-frame's offset from its PSNR at the QP (offset 0), measured by the pilot."""

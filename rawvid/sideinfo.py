@@ -187,6 +187,8 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
                 hint["qp"] = writer.qp + offset
     elif oc is not None and not idr:
         offset = oc.next_offset()
+    if oc is not None and idr:
+        oc.after_idr(offset)
     dec = writer.code(code, i, idr, offset)
     recon = recon_at(dec, scale, pred)
     p = rl.psnr_black(recon, truth, info.black, info.white)
@@ -246,7 +248,7 @@ class ChainPass:
                 self.rc = rctl.RateController(layer.target_psnr, lo, hi, peak=float(info.white - info.black))
                 if steered:
                     self.oc = OffsetController(layer.target_psnr, layer.target_psnr + rctl.AIM_DB, lo=-qp,
-                                            hi=X265_QP_MAX - qp)
+                                            hi=X265_QP_MAX - qp, qp_hi=X265_QP_MAX - qp)
             if layer.target_psnr is not None and (predictor == "chain" or steered) and not layer.lossless:
                 # an IDR's scale by trial encodes (the pilot's too, so that it foretells the main pass)
                 self.intra_aim, self.bounds = layer.target_psnr + rctl.AIM_DB, (lo, hi)
@@ -467,6 +469,11 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                         lo, best = mid, (mid, nb, worst, g)
                     else:
                         hi = mid
+                    idr_qp = hints.get(pred, {}).get("qp")  # steered: P-frames within IP_QP_GAP of the IDR
+                    if idr_qp is not None and hi > 2 * math.floor(idr_qp + rctl.IP_QP_GAP) + 1:
+                        hi = 2 * math.floor(idr_qp + rctl.IP_QP_GAP) + 1
+                        if lo >= hi:
+                            lo, best = -1, None
                 if best is None:  # not even QP 0: the top-up passes will have to do it
                     best = (0, nb, worst, g)
                 half, nbytes, worst, gain = best

@@ -78,6 +78,15 @@ def test_offset_controller_lands_a_drifting_clip():
         o = oc3.next_offset()
         oc3.observe(o, 53.0)
     assert oc3.next_offset() == 0.0
+    # P-frames stay within IP_QP_GAP of the IDR's QP, however far over the target they land
+    from rawvid.ratecontrol import IP_QP_GAP
+
+    oc4 = OffsetController(target=45.0, aim=45.1, hi=20.0, qp_hi=20.0)
+    oc4.after_idr(-4.0)
+    for _ in range(5):
+        o = oc4.next_offset()
+        oc4.observe(o, 50.0)
+    assert oc4.next_offset() == -4.0 + IP_QP_GAP
 
 
 def test_intra_offset_keeps_the_coarsest_trial_reaching_the_aim():
