@@ -46,6 +46,11 @@ SLOPE = 0.7
 #: QP: 0.0390 / 0.0366 / 0.0348 / 0.0329, no top-ups, frames -0.02 .. +1.9 / +1.6 / -0.13 .. +1.4 /
 #: -0.23 .. +0.9 dB from the target (the last frames, nearly still again, at the cap)
 IP_QP_GAP = 6.0
+#: a directly coded P-frame's offset grows (coarser) at most this much a frame; it falls freely. A
+#: coarser frame is also a worse reference for every frame after it, which the miss of the frame itself
+#: does not show: on the example clip at floor +4 dB the first P-frame, 3.8 dB over, moved the offset
+#: 5.5 QP at once and the next three frames fell under the target (8 top-up passes)
+OFFSET_GROWTH = 1.0
 
 
 def dct_matrix(n: int) -> np.ndarray:
@@ -253,7 +258,8 @@ class OffsetController:
     def seed(self, psnr: float) -> None:
         """The first P-frame's offset from its PSNR at the QP (offset 0), measured by the pilot."""
         if math.isfinite(psnr):
-            self.offset = clamp_offset(min(max(psnr - self.aim, -6.0), 6.0) / self.slope, self.lo, self.hi)
+            self.offset = clamp_offset(min(min(max(psnr - self.aim, -6.0), 6.0) / self.slope, OFFSET_GROWTH),
+                                       self.lo, self.hi)
 
     def observe(self, offset: float, psnr: float) -> None:
         """Learn from a P-frame's first pass."""
@@ -263,7 +269,7 @@ class OffsetController:
         self.last = (offset, psnr)
         if math.isfinite(psnr):
             miss = min(max(psnr - self.aim, -6.0), 6.0)
-            self.offset = clamp_offset(offset + miss / self.slope, self.lo, self.hi)
+            self.offset = clamp_offset(offset + min(miss / self.slope, OFFSET_GROWTH), self.lo, self.hi)
 
 
 def intra_offset(trial, aim: float, start: float, slack: float, trials_max: int = 3,
