@@ -255,11 +255,16 @@ class OffsetController:
         """An IDR was coded at ``offset``: the P-frames that follow stay within IP_QP_GAP of its QP."""
         self.hi = min(self.qp_hi, offset + IP_QP_GAP)
 
+    def _follow(self, offset: float, psnr: float) -> None:
+        """The next offset: ``offset`` moved by the miss of ``psnr`` at the slope (coarser by at most
+        OFFSET_GROWTH)."""
+        if math.isfinite(psnr):
+            miss = min(max(psnr - self.aim, -6.0), 6.0)
+            self.offset = clamp_offset(offset + min(miss / self.slope, OFFSET_GROWTH), self.lo, self.hi)
+
     def seed(self, psnr: float) -> None:
         """The first P-frame's offset from its PSNR at the QP (offset 0), measured by the pilot."""
-        if math.isfinite(psnr):
-            self.offset = clamp_offset(min(min(max(psnr - self.aim, -6.0), 6.0) / self.slope, OFFSET_GROWTH),
-                                       self.lo, self.hi)
+        self._follow(0.0, psnr)
 
     def observe(self, offset: float, psnr: float) -> None:
         """Learn from a P-frame's first pass."""
@@ -267,9 +272,7 @@ class OffsetController:
             b = (self.last[1] - psnr) / (offset - self.last[0])
             self.slope = 0.7 * self.slope + 0.3 * min(max(b, 0.3), 1.2)
         self.last = (offset, psnr)
-        if math.isfinite(psnr):
-            miss = min(max(psnr - self.aim, -6.0), 6.0)
-            self.offset = clamp_offset(offset + min(miss / self.slope, OFFSET_GROWTH), self.lo, self.hi)
+        self._follow(offset, psnr)
 
 
 def intra_offset(trial, aim: float, start: float, slack: float, trials_max: int = 3,

@@ -261,12 +261,14 @@ class LayerWriter:
         self._last_pts = pts
         return pts
 
+    def _picture(self, img: np.ndarray, pts: int, idr: bool, offset: float):
+        """The PyAV frame of a picture; on a steered layer it carries its QP offset (0 included)."""
+        return _frame(img, self.fmt, pts, idr, offset if self.steered else None, 1 / self.rate)
+
     def code(self, img: np.ndarray, index: int, idr: bool, offset: float = 0.0) -> np.ndarray:
         """Encode one picture (its QP moved by ``offset`` on a steered layer), mux its packet, return
         what a decoder reads back from it."""
-        pts = self._pts(index)
-        packets = self.stream.encode(_frame(img, self.fmt, pts, idr, offset if self.steered else None,
-                                            1 / self.rate))
+        packets = self.stream.encode(self._picture(img, self._pts(index), idr, offset))
         if self._dec is None:
             self._dec = _decoder("ffv1" if self.settings.lossless else "hevc", self.stream.codec_context.extradata,
                                  self.width, self.height)
@@ -281,9 +283,7 @@ class LayerWriter:
         """What this layer's encoder makes of ``img`` coded as an IDR, from a fresh encoder (nothing is
         written): an IDR references nothing, so the layer's own encoder would code it alike."""
         ctx = _open_encoder(self.settings, self.width, self.height, self.rate, None, self.crf, self.qp, self.steered)
-        packets = list(ctx.encode(_frame(img, self.fmt, 0, True, offset if self.steered else None,
-                                              1 / self.rate)))
-        packets += list(ctx.encode(None))
+        packets = list(ctx.encode(self._picture(img, 0, True, offset))) + list(ctx.encode(None))
         dec = _decoder("hevc", ctx.extradata, self.width, self.height)
         return _decode_one(dec, packets, self.path, "trial picture")
 

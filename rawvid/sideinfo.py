@@ -118,9 +118,6 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
         return recon
     res = rl.tile(truth.astype(np.int64) - pred)
 
-    def recon_at(decoded: np.ndarray, scale: float, onto: np.ndarray) -> np.ndarray:
-        return rl.apply_residual(onto, rl.untile(rl.from_code(decoded, scale)), info.bits)
-
     if writer.steered:
         return _code_steered(writer, rc, oc, st, i, idr, res, pred, truth, info, max(rl.round_scale(base), min_scale),
                              intra_aim, hint)
@@ -130,7 +127,8 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
     easy = rc is not None and not idr and p_pred >= rc.target + rctl.AIM_DB + rctl.GROW_DB
     if trial:
         def psnr_at(s: float) -> float:
-            return rl.psnr_black(recon_at(writer.trial(rl.to_code(res, s)), s, pred), truth, info.black, info.white)
+            return rl.psnr_black(_recon(writer.trial(rl.to_code(res, s)), s, pred, info.bits), truth, info.black,
+                                 info.white)
 
         qstep = 2 ** (writer.qp / 6) if writer.qp is not None else 1.0
         if rc is None and hint and "step" in hint:  # a pilot probe after the first: no trials
@@ -145,7 +143,7 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
         scale = rl.round_scale(base) if rc is None else rc.clamp(rc.hi) if easy else rc.first_guess(base, spec)
     scale = max(scale, min_scale)
     dec = writer.code(rl.to_code(res, scale), i, idr)
-    recon = recon_at(dec, scale, pred)
+    recon = _recon(dec, scale, pred, info.bits)
     p = rl.psnr_black(recon, truth, info.black, info.white)
     scales = [scale]
     gain = spec.gain_at(p, scale, info.white - info.black) if spec is not None else None
@@ -153,14 +151,28 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
     if rc is not None:
         if not easy:
             rc.observe(scale, p, inter=not idr, gain=gain)
-        # a top-up picture is unlike the frames x265 predicts from: only to hold the band
-        while p < rc.target - rctl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
-            scale = rc.top_up_scale(scale, p, len(scales))  # an error around zero: no range limit
-            dec = writer.code(rl.to_code(rl.tile(truth.astype(np.int64) - recon), scale), i, False)
-            recon = recon_at(dec, scale, recon)
-            p = rl.psnr_black(recon, truth, info.black, info.white)
-            scales.append(scale)
+        recon = _top_up(writer, rc, i, truth, recon, p, scales, info)
     st.scales.append(scales)
+    return recon
+
+
+def _recon(decoded: np.ndarray, scale: float, onto: np.ndarray, bits: int) -> np.ndarray:
+    """A pass's reconstruction: ``onto`` plus the decoded codes at ``scale``."""
+    return rl.apply_residual(onto, rl.untile(rl.from_code(decoded, scale)), bits)
+
+
+def _top_up(writer: rl.LayerWriter, rc: rctl.RateController, i: int, truth: np.ndarray, recon: np.ndarray,
+            p: float, scales: list, info, offset: float = 0.0) -> np.ndarray:
+    """Top-up passes on a frame's remaining error (each appended to ``scales``) while it lands more than
+    TOP_UP_DB under the target; a steered layer codes them at the frame's QP ``offset``. A top-up picture
+    is unlike the frames x265 predicts from: only to hold the band."""
+    scale = scales[-1]
+    while p < rc.target - rctl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
+        scale = rc.top_up_scale(scale, p, len(scales))  # an error around zero: no range limit
+        dec = writer.code(rl.to_code(rl.tile(truth.astype(np.int64) - recon), scale), i, False, offset)
+        recon = _recon(dec, scale, recon, info.bits)
+        p = rl.psnr_black(recon, truth, info.black, info.white)
+        scales.append(scale)
     return recon
 
 
@@ -168,14 +180,12 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
                   st: LayerState, i: int, idr: bool, res: np.ndarray, pred: np.ndarray, truth: np.ndarray, info,
                   scale: float, intra_aim: float | None, hint: dict | None) -> np.ndarray:
     """code_layer for a steered layer: one scale, the frame's QP offset chosen (see code_layer)."""
-    def recon_at(decoded: np.ndarray, s: float, onto: np.ndarray) -> np.ndarray:
-        return rl.apply_residual(onto, rl.untile(rl.from_code(decoded, s)), info.bits)
-
     code = rl.to_code(res, scale)
     offset = 0.0
     if idr and intra_aim is not None:
         def psnr_at(o: float) -> float:
-            return rl.psnr_black(recon_at(writer.trial(code, o), scale, pred), truth, info.black, info.white)
+            return rl.psnr_black(_recon(writer.trial(code, o), scale, pred, info.bits), truth, info.black,
+                                 info.white)
 
         known = hint is not None and "qp" in hint
         if rc is None and known:  # a pilot probe after the first: the absolute QP its trials found
@@ -190,20 +200,15 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
     if oc is not None and idr:
         oc.after_idr(offset)
     dec = writer.code(code, i, idr, offset)
-    recon = recon_at(dec, scale, pred)
+    recon = _recon(dec, scale, pred, info.bits)
     p = rl.psnr_black(recon, truth, info.black, info.white)
     st.offsets.append(offset)
     st.gains.append(None)
     scales = [scale]
     if oc is not None and not idr:
         oc.observe(offset, p)
-    if rc is not None:  # top-ups as the chain's (a finer scale on the remaining error, at the frame's QP)
-        while p < rc.target - rctl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
-            scale = rc.top_up_scale(scale, p, len(scales))
-            dec = writer.code(rl.to_code(rl.tile(truth.astype(np.int64) - recon), scale), i, False, offset)
-            recon = recon_at(dec, scale, recon)
-            p = rl.psnr_black(recon, truth, info.black, info.white)
-            scales.append(scale)
+    if rc is not None:
+        recon = _top_up(writer, rc, i, truth, recon, p, scales, info, offset)
     st.scales.append(scales)
     return recon
 
@@ -432,7 +437,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     target = layer.target_psnr is not None and not layer.lossless
     probes = (["direct"] if target and "direct" not in candidates else []) + candidates  # direct first: the cap
     out: dict = {"frames": n}
-    gains: dict = {}  # per candidate, its controller's seed from its first P-frame (the main pass's own)
+    seeds: dict = {}  # per candidate, its controller's seed from its first P-frame (the main pass's own)
     hints = {} if hints is None else hints
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
         def probe(cand, qp, mult=1.0):
@@ -447,7 +452,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
             if pred == "direct" and direct is not None and target:
                 out["direct"] = dict(direct)
                 continue
-            gain = None
+            seed = None
             if not target:
                 qp, mult = None, 1.0
                 nbytes, worst, _ = probe(pred, None)
@@ -464,24 +469,25 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                 lo, hi, best = -1, top + 1, None  # half-step lo reaches the aim (-1: none tried does), hi not
                 while hi - lo > 1:
                     mid = (lo + hi + 1) // 2
-                    nb, worst, g = probe(pred, mid // 2, HALF_QP ** (mid % 2))
+                    nb, worst, sd = probe(pred, mid // 2, HALF_QP ** (mid % 2))
                     if worst >= aim:
-                        lo, best = mid, (mid, nb, worst, g)
+                        lo, best = mid, (mid, nb, worst, sd)
                     else:
                         hi = mid
                     idr_qp = hints.get(pred, {}).get("qp")  # steered: P-frames within IP_QP_GAP of the IDR
-                    if idr_qp is not None and hi > 2 * math.floor(idr_qp + rctl.IP_QP_GAP) + 1:
-                        hi = 2 * math.floor(idr_qp + rctl.IP_QP_GAP) + 1
+                    cap = None if idr_qp is None else 2 * math.floor(idr_qp + rctl.IP_QP_GAP) + 1
+                    if cap is not None and hi > cap:
+                        hi = cap
                         if lo >= hi:
                             lo, best = -1, None
                 if best is None:  # not even QP 0: the top-up passes will have to do it
-                    best = (0, nb, worst, g)
-                half, nbytes, worst, gain = best
+                    best = (0, nb, worst, sd)
+                half, nbytes, worst, seed = best
                 qp, mult = half // 2, HALF_QP ** (half % 2)
             out[pred] = {"qp": qp, "scale_mult": mult, "bytes": nbytes, "worst_psnr_black": worst}
             if "qp" in hints.get(pred, {}):  # a steered layer's IDR: its absolute QP
                 out[pred]["intra_qp"] = round(hints[pred]["qp"], 4)
-            gains[pred] = gain
+            seeds[pred] = seed
     top = max(out[k]["worst_psnr_black"] for k in candidates)
     for k in candidates:
         v = out[k]
@@ -489,7 +495,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
         v["cost"] = v["bytes"] * 2 ** (min(gap, 12.0) / 6)
     chosen = min(candidates, key=lambda k: out[k]["cost"])
     out["chosen"] = chosen
-    out["seed"] = gains.get(chosen)  # for chain_pass, which seeds its controller with it (not stored)
+    out["seed"] = seeds.get(chosen)  # for chain_pass, which seeds its controller with it (not stored)
     return chosen.split("+")[0], chosen.endswith("+blocks"), out[chosen]["qp"], out[chosen]["scale_mult"], out
 
 

@@ -48,6 +48,7 @@ def with_offset(frame, offset: float, time_base: Fraction):
     room for them only when the picture that first filled it had some, and copies later offsets
     into it unchecked (a picture without, then one with, crashed the encoder)."""
     import av.filter
+
     base, rows = dither_rows(frame.height, offset)
     g = av.filter.Graph()
     last = g.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
