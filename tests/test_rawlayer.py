@@ -211,7 +211,8 @@ def test_layer_manifest_is_checked():
             lay.load_maps(data, 115, "f.rvd")
     cases = [("codec", "x264"), ("scales", [[4.0]]), ("scales", [[1e9], [1.0]]), ("scales", [[True], [1.0]]),
              ("idr", [1]), ("intra", [5]), ("intra", [0, 0]), ("crc32", [1]), ("crc32", [1, -2]),
-             ("scales", [[1.0] * (rl.MAX_PASSES + 1), [1.0]]), ("scales", "4"), ("predictor", None), ("predictor", {"mode": "x"}),
+             ("scales", [[1.0] * (rl.MAX_PASSES + 1), [1.0]]), ("scales", "4"), ("predictor", None),
+             ("predictor", {"mode": "x"}),
              ("predictor", {"mode": "chain", "method": "network", "model": 3})]
     for key, value in cases:
         with pytest.raises(FormatError, match="f.rvd"):
