@@ -187,6 +187,10 @@ class RateController:
         return round_scale(scale * step ** max(1, attempt))
 
 
+#: a secant between two IDR trials is trusted when its slope (dB per e-fold of scale) lies here
+SECANT_SLOPES = (-30.0, -2.0)
+
+
 def intra_scale(trial, residual: np.ndarray, aim: float, peak: float, lo: float, hi: float, base: float,
                 spec: Spectrum | None = None, slack: float = AIM_DB) -> tuple[float, list[tuple[float, float]]]:
     """The largest scale (within [lo, hi]) at which an intra picture reaches PSNR ``aim`` (less ``slack``),
@@ -210,8 +214,12 @@ def intra_scale(trial, residual: np.ndarray, aim: float, peak: float, lo: float,
             break
         if len(trials) >= 2:
             (s0, p0), (s1, p1) = sorted(trials, key=lambda tr: abs(tr[1] - aim))[:2]
-            step = 0.0 if abs(p1 - p0) < 1e-6 else (aim - p0) * (math.log(s1) - math.log(s0)) / (p1 - p0)
-            nxt = s0 * math.exp(min(max(step, -2.0), 2.0))
+            slope = (p1 - p0) / (math.log(s1) - math.log(s0))  # dB per e-fold of scale, about -8.7
+            if not SECANT_SLOPES[0] <= slope <= SECANT_SLOPES[1]:
+                # two trials on one of x265's plateaus (measured: 5.53 and 5.45 both gave 49.97 dB, and
+                # the secant's step to 0.74 landed 68 dB, 18 over the aim): the nominal 20 dB per decade
+                slope = -20 / math.log(10)
+            nxt = s0 * math.exp(min(max((aim - p0) / slope, -2.0), 2.0))
         else:
             t = spec.noise_power(mse_at(p, peak))
             nxt = hi if want is None else s if t is None else s * math.sqrt(want / t)

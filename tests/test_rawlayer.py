@@ -293,6 +293,21 @@ def test_intra_scale_keeps_the_largest_trial_that_reaches_the_aim():
     assert trial(s) < 50.3  # and it lands close
 
 
+def test_intra_scale_steps_off_a_plateau_at_the_nominal_slope():
+    """Two trials on one of x265's plateaus (scales 5.53 and 5.45 both 49.97 dB, as measured): their
+    secant is nearly flat and had sent the third trial to 0.74 (68 dB, kept as the only one over the
+    aim). The nominal 20 dB per decade steps just past the plateau instead."""
+    res = np.random.default_rng(3).normal(0, 40, (64, 64))
+
+    def trial(s):  # about 20 dB per decade, flat between 5.4 and 5.6
+        return 49.97 + 0.02 * (s - 5.4) if 5.4 <= s <= 5.6 else 64.5 - 20 * np.log10(s) - 0.5 * (s > 5.6)
+
+    s, trials = rctl.intra_scale(trial, res, 50.1, 4000.0, 0.5, 16.0, 5.529, rctl.Spectrum.of(res))
+    assert [round(t, 3) for t, _ in trials[:1]] == [5.529] and len(trials) <= rctl.INTRA_TRIALS
+    assert all(2.7 <= t <= 11.0 for t, _ in trials), trials  # never a jump of 7x (the secant's clamp)
+    assert 49.6 <= trial(s) <= 50.4
+
+
 def test_idr_trials_start_from_the_last_probes_step(mlv_factory, tmp_path, monkeypatch):
     """The pilot's probes (a bisection over QPs, per predictor) each code an IDR: the first probe of a
     predictor runs the trial encodes, the later ones code it at the quantiser step they found, and
