@@ -206,15 +206,11 @@ def mutate_rvd_bytes(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     return kind, bytes(buf)
 
 
-def _manifest_span(data: bytes) -> tuple[int, int]:
-    """Where the manifest's JSON lies in an .rvd (the attachment's bytes)."""
-    from rawvid.container import MANIFEST_NAME, scan
+def _manifest_json(data: bytes) -> dict:
+    """The manifest of an .rvd held in memory (plain or, format 3 on, zlib)."""
+    from rawvid.container import read_manifest_text
 
-    import io
-
-    layout = scan(io.BytesIO(data), "seed")
-    att = next(a for a in layout.attachments if a.name == MANIFEST_NAME)
-    return att.offset, att.size
+    return json.loads(read_manifest_text(data))
 
 
 def _mutate_json(m, rng: random.Random, depth: int = 0):
@@ -246,22 +242,19 @@ def _mutate_json(m, rng: random.Random, depth: int = 0):
 
 
 def rewrite_manifest(data: bytes, manifest: dict) -> bytes | None:
-    """The .rvd with this manifest written in place (space-padded), or None when it is longer."""
+    """The .rvd with this manifest written in place (padded), or None when it is longer."""
     from rawvid.checksums import sealed_json
+    from rawvid.container import replace_manifest
 
-    off, size = _manifest_span(data)
     try:
         text = sealed_json(manifest)
     except (TypeError, ValueError):
         return None
-    if len(text) > size:
-        return None
-    return data[:off] + text.ljust(size, b" ") + data[off + size :]
+    return replace_manifest(data, text)
 
 
 def mutate_manifest(data: bytes, rng: random.Random) -> tuple[str, bytes] | None:
-    off, size = _manifest_span(data)
-    m = json.loads(data[off : off + size])
+    m = _manifest_json(data)
     for _ in range(rng.randint(1, 3)):
         m = _mutate_json(m, rng)
     out = rewrite_manifest(data, m) if isinstance(m, dict) else None
@@ -274,10 +267,10 @@ def mutate_attachment(data: bytes, rng: random.Random) -> tuple[str, bytes] | No
     import hashlib
     import io
 
-    from rawvid.container import MANIFEST_NAME, scan
+    from rawvid.container import MANIFEST_NAME, MANIFEST_Z_NAME, scan
 
     layout = scan(io.BytesIO(data), "seed")
-    atts = [a for a in layout.attachments if a.name != MANIFEST_NAME and a.size > 0]
+    atts = [a for a in layout.attachments if a.name not in (MANIFEST_NAME, MANIFEST_Z_NAME) and a.size > 0]
     if not atts:
         return None
     att = rng.choice(atts)
@@ -285,8 +278,7 @@ def mutate_attachment(data: bytes, rng: random.Random) -> tuple[str, bytes] | No
     for _ in range(rng.randint(1, 16)):
         i = att.offset + rng.randrange(att.size)
         buf[i] = rng.choice((0x00, 0xFF, 0x7F, 0x80, rng.getrandbits(8)))
-    off, size = _manifest_span(bytes(buf))
-    m = json.loads(bytes(buf[off : off + size]))
+    m = _manifest_json(bytes(buf))
     m["attachments"][att.name] = hashlib.sha256(bytes(buf[att.offset : att.offset + att.size])).hexdigest()
     out = rewrite_manifest(bytes(buf), m)
     return (f"attachment:{att.name.split('_')[0].split('.')[0]}", out) if out is not None else None

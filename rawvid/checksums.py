@@ -5,9 +5,9 @@ manifest. What they do not cover, this module does:
 
 * the manifest itself: ``manifest_sha256`` is the SHA-256 of the manifest's canonical JSON
   (keys sorted, compact) without that key, so an edited or damaged manifest is refused;
-* the tracks: ``tracks.crc32.json`` (an attachment, so its own SHA-256 is in the manifest)
-  lists the CRC-32 of every packet of the sRGB video, the RAW layer and the audio in file
-  order. A damaged packet is named by the frame it belongs to, and a decode can still write
+* the tracks: the manifest's ``track_crc32`` (format 3; format 2 kept it in an attachment,
+  ``tracks.crc32.json``, whose own SHA-256 is in the manifest) lists the CRC-32 of every packet
+  of the sRGB video, the RAW layer and the audio in file order. A damaged packet is named by the frame it belongs to, and a decode can still write
   the frames decoded before it (:func:`clean_prefix`).
 
 The encoder computes the CRCs on the track files it muxes (ffmpeg's stream copy keeps every
@@ -25,7 +25,8 @@ from pathlib import Path
 from .errors import FormatError
 
 SEAL_KEY = "manifest_sha256"
-CHECKSUMS_NAME = "tracks.crc32.json"
+CHECKSUMS_NAME = "tracks.crc32.json"  # format 2
+TRACKS_KEY = "track_crc32"  # format 3: in the (sealed) manifest
 TRACK_NAMES = ("video", "layer", "audio")
 
 
@@ -102,18 +103,28 @@ def track_file_crcs(files: dict[str, Path]) -> dict[str, list[int]]:
 
 
 def parse_checksums(data: bytes, path) -> dict[str, list[int]]:
-    """The checksums attachment, validated (names, types, 32-bit values)."""
+    """The checksums attachment of format 2, validated (names, types, 32-bit values)."""
     try:
         d = json.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise FormatError(path, f"{CHECKSUMS_NAME} is not valid JSON") from None
+    return check_track_crcs(d, path, CHECKSUMS_NAME)
+
+
+def track_crc_record(crcs: dict[str, list[int]]) -> dict:
+    """What the encoder records of the tracks' CRC-32s (the manifest's ``track_crc32``)."""
+    return {"algorithm": "crc32", "tracks": crcs}
+
+
+def check_track_crcs(d, path, where: str = TRACKS_KEY) -> dict[str, list[int]]:
+    """A track CRC record (``{"algorithm": "crc32", "tracks": {name: [...]}}``), validated."""
     if not isinstance(d, dict) or d.get("algorithm") != "crc32" or not isinstance(d.get("tracks"), dict):
-        raise FormatError(path, f"{CHECKSUMS_NAME} is not a crc32 track list")
+        raise FormatError(path, f"{where} is not a crc32 track list")
     tracks = d["tracks"]
     for name, crcs in tracks.items():
         if name not in TRACK_NAMES or not isinstance(crcs, list) or \
                 not all(type(c) is int and 0 <= c < 2**32 for c in crcs):
-            raise FormatError(path, f"{CHECKSUMS_NAME}: bad entry for track {name!r}")
+            raise FormatError(path, f"{where}: bad entry for track {name!r}")
     return tracks
 
 
@@ -163,10 +174,13 @@ def check_tracks(rvd, layer=None) -> TrackCheck:
     """Compare every packet of the sRGB video, RAW layer and audio with the recorded CRC-32s.
     ``layer``: the parsed RAW layer (``rawlayer.parse_layer``): its passes per frame name the frames."""
     res = TrackCheck()
-    if CHECKSUMS_NAME not in (rvd.manifest.get("attachments") or {}):
+    if TRACKS_KEY in rvd.manifest:
+        want = check_track_crcs(rvd.manifest[TRACKS_KEY], rvd.path)
+    elif CHECKSUMS_NAME in (rvd.manifest.get("attachments") or {}):
+        want = parse_checksums(rvd.attachment(CHECKSUMS_NAME), rvd.path)
+    else:
         res.present = False
         return res
-    want = parse_checksums(rvd.attachment(CHECKSUMS_NAME), rvd.path)
     got = block_crcs(rvd.path, rvd.layout)
     for name, expected in want.items():
         rows = got.get(name, [])

@@ -18,9 +18,9 @@ from .atomic import atomic_path, remove_stale, temp_dir
 from .bayer import raw_planes
 from .chain import NETWORK_LAYOUT, network_method, select_runtime
 from .chain import select_device as _select_device
-from .checksums import CHECKSUMS_NAME, sealed_json, track_file_crcs
-from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, MIME_BINARY, MIME_DNG, MIME_JSON, RvdFile,
-                        encode_flac, mux, sha256_file)
+from .checksums import TRACKS_KEY, sealed_json, track_crc_record, track_file_crcs
+from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_Z_NAME, MIME_BINARY, MIME_DNG, MIME_ZLIB, RvdFile,
+                        encode_flac, mux, pack_manifest, sha256_file)
 from .dng import write_dng
 from .errors import FormatError, RawvidError
 from .manifest import validate as validate_manifest
@@ -320,13 +320,12 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                     audio = None
             tracks = {"video": tdir / "video.mkv", **({"layer": tdir / LAYER_NAME} if st is not None else {}),
                       **({"audio": flac} if audio else {})}
-            (tdir / CHECKSUMS_NAME).write_text(json.dumps({"algorithm": "crc32", "tracks": track_file_crcs(tracks)},
-                                                          separators=(",", ":")))
-            attachments[CHECKSUMS_NAME] = sha256_file(tdir / CHECKSUMS_NAME)
+            crcs = track_crc_record(track_file_crcs(tracks))
             keylist = sorted(keys) if layer is None else []
             manifest = build_manifest(src, opts, count, timestamps, numbers, keylist, attachments, audio)
             if srgb_pilot is not None:
                 manifest["video"]["crf_pilot"] = srgb_pilot
+            manifest[TRACKS_KEY] = crcs
             manifest["noise_profile"] = None if noise is None else [noise.scale, noise.offset]
             if noise is not None:  # predictions are the shadows' mean, under black where it lies there
                 manifest["shadows"] = "unclipped"
@@ -345,9 +344,10 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 validate_manifest(json.loads(json.dumps(manifest)), output, 1 << 62)  # as a reader will see it
             except FormatError as exc:
                 raise RawvidError(src.path, f"the source's metadata cannot be stored ({exc.message})") from None
-            (tdir / MANIFEST_NAME).write_bytes(sealed_json(manifest))  # sealed: the last change to the manifest
-            files = [(tdir / MANIFEST_NAME, MIME_JSON)] + [(tdir / f"key_{k:06d}.dng", MIME_DNG) for k in keylist]
-            files += [(tdir / name, MIME_BINARY) for name in side] + [(tdir / CHECKSUMS_NAME, MIME_JSON)]
+            # sealed (the last change to the manifest), then compressed
+            (tdir / MANIFEST_Z_NAME).write_bytes(pack_manifest(sealed_json(manifest)))
+            files = [(tdir / MANIFEST_Z_NAME, MIME_ZLIB)] + [(tdir / f"key_{k:06d}.dng", MIME_DNG) for k in keylist]
+            files += [(tdir / name, MIME_BINARY) for name in side]
             mux(tdir / "video.mkv", tmp_out, files, audio=flac if audio else None,
                 title=f"rawvid {src.path.name}", layer=tdir / LAYER_NAME if st is not None else None)
     seconds = time.perf_counter() - t0

@@ -115,3 +115,38 @@ def assert_clean_error_text(res: subprocess.CompletedProcess, *fragments: str) -
     joined = " ".join(res.stderr.split())
     for frag in fragments:
         assert frag in joined, (frag, res.stderr)
+
+
+def with_manifest_text(src: Path, dst: Path, text: bytes) -> Path:
+    """A copy of an .rvd with its manifest's JSON replaced (on purpose: tests of edited files).
+
+    In place when the new manifest fits (rawvid.container.replace_manifest); otherwise the file
+    is muxed again from its tracks (stream copy, so every packet and its CRC-32 is kept) and its
+    attachments, the manifest stored as the encoder stores it."""
+    from rawvid.container import MANIFEST_NAME, MANIFEST_Z_NAME, MIME_ZLIB, RvdFile, mux, pack_manifest, \
+        replace_manifest
+    from rawvid.video import ffmpeg_exe
+
+    data = src.read_bytes()
+    out = replace_manifest(data, text)
+    if out is not None:
+        dst.write_bytes(out)
+        return dst
+    rvd = RvdFile(src, verify=False)
+    parts = dst.parent / f"{dst.stem}-parts"
+    parts.mkdir(exist_ok=True)
+    atts = [(parts / MANIFEST_Z_NAME, MIME_ZLIB)]
+    atts[0][0].write_bytes(pack_manifest(text))
+    for a in rvd.layout.attachments:
+        if a.name not in (MANIFEST_NAME, MANIFEST_Z_NAME):
+            (parts / a.name).write_bytes(data[a.offset: a.offset + a.size])
+            atts.append((parts / a.name, a.mime))
+    kinds = sorted(rvd.layout.track_types.values())
+    streams = {"v.mkv": "0:v:0", **({"l.mkv": "0:v:1"} if kinds.count(1) > 1 else {}),
+               **({"a.mka": "0:a:0"} if 2 in kinds else {})}
+    for name, spec in streams.items():
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-map", spec, "-c", "copy",
+                        str(parts / name)], check=True)
+    mux(parts / "v.mkv", dst, atts, audio=parts / "a.mka" if "a.mka" in streams else None,
+        layer=parts / "l.mkv" if "l.mkv" in streams else None)
+    return dst

@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_clean_error_text, run_cli
+from conftest import assert_clean_error_text, run_cli, with_manifest_text
 
-from rawvid.checksums import CHECKSUMS_NAME, block_crcs, check_tracks, clean_prefix
+from rawvid.checksums import CHECKSUMS_NAME, block_crcs, check_tracks, clean_prefix, sealed_json
 from rawvid.codec import DecodeOptions, EncodeOptions, LayerSettings, decode, encode
-from rawvid.container import MANIFEST_NAME, RvdFile, scan
+from rawvid.container import MANIFEST_NAME, RvdFile, read_manifest_text, scan
 from rawvid.errors import FormatError
 
 
@@ -48,14 +48,14 @@ def test_the_recorded_crcs_are_the_muxed_packets(files):
     for path in (plain, layered):
         rvd = RvdFile(path)
         m = rvd.manifest
-        assert m["format_version"] == 2 and len(m["manifest_sha256"]) == 64
-        recorded = json.loads(rvd.attachment(CHECKSUMS_NAME))["tracks"]
+        assert m["format_version"] == 3 and len(m["manifest_sha256"]) == 64
+        recorded = m["track_crc32"]["tracks"]
         actual = {k: [c for c, _ in v] for k, v in block_crcs(path).items()}
         assert recorded == actual and set(recorded) >= {"video", "audio"}
         assert len(recorded["video"]) == 8
         check = check_tracks(rvd)
         assert check.ok and check.present and check.checked["video"] == 8
-    assert "layer" in json.loads(RvdFile(layered).attachment(CHECKSUMS_NAME))["tracks"]
+    assert "layer" in RvdFile(layered).manifest["track_crc32"]["tracks"]
 
 
 def test_a_damaged_srgb_frame_is_named_and_salvage_writes_what_came_before(files, tmp_path):
@@ -100,21 +100,58 @@ def test_a_damaged_layer_packet_and_damaged_audio(files, tmp_path):
 def test_an_edited_manifest_is_refused(files, tmp_path):
     _, plain, _ = files
     data = plain.read_bytes()
-    assert data.count(b'"black":2048') == 1
+    text = read_manifest_text(data)
+    assert text.count(b'"black":2048') == 1
     edited = tmp_path / "edited.rvd"
-    edited.write_bytes(data.replace(b'"black":2048', b'"black":2049'))  # same length, in place
+    with_manifest_text(plain, edited, text.replace(b'"black":2048', b'"black":2049'))
     with pytest.raises(FormatError, match="manifest checksum mismatch"):
         RvdFile(edited)
     assert_clean_error_text(run_cli("info", edited), "edited.rvd", "manifest checksum mismatch")
-    # and a seal that is missing from a format-2 manifest
+    # and a seal that is missing from a manifest of format 2 on
     m = RvdFile(plain).manifest
-    text = json.dumps({k: v for k, v in m.items() if k != "manifest_sha256"}, separators=(",", ":")).encode()
-    with open(plain, "rb") as f:
-        att = next(a for a in scan(f, str(plain)).attachments if a.name == MANIFEST_NAME)
     unsealed = tmp_path / "unsealed.rvd"
-    unsealed.write_bytes(data[: att.offset] + text.ljust(att.size) + data[att.offset + att.size :])
+    with_manifest_text(plain, unsealed, json.dumps({k: v for k, v in m.items() if k != "manifest_sha256"},
+                                                   separators=(",", ":")).encode())
     with pytest.raises(FormatError, match="no manifest_sha256"):
         RvdFile(unsealed)
+    # format 3 keeps the CRC-32s in the manifest: sealed again without them, it is still refused
+    stripped = tmp_path / "stripped.rvd"
+    with_manifest_text(plain, stripped, sealed_json({k: v for k, v in m.items() if k != "track_crc32"}))
+    assert_clean_error_text(run_cli("info", stripped), "stripped.rvd", "track_crc32: is missing")
+
+
+def test_format_2_files_still_verify(files, tmp_path):
+    """Format 2 (a plain manifest.json and the CRC-32s in tracks.crc32.json) opens and verifies; its
+    damaged packets are still found."""
+    import hashlib
+    import subprocess
+
+    from rawvid.container import MIME_JSON, mux
+    from rawvid.video import ffmpeg_exe
+
+    _, plain, _ = files
+    m = RvdFile(plain).manifest
+    for kind, name in (("v:0", "v.mkv"), ("a:0", "a.mka")):  # stream copy keeps every packet's bytes
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(plain), "-map", f"0:{kind}", "-c", "copy",
+                        str(tmp_path / name)], check=True)
+    sums = tmp_path / CHECKSUMS_NAME
+    sums.write_text(json.dumps(m["track_crc32"], separators=(",", ":")))
+    old = {k: v for k, v in m.items() if k != "track_crc32"}
+    old["format_version"] = 2
+    old["attachments"] = {**m["attachments"], CHECKSUMS_NAME: hashlib.sha256(sums.read_bytes()).hexdigest()}
+    (tmp_path / MANIFEST_NAME).write_bytes(sealed_json(old))
+    out = tmp_path / "v2.rvd"
+    parts = [(tmp_path / MANIFEST_NAME, MIME_JSON)] + [(tmp_path / n, "application/octet-stream")
+                                                       for n in m["attachments"]]
+    for n in m["attachments"]:
+        (tmp_path / n).write_bytes(RvdFile(plain).attachment(n))
+    mux(tmp_path / "v.mkv", out, parts + [(sums, MIME_JSON)], audio=tmp_path / "a.mka")
+    rvd = RvdFile(out)
+    assert rvd.manifest["format_version"] == 2 and rvd.manifest_name == MANIFEST_NAME
+    check = check_tracks(rvd)
+    assert check.present and check.ok and check.checked["video"] == 8
+    damaged = _damaged_copy(out, tmp_path / "v2-damaged.rvd", "video", 3)
+    assert not check_tracks(RvdFile(damaged)).ok
 
 
 def test_format_1_files_still_open(tmp_path):

@@ -12,8 +12,9 @@ import sys
 import time
 
 import pytest
-from conftest import EXAMPLE, make_info, make_mosaic, run_cli
+from conftest import EXAMPLE, make_info, make_mosaic, run_cli, with_manifest_text
 
+from rawvid.container import read_manifest_text
 from rawvid.dng import write_dng
 
 
@@ -179,8 +180,9 @@ def test_bad_rvd_checksum_and_version(mlv_factory, tmp_path):
 
     assert run_cli("encode", path, "-o", out, "--force").returncode == 0
     data = out.read_bytes()
-    assert data.count(b'"format_version":2,') == 1  # the manifest is compact JSON
-    out.write_bytes(data.replace(b'"format_version":2,', b'"format_version":7,'))
+    text = read_manifest_text(data)
+    assert text.count(b'"format_version":3,') == 1  # the manifest is compact JSON
+    with_manifest_text(out, out, text.replace(b'"format_version":3,', b'"format_version":7,'))
     assert_clean_error(run_cli("info", out), "c.rvd", "format version 7 is newer")
 
 

@@ -27,14 +27,15 @@ def test_encode_writes_a_complete_rvd(clip, tmp_path):
     res = encode(path, tmp_path / "c.rvd", EncodeOptions(keyframe_interval=4))
     rvd = RvdFile(res.output)
     m = rvd.manifest
-    assert m["format"] == "rawvid" and m["format_version"] == 2
+    assert m["format"] == "rawvid" and m["format_version"] == 3
     assert m["frame_count"] == 6 and (m["width"], m["height"], m["bits"], m["cfa"]) == (128, 96, 14, "RGGB")
     assert (m["black"], m["white"]) == (info.black, info.white)
     assert len(m["timestamps_us"]) == 6 and m["timestamps_us"][0] == 0
     assert [k["index"] for k in m["keyframes"]] == [0, 4]
     assert m["render"]["mode"] == "stable" and m["video"]["codec"] == "h265"
     # keyframes, and the block refinement of the default settings (MLV: every frame's RAW is known)
-    assert set(m["attachments"]) == {"key_000000.dng", "key_000004.dng", "refine.u8.zlib", "tracks.crc32.json"}
+    assert set(m["attachments"]) == {"key_000000.dng", "key_000004.dng", "refine.u8.zlib"}
+    assert set(m["track_crc32"]["tracks"]) == {"video"}  # the CRC-32s are in the manifest (format 3)
     for k in (0, 4):  # keyframes are the true RAW, bit-exactly, and LibRaw opens them
         data = rvd.attachment(f"key_{k:06d}.dng")
         with rawpy.imread(io.BytesIO(data)) as raw:
@@ -50,9 +51,9 @@ def test_stock_ffmpeg_sees_video_and_attachments(clip, tmp_path):
     out = encode(clip[0], tmp_path / "c.rvd").output
     text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
     assert "Video: hevc" in text
-    # manifest, keyframe, block refinement, track checksums
-    assert len(re.findall(r"Stream #0:\d+: Attachment", text)) == 4
-    assert "image/x-adobe-dng" in text and "manifest.json" in text and "refine.u8.zlib" in text
+    # manifest, keyframe, block refinement
+    assert len(re.findall(r"Stream #0:\d+: Attachment", text)) == 3
+    assert "image/x-adobe-dng" in text and "manifest.json.zlib" in text and "refine.u8.zlib" in text
     frames = list(read_frames(out))
     assert len(frames) == 6 and frames[0].shape == (96, 128, 3)
 
@@ -153,6 +154,36 @@ def _rvd_with_manifest(tmp_path, manifest: dict):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     mux(tmp_path / "v.mkv", tmp_path / "x.rvd", [(tmp_path / "manifest.json", MIME_JSON)])
     return tmp_path / "x.rvd"
+
+
+def _rvd_with_stored_manifest(tmp_path, stored: bytes):
+    """An .rvd whose manifest.json.zlib attachment holds exactly ``stored``."""
+    from rawvid.container import MANIFEST_Z_NAME, MIME_ZLIB
+    from rawvid.video import VideoWriter
+
+    with VideoWriter(tmp_path / "v.mkv", 32, 32, 25.0, VideoSettings.make(lossless=True)) as w:
+        w.write(np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / MANIFEST_Z_NAME).write_bytes(stored)
+    mux(tmp_path / "v.mkv", tmp_path / "z.rvd", [(tmp_path / MANIFEST_Z_NAME, MIME_ZLIB)])
+    return tmp_path / "z.rvd"
+
+
+def test_a_compressed_manifest_is_checked_before_it_is_read(tmp_path):
+    """Format 3's zlib manifest: inflated within the manifest limit, whole, with nothing but zeros after it."""
+    import zlib
+
+    from rawvid.checksums import sealed_json
+    from rawvid.container import MAX_MANIFEST_BYTES
+
+    good = sealed_json({**BASE, "format_version": 3, "track_crc32": {"algorithm": "crc32", "tracks": {"video": []}}})
+    assert RvdFile(_rvd_with_stored_manifest(tmp_path, zlib.compress(good) + b"\0" * 9)).manifest["format_version"] == 3
+    cases = [(b"not zlib at all", "not a zlib stream"), (zlib.compress(good)[:-6], "truncated"),
+             (zlib.compress(good) + b"junk", "data after its zlib stream"),
+             (zlib.compress(b" " * (MAX_MANIFEST_BYTES + 10)), "inflates past"),
+             (zlib.compress(sealed_json({**BASE, "format_version": 3})), "track_crc32: is missing")]
+    for stored, message in cases:
+        with pytest.raises(FormatError, match=message):
+            RvdFile(_rvd_with_stored_manifest(tmp_path, stored))
 
 
 def test_version_from_the_future(tmp_path):

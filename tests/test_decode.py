@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import rawpy
-from conftest import EXAMPLE, assert_clean_error_text, run_cli
+from conftest import EXAMPLE, assert_clean_error_text, run_cli, with_manifest_text
 
 from rawvid.bayer import pack
 from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_name
-from rawvid.container import RvdFile
+from rawvid.container import RvdFile, read_manifest_text
 from rawvid.dng import read_dng
 from rawvid.errors import RawvidError
 from rawvid.mlv import MLVReader
@@ -136,9 +136,8 @@ def test_cli_decode_bad_input(example_rvd, tmp_path, tiny_model):
     save_file(FAGDN(CONFIGS["tiny"]).state_dict(), str(wrong), metadata={"config": json.dumps(CONFIGS["small"].to_dict())})
     assert_clean_error_text(run_cli("decode", example_rvd, "-o", tmp_path / "o3", "--method", "network",
                                     "--model", wrong), "wrong.safetensors", "do not match")
-    data = bytearray(example_rvd.read_bytes())
-    data = bytes(data).replace(b'"format_version":2,', b'"format_version":3,')  # compact JSON
-    (tmp_path / "future.rvd").write_bytes(data)
+    text = read_manifest_text(example_rvd.read_bytes())  # compact JSON
+    with_manifest_text(example_rvd, tmp_path / "future.rvd", text.replace(b'"format_version":3,', b'"format_version":4,'))
     assert_clean_error_text(run_cli("decode", tmp_path / "future.rvd", "-o", tmp_path / "o4"), "future.rvd",
                             "newer than this rawvid reads")
     for d in ("o1", "o2", "o3", "o4"):
