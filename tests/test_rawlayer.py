@@ -453,3 +453,13 @@ def test_rd_sweep_measures_every_curve_against_direct_coding(mlv_factory, tmp_pa
     (row,) = res["target_savings"]
     assert row["target_minus_floor"] == -3.0 and row["bpp_raw"] == target.bpp_raw
     assert 44 < res["floors"][target.clip] < 52  # the 0.4% noise put in: 48 dB
+
+
+def test_the_pilots_half_steps_coarsen_by_scale_past_the_qp_cap():
+    """Up to the cap a half-step is QP h // 2 (odd: the scale x 2^(1/12)); past it the QP stays and only
+    the chain's base scale grows, so the quantiser keeps its range for frames the prediction misses."""
+    from rawvid.sideinfo import HALF_QP, half_step
+
+    assert half_step(10, 20) == (5, 1.0) and half_step(11, 20) == (5, HALF_QP)
+    assert half_step(20, 20) == (10, 1.0) and half_step(26, 20) == (10, pytest.approx(2 ** 0.5))
+    assert half_step(21, 21) == (10, HALF_QP) and half_step(23, 21) == (10, pytest.approx(HALF_QP ** 3))
