@@ -7,8 +7,9 @@ manifest. What they do not cover, this module does:
   (keys sorted, compact) without that key, so an edited or damaged manifest is refused;
 * the tracks: the manifest's ``track_crc32`` (format 3; format 2 kept it in an attachment,
   ``tracks.crc32.json``, whose own SHA-256 is in the manifest) lists the CRC-32 of every packet
-  of the sRGB video, the RAW layer and the audio in file order. A damaged packet is named by the frame it belongs to, and a decode can still write
-  the frames decoded before it (:func:`clean_prefix`).
+  of the sRGB video, the RAW layer and the audio in file order. A damaged packet is named by the
+  frame it belongs to, and a decode can still write the frames decoded before it
+  (:func:`clean_prefix`).
 
 The encoder computes the CRCs on the track files it muxes (ffmpeg's stream copy keeps every
 packet's bytes, verified in the tests); the reader computes them with the container's own
@@ -174,8 +175,8 @@ def check_tracks(rvd, layer=None) -> TrackCheck:
     """Compare every packet of the sRGB video, RAW layer and audio with the recorded CRC-32s.
     ``layer``: the parsed RAW layer (``rawlayer.parse_layer``): its passes per frame name the frames."""
     res = TrackCheck()
-    if TRACKS_KEY in rvd.manifest:
-        want = check_track_crcs(rvd.manifest[TRACKS_KEY], rvd.path)
+    if TRACKS_KEY in rvd.manifest:  # validated when the manifest was read (rawvid.manifest.validate)
+        want = rvd.manifest[TRACKS_KEY]["tracks"]
     elif CHECKSUMS_NAME in (rvd.manifest.get("attachments") or {}):
         want = parse_checksums(rvd.attachment(CHECKSUMS_NAME), rvd.path)
     else:

@@ -2,8 +2,8 @@
 
 Streams: the sRGB video (and the source's audio, as FLAC, when it has any).
 Attachments: the manifest (clip metadata, keyframe list, settings, checksums; since format 3
-``manifest.json.zlib``, before it ``manifest.json``) and each RAW keyframe as a lossless DNG. ffmpeg writes the file; reading uses a
-small EBML parser of our own that checks every element size against its parent
+``manifest.json.zlib``, before it ``manifest.json``) and each RAW keyframe as a lossless DNG.
+ffmpeg writes the file; reading uses a small EBML parser of our own that checks every element size against its parent
 and the file, and never uses an attachment's stored name as a path.
 """
 from __future__ import annotations
@@ -244,22 +244,30 @@ def unpack_manifest(data: bytes, path) -> bytes:
     return text
 
 
-def manifest_span(data: bytes) -> tuple[int, int, bool]:
-    """Where an .rvd's manifest attachment lies in its bytes: (offset, size, compressed)."""
+def manifest_attachment(by_name: dict) -> Attachment | None:
+    """The manifest among a file's attachments (by name): format 3's compressed one, else the plain one."""
+    return by_name.get(MANIFEST_Z_NAME) or by_name.get(MANIFEST_NAME)
+
+
+def manifest_text(att: Attachment, stored: bytes, path) -> bytes:
+    """The manifest's JSON from its attachment's stored bytes (inflated when compressed)."""
+    return unpack_manifest(stored, path) if att.name == MANIFEST_Z_NAME else stored
+
+
+def _manifest_in(data: bytes) -> Attachment:
+    """The manifest attachment of an .rvd held in memory."""
     import io
 
-    atts = {a.name: a for a in scan(io.BytesIO(data), "rvd").attachments}
-    att = atts.get(MANIFEST_Z_NAME) or atts.get(MANIFEST_NAME)
+    att = manifest_attachment({a.name: a for a in scan(io.BytesIO(data), "rvd").attachments})
     if att is None:
         raise FormatError("rvd", "no manifest attachment")
-    return att.offset, att.size, att.name == MANIFEST_Z_NAME
+    return att
 
 
 def read_manifest_text(data: bytes) -> bytes:
     """The manifest's JSON text of an .rvd held in memory (tools that edit files on purpose)."""
-    off, size, packed = manifest_span(data)
-    raw = data[off: off + size]
-    return unpack_manifest(raw, "rvd") if packed else raw
+    att = _manifest_in(data)
+    return manifest_text(att, data[att.offset: att.offset + att.size], "rvd")
 
 
 def replace_manifest(data: bytes, text: bytes) -> bytes | None:
@@ -268,7 +276,8 @@ def replace_manifest(data: bytes, text: bytes) -> bytes | None:
     For tools and tests that edit a file on purpose (the fuzzer, damaged-file tests); the caller
     seals ``text`` if it wants it accepted. The stored form is padded (zeros after a zlib stream,
     spaces after plain JSON), so nothing else in the file moves."""
-    off, size, packed = manifest_span(data)
+    att = _manifest_in(data)
+    off, size, packed = att.offset, att.size, att.name == MANIFEST_Z_NAME
     tries = [zlib.compress(text, level) for level in range(9, 0, -1)] if packed else [text]
     stored = min(tries, key=len)
     if len(stored) > size:
@@ -297,16 +306,13 @@ class RvdFile:
             self.layout = scan(f, p)
             self.file_size = f.seek(0, os.SEEK_END)
         self._by_name = {a.name: a for a in self.layout.attachments}
-        name = MANIFEST_Z_NAME if MANIFEST_Z_NAME in self._by_name else MANIFEST_NAME
-        if name not in self._by_name:
+        man = manifest_attachment(self._by_name)
+        if man is None:
             raise FormatError(self.path, "not an .rvd file (no manifest.json attachment)")
-        man = self._by_name[name]
-        self.manifest_name = name
+        name = self.manifest_name = man.name
         if man.size > MAX_MANIFEST_BYTES:
             raise FormatError(self.path, f"{name} is {man.size} bytes (limit {MAX_MANIFEST_BYTES})")
-        text = self._read(man)
-        if name == MANIFEST_Z_NAME:
-            text = unpack_manifest(text, self.path)
+        text = manifest_text(man, self._read(man), self.path)
         try:
             self.manifest = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

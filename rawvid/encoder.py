@@ -320,12 +320,11 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                     audio = None
             tracks = {"video": tdir / "video.mkv", **({"layer": tdir / LAYER_NAME} if st is not None else {}),
                       **({"audio": flac} if audio else {})}
-            crcs = track_crc_record(track_file_crcs(tracks))
             keylist = sorted(keys) if layer is None else []
             manifest = build_manifest(src, opts, count, timestamps, numbers, keylist, attachments, audio)
             if srgb_pilot is not None:
                 manifest["video"]["crf_pilot"] = srgb_pilot
-            manifest[TRACKS_KEY] = crcs
+            manifest[TRACKS_KEY] = track_crc_record(track_file_crcs(tracks))
             manifest["noise_profile"] = None if noise is None else [noise.scale, noise.offset]
             if noise is not None:  # predictions are the shadows' mean, under black where it lies there
                 manifest["shadows"] = "unclipped"

@@ -95,12 +95,14 @@ def validate(m: Any, path, file_size: int) -> None:
     for key in ("raw_layer", "audio"):
         if m.get(key) is not None and not isinstance(m[key], dict):
             raise bad(key, "must be an object")
-    if m.get("format_version", 1) >= 3:  # the tracks' CRC-32s live in the manifest (format 2: an attachment)
-        from .checksums import TRACKS_KEY, check_track_crcs
+    from .checksums import TRACKS_KEY, check_track_crcs
 
-        if TRACKS_KEY not in m:
-            raise bad(TRACKS_KEY, "is missing (format 3 records every packet's CRC-32)")
+    # the tracks' CRC-32s live in the manifest from format 3 (format 2: an attachment); checked
+    # here once, wherever they are, for the reader's track check to use as they are
+    if TRACKS_KEY in m:
         check_track_crcs(m[TRACKS_KEY], path, TRACKS_KEY)
+    elif m.get("format_version", 1) >= 3:
+        raise bad(TRACKS_KEY, "is missing (format 3 records every packet's CRC-32)")
     src_bytes = (m.get("source") or {}).get("bytes")
     if src_bytes is not None and (not _is_int(src_bytes) or src_bytes < 0):
         raise bad("source.bytes", "must be a non-negative integer")
