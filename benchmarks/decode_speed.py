@@ -8,11 +8,12 @@ refinement is made for, so that row includes applying the refinement (the defaul
 With ``--runtimes torch,onnxruntime`` the shipped model's encode and decode run in each
 runtime (each decodes the file it encoded); the other configurations run in PyTorch.
 
-With ``--repeat N`` every decode runs N times, in rounds over all configurations (so a slow
+``--fp32`` adds the shipped model decoding the clip coded with the network in float32 (where the
+default codes it in bfloat16: decode follows the file). With ``--repeat N`` every decode runs N times, in rounds over all configurations (so a slow
 spell of the machine hits them alike), and each row keeps its fastest run.
 
     python benchmarks/decode_speed.py [--frames 6] [--configs shipped,paper,small,fast,tiny,fast-prior]
-                                      [--runtimes torch,onnxruntime] [--repeat 3] [--json out.json]
+                                      [--runtimes torch,onnxruntime] [--fp32] [--repeat 3] [--json out.json]
 """
 from __future__ import annotations
 
@@ -38,10 +39,13 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--configs", default="shipped,paper,small,fast,tiny,fast-prior")
     ap.add_argument("--runtimes", default="torch")
+    ap.add_argument("--fp32", action="store_true", help="also the shipped model on a file coded in float32")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    results = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+    from rawvid.chain import network_layout
+
+    results = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "network_layout": network_layout(),
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "model": DEFAULT_MODEL, "runs": {}}
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
@@ -53,10 +57,13 @@ def main() -> None:
             rvds[rt] = encode(td / "clip.MLV", td / f"clip-{rt}.rvd", EncodeOptions(runtime=rt)).output
             results[f"encode_fps_default{suffix}"] = round(args.frames / (time.perf_counter() - t0), 3)
             print(f"encode (default settings, {rt})", results[f"encode_fps_default{suffix}"], "fps", flush=True)
+        if args.fp32:  # the same clip coded with the network in float32: its decode follows
+            rvds["fp32"] = encode(td / "clip.MLV", td / "clip-fp32.rvd", EncodeOptions(layout="channels_last")).output
         runs = [("global-fit", None, runtimes[0])] + [("network", c, "torch") for c in args.configs.split(",")
                                                        if c and c != "shipped"]
         if "shipped" in args.configs.split(","):
-            runs[1:1] = [("network", "shipped", rt) for rt in runtimes]
+            runs[1:1] = [("network", "shipped", rt) for rt in runtimes] + ([("network", "shipped", "fp32")]
+                                                                           if args.fp32 else [])
         nets = {}
         for method, cfg, rt in runs:
             model = None
@@ -75,7 +82,8 @@ def main() -> None:
                 model, net = nets[(method, cfg, rt)]
                 out = td / f"out-{method}-{cfg}-{rt}-{rep}"
                 t0 = time.perf_counter()
-                res = decode(rvd, out, DecodeOptions(method=method, model=model, device="cpu", runtime=rt))
+                res = decode(rvd, out, DecodeOptions(method=method, model=model, device="cpu",
+                                                     runtime="torch" if rt == "fp32" else rt))
                 wall = time.perf_counter() - t0
                 shutil.rmtree(out)
                 assert not res.notes or cfg != "shipped", res.notes  # the refinement applies to the shipped model

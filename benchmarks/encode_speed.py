@@ -5,11 +5,12 @@ Builds a 1600x900 14-bit uncompressed MLV (a pan over the real Canon 550D still 
 ``rawvid.codec.encode`` on it per render mode, with block refinement off and on (the
 default), with the default video codec and model. ``--paper`` also times the default
 encode with the paper-size configuration (random weights: the time does not depend on
-them) for the ratio. ``--repeat N`` runs everything N times in rounds and keeps each row's
+them) for the ratio; ``--fp32`` the default encode with the network in float32 (where the default
+runs it in bfloat16). ``--repeat N`` runs everything N times in rounds and keeps each row's
 fastest run.
 
     python benchmarks/encode_speed.py [--frames 48] [--modes stable,rvd] [--refines off,blocks]
-                                      [--paper] [--repeat 3] [--json out.json]
+                                      [--paper] [--fp32] [--repeat 3] [--json out.json]
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from rawvid.container import RvdFile
 from rawvid.dng import read_dng
 from rawvid.meta import Camera, RawInfo
 from rawvid.mlv import MLVWriter
-from rawvid.pipeline import passive_openmp
+from rawvid.pipeline import keep_freed_memory, passive_openmp
 from rawvid.weights import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,16 +56,23 @@ def main() -> None:
     ap.add_argument("--modes", default="stable,rvd")
     ap.add_argument("--refines", default="off,blocks")
     ap.add_argument("--paper", action="store_true")
+    ap.add_argument("--fp32", action="store_true", help="also the default encode with the network in float32")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     passive_openmp()  # as rawvid encode does, before PyTorch loads OpenMP
+    keep_freed_memory()
+    from rawvid.chain import network_layout
+
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                     "network_layout": network_layout(),
                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "model": DEFAULT_MODEL}
     with tempfile.TemporaryDirectory() as td:
         src = Path(td) / "pan1600.MLV"
         make_clip(src, args.frames)
         runs = [(m, r, None) for m in args.modes.split(",") for r in args.refines.split(",")]
+        if args.fp32:
+            runs.append(("stable", "blocks", "fp32"))
         if args.paper:
             import torch
 
@@ -79,11 +87,14 @@ def main() -> None:
             for mode, refine, model in runs:  # blocks (the default) runs the network once per frame
                 out = Path(td) / f"{mode}-{refine}.rvd"
                 t0 = time.perf_counter()
-                res = encode(src, out, EncodeOptions(render=mode, refine=refine, model=None if model is None
-                                                      else str(model)), force=True)
+                fp32 = model == "fp32"
+                res = encode(src, out, EncodeOptions(render=mode, refine=refine, layout="channels_last" if fp32
+                                                     else "auto", model=None if model in (None, "fp32")
+                                                     else str(model)), force=True)
                 dt = time.perf_counter() - t0
                 s = RvdFile(out).sizes()
-                key = f"encode_1600x900_{mode}_refine-{refine}" + ("" if model is None else "_paper-size")
+                key = f"encode_1600x900_{mode}_refine-{refine}" + ("" if model is None else "_fp32" if fp32
+                                                                   else "_paper-size")
                 row = {"frames": res.frames, "seconds": round(dt, 2), "fps": round(res.frames / dt, 2),
                        "bits_per_pixel": round(s["bits_per_pixel"], 3), "rvd_bytes": s["file_bytes"],
                        "side_info_bytes": s["side_info_bytes"], "mlv_bytes": src.stat().st_size}

@@ -7,6 +7,7 @@ multiple, as decode runs it) with:
 - ``eager``: PyTorch as decode runs it today (``torch.no_grad``);
 - ``inference_mode``: ``torch.inference_mode`` instead;
 - ``channels_last``: weights and inputs in NHWC memory format;
+- ``bf16``: channels-last under CPU autocast to bfloat16 (AVX512-BF16 where the CPU has it);
 - ``compile``: ``torch.compile`` (inductor, C++ codegen for the CPU);
 - ``onnxruntime``: exported with ``torch.onnx.export`` and run by ONNX Runtime's CPU provider
   (all graph optimisations, intra-op threads = torch's).
@@ -65,6 +66,12 @@ def runners(model, inputs: list[torch.Tensor], td: Path) -> dict:
         with torch.inference_mode():
             return m(*xs)["pred"].contiguous().numpy()
 
+    def bf16():
+        m = channels_last_fn.model
+        xs = channels_last_fn.xs
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return m(*xs)["pred"].float().contiguous().numpy()
+
     def compiled():
         with torch.inference_mode():
             return compiled.fn(*padded)["pred"].numpy()
@@ -73,7 +80,7 @@ def runners(model, inputs: list[torch.Tensor], td: Path) -> dict:
         return ort.session.run(["pred"], dict(zip(ort.names, ort.feeds)))[0]
 
     def setup(name):
-        if name == "channels_last":
+        if name in ("channels_last", "bf16"):
             import copy
 
             channels_last_fn.model = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -101,7 +108,7 @@ def runners(model, inputs: list[torch.Tensor], td: Path) -> dict:
             ort.session = onnxruntime.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
             ort.feeds = [x.numpy() for x in padded]
 
-    table = {"eager": eager, "inference_mode": inference, "channels_last": channels_last_fn, "compile": compiled,
+    table = {"eager": eager, "inference_mode": inference, "channels_last": channels_last_fn, "compile": compiled, "bf16": bf16,
              "onnxruntime": ort}
     return table, setup
 

@@ -60,8 +60,33 @@ def select_device(device: str, runtime: str = "torch") -> str:
     return device
 
 
-#: the network layout new files are coded with (the manifest's ``network_layout``)
+#: the network layout new files are coded with (the manifest's ``network_layout``) where the CPU
+#: has no bfloat16 arithmetic (or the network runs elsewhere)
 NETWORK_LAYOUT = "channels_last"
+#: ... and where it has (AVX512-BF16, AMX): the forward in bfloat16, measured 1.2x faster, outputs
+#: within 4e-4 of float32 (104 dB apart; see README "Speed")
+BF16_LAYOUT = "channels_last_bf16"
+
+
+def network_layout(device: str = "cpu", runtime: str = "torch", choice: str = "auto") -> str:
+    """The layout an encoder runs the network in: ``choice`` (one of LAYOUTS), or for ``auto``
+    bfloat16 where PyTorch runs it on a CPU with native bfloat16 arithmetic, else float32
+    channels-last. The manifest records it and the decoder follows, whatever its CPU."""
+    if choice != "auto":
+        from .weights import LAYOUTS
+
+        if choice not in LAYOUTS:
+            raise RawvidError(None, f"unknown network layout {choice!r} ({', '.join(LAYOUTS)})")
+        return choice
+    if runtime != "torch" or device != "cpu":
+        return NETWORK_LAYOUT
+    import torch
+
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return BF16_LAYOUT if native else NETWORK_LAYOUT
 
 
 def network_method(model: str, width: int, height: int, device: str = "cpu", tile: int | None = None,

@@ -107,9 +107,10 @@ PASSIVE_OPENMP = ("encode", "decode", "batch", "bench")
 def main(ctx: click.Context) -> None:
     """rawvid: RAW video as an sRGB video plus RAW keyframes, de-rendered back to RAW."""
     if ctx.invoked_subcommand in PASSIVE_OPENMP:
-        from .pipeline import passive_openmp
+        from .pipeline import keep_freed_memory, passive_openmp
 
         passive_openmp()  # before anything imports PyTorch
+        keep_freed_memory()
 
 
 def _options(options: list):

@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_path, remove_stale, temp_dir
 from .bayer import raw_planes
-from .chain import NETWORK_LAYOUT, network_method, select_runtime
+from .chain import NETWORK_LAYOUT, network_layout, network_method, select_runtime
 from .chain import select_device as _select_device
 from .checksums import TRACKS_KEY, sealed_json, track_crc_record, track_file_crcs
 from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_Z_NAME, MIME_BINARY, MIME_DNG, MIME_ZLIB, RvdFile,
@@ -65,6 +65,9 @@ class EncodeOptions:
     #: with a --target-psnr layer: sRGB CRFs to try on the first frames, keeping the one whose whole
     #: file the pilot foretells smallest (rawvid.srgb_pilot); empty: ``video.crf`` as given
     srgb_crfs: tuple[int, ...] = ()
+    #: the network's arithmetic (rawvid.chain.network_layout): auto (bfloat16 on a CPU that has it) or
+    #: one of rawvid.weights.LAYOUTS, e.g. ``channels_last`` for float32
+    layout: str = "auto"
 
 
 @dataclass
@@ -267,7 +270,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 atomic_path(output) as tmp_out:
             tdir = Path(td)
             # the chain's predictor: the network, or global-fit for a layer without weights
-            method = network_method(model, info.width, info.height, device, runtime=runtime) if net else \
+            layout = network_layout(device, runtime, opts.layout) if net else NETWORK_LAYOUT
+            method = network_method(model, info.width, info.height, device, layout=layout, runtime=runtime) if net else \
                 GlobalFit() if layer is not None else None
             srgb_pilot = noise = None
             if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless:
@@ -330,7 +334,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 manifest["shadows"] = "unclipped"
             manifest["calibration"] = calib or {"mode": "keyframe"}
             manifest["refine"] = refine or {"mode": "off"}
-            manifest["network_layout"] = NETWORK_LAYOUT
+            manifest["network_layout"] = layout
             if runtime is not None:
                 manifest["network_runtime"] = runtime
             if st is not None:

@@ -18,6 +18,8 @@ sRGB(t+1), sRGB(t) and RAW(t) (see ../shared/docs/PAPER.md):
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import os
@@ -266,7 +268,14 @@ class FAGDN(nn.Module):
 # --------------------------------------------------------------------------- weights
 def memory_format(layout: str) -> torch.memory_format:
     """The torch memory format of a network layout (one of LAYOUTS)."""
-    return torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    return torch.channels_last if layout.startswith("channels_last") else torch.contiguous_format
+
+
+def precision(layout: str, device: torch.device | str = "cpu"):
+    """The context a network layout's arithmetic runs in: bfloat16 autocast for ``*_bf16``."""
+    if layout.endswith("_bf16"):
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def save_model(model: FAGDN, path: str | os.PathLike, extra: dict | None = None) -> None:
@@ -351,14 +360,18 @@ def run_network(model: FAGDN, inputs: list[torch.Tensor], tile: int | None = Non
     fmt = memory_format(layout)
     if not tile or (h <= tile and w <= tile):
         padded = [pad_multiple(x, mult).contiguous(memory_format=fmt) for x in inputs]
-        return model(*padded)["pred"][..., :h, :w].contiguous()
+        with precision(layout, inputs[0].device):
+            pred = model(*padded)["pred"]
+        return pred[..., :h, :w].float().contiguous()
     tile, plan = tiles(h, w, tile, overlap, mult)
     out = torch.zeros((1, RAW_CH, h, w), dtype=inputs[0].dtype, device=inputs[0].device)
     weight = torch.zeros((1, 1, h, w), dtype=inputs[0].dtype, device=inputs[0].device)
     for y, x, wt in plan:
         th, tw = wt.shape
         crop = [pad_multiple(t[..., y : y + tile, x : x + tile], mult).contiguous(memory_format=fmt) for t in inputs]
-        pred = model(*crop)["pred"][..., :th, :tw].contiguous()
+        with precision(layout, inputs[0].device):
+            pred = model(*crop)["pred"]
+        pred = pred[..., :th, :tw].float().contiguous()
         wt = torch.from_numpy(wt).to(pred)[None, None]
         out[..., y : y + th, x : x + tw] += pred * wt
         weight[..., y : y + th, x : x + tw] += wt

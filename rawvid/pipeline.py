@@ -42,6 +42,32 @@ def passive_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+#: glibc mallopt parameters: M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 << 20) -> bool:
+    """Serve a frame's large buffers from the heap and keep what is freed there for the next frame.
+
+    glibc maps every allocation over its (adaptive) threshold afresh and unmaps it when freed,
+    so each frame's network activations and warps (5-25 MB each at 1600x900) page-fault anew
+    on first touch: measured, one 24 MB concatenation in the network took 37 ms where the same
+    copy into reused memory takes 1-2 ms. A fixed mmap threshold of 32 MB (glibc's adaptive one
+    stops there) and a higher trim threshold keep that memory in the process between frames (at
+    most ``trim_threshold`` of free memory is held). Returns False where the C library is not
+    glibc or refuses a value."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+
+
 class ReadAhead:
     """Iterate ``frames`` in a background thread, applying ``prepare`` from index ``start`` on."""
 

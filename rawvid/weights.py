@@ -142,8 +142,9 @@ def resolve_model(name_or_path: str) -> Path:
 
 #: memory layouts the network can run in: ``channels_last`` (NHWC) is what new files are coded
 #: with (measured: the forward 25-33% faster on this CPU, outputs within 6e-8 of the default
-#: layout); ``contiguous`` (NCHW) is what files without a ``network_layout`` were coded with
-LAYOUTS = ("contiguous", "channels_last")
+#: layout); ``contiguous`` (NCHW) is what files without a ``network_layout`` were coded with;
+#: ``channels_last_bf16``: NHWC with the convolutions in bfloat16 (PyTorch CPU autocast)
+LAYOUTS = ("contiguous", "channels_last", "channels_last_bf16")
 
 
 def stored_config(path: Path) -> FAGDNConfig | None:

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from rawvid.pipeline import ReadAhead, WriteBehind
+from rawvid.pipeline import ReadAhead, WriteBehind, keep_freed_memory
 
 
 def test_read_ahead_keeps_order_and_prepares_from_start():
@@ -68,3 +68,28 @@ def test_write_behind_writes_in_order_and_reports_the_first_error():
     with pytest.raises(OSError, match="disk full"):
         w.close()
     assert done == [0, 1, 2]  # nothing after the failed write
+
+
+def test_freed_frame_buffers_stay_in_the_process_under_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    import ctypes
+
+    import numpy as np
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc before 2.33 has no mallinfo2")
+    libc.mallinfo2.restype = MallInfo2
+    assert keep_freed_memory() is True  # both thresholds accepted by the C library
+    buf = np.ones((16, 480, 800), np.float32)  # one 24 MB activation of a 1600x900 frame
+    mapped = libc.mallinfo2().hblkhd
+    del buf
+    # freed into the heap (kept for the next frame), not a fresh mapping given back to the kernel
+    assert libc.mallinfo2().fordblks >= 24_000_000 and libc.mallinfo2().hblkhd == mapped

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import EXAMPLE, assert_clean_error_text, run_cli
 
+from rawvid.chain import network_layout
 from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_name
 from rawvid.container import RvdFile, sha256_file
 from rawvid.dng import read_dng
@@ -14,6 +15,7 @@ from rawvid.errors import RawvidError
 from rawvid.metrics import psnr_black
 from rawvid.mlv import MLVReader
 from rawvid.model import DEFAULT_MODEL, resolve_model
+from rawvid.rawlayer import LayerSettings
 from rawvid.refine import BLOCK, LEVELS, blend, choose_weights, grid_shape, pack, unpack
 
 
@@ -183,7 +185,8 @@ def test_encode_on_a_missing_gpu_is_a_clean_error(mlv_factory, tmp_path):
 
 def test_network_layout_is_recorded_and_followed(mlv_factory, tmp_path):
     path, _, _ = mlv_factory(n=3, width=96, height=64)
-    rvd = encode(path, tmp_path / "c.rvd").output
+    assert RvdFile(encode(path, tmp_path / "auto.rvd").output).manifest["network_layout"] == network_layout()
+    rvd = encode(path, tmp_path / "c.rvd", EncodeOptions(layout="channels_last")).output
     assert RvdFile(rvd).manifest["network_layout"] == "channels_last"  # what the encoder's refinement ran in
     new = decode(rvd, tmp_path / "new")
     old = _tampered(rvd, tmp_path, edit_manifest=lambda m: m.pop("network_layout"))
@@ -195,6 +198,29 @@ def test_network_layout_is_recorded_and_followed(mlv_factory, tmp_path):
     bad = _tampered(rvd, tmp_path, edit_manifest=lambda m: m.update(network_layout="sideways"))
     res = run_cli("decode", bad, "-o", tmp_path / "bad")
     assert_clean_error_text(res, "unknown network_layout 'sideways'")
+
+
+def test_bfloat16_layout_round_trips_closed_loop(mlv_factory, tmp_path):
+    """A file coded with the network in bfloat16 names it; decode follows it, rebuilding the encoder's
+    RAW layer to the bit, and the same file decoded in float32 stays within a few DN."""
+    path, info, mosaics = mlv_factory(n=4, width=128, height=96)
+    rvd = tmp_path / "b.rvd"
+    enc = encode(path, rvd, EncodeOptions(layout="channels_last_bf16",
+                                          raw_layer=LayerSettings(target_psnr=50.0, predictor="chain")))
+    assert RvdFile(rvd).manifest["network_layout"] == "channels_last_bf16"
+    res = decode(rvd, tmp_path / "out")
+    assert not any("CRC" in n for n in res.notes), res.notes
+    got = [read_dng(tmp_path / "out" / frame_name("clip", i))[0] for i in range(4)]
+    psnrs = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(got, mosaics)]
+    assert np.allclose(psnrs, enc.layer["psnr_black"], atol=1e-6)  # the decoder's chain is the encoder's
+    paper = encode(path, tmp_path / "p.rvd", EncodeOptions(layout="channels_last_bf16")).output
+    decode(paper, tmp_path / "p16")
+    f32 = _tampered(paper, tmp_path, edit_manifest=lambda m: m.update(network_layout="channels_last"))
+    decode(f32, tmp_path / "p32")
+    for i in range(1, 4):
+        a = read_dng(tmp_path / "p16" / frame_name("clip", i))[0].astype(int)
+        b = read_dng(tmp_path / "p32" / frame_name("clip", i))[0].astype(int)
+        assert 0 < np.abs(a - b).max() <= 64 and np.abs(a - b).mean() < 2  # rounding, not another picture
 
 
 @pytest.mark.parametrize("where", ["model", "refine"])
