@@ -1,6 +1,7 @@
 """Encoding: RAW clip -> .rvd (sRGB video, RAW keyframes or a RAW layer, manifest), streaming and atomic."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import json
@@ -112,6 +113,10 @@ def parse_range(text: str | None) -> tuple[int, int | None]:
     return start, stop
 
 
+#: frames rendered ahead of the video encoder, each in its own thread
+RENDER_AHEAD = 2
+
+
 def _given_rgb(fr: SourceFrame) -> np.ndarray:
     return fr.rgb  # type: ignore[return-value]
 
@@ -119,19 +124,22 @@ def _given_rgb(fr: SourceFrame) -> np.ndarray:
 def _rendered(src: Source, frames: Iterator[SourceFrame], mode: str) -> Iterator[tuple[SourceFrame, np.ndarray]]:
     """sRGB for every frame: the source's own (camera video, RVD PNGs) or rendered with LibRaw.
 
-    Rendering runs one frame ahead in a worker thread (LibRaw releases the GIL)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
+    Rendering runs RENDER_AHEAD frames ahead in as many worker threads (LibRaw releases the GIL),
+    in order."""
+    with ThreadPoolExecutor(max_workers=RENDER_AHEAD) as pool:
+        pending: collections.deque = collections.deque()
         for fr in frames:
             if fr.rgb is not None:
                 fut = pool.submit(_given_rgb, fr)
             else:
                 fut = pool.submit(render, fr.mosaic, src.info, mode)
-            if pending is not None:
-                yield pending[0], pending[1].result()
-            pending = (fr, fut)
-        if pending is not None:
-            yield pending[0], pending[1].result()
+            if len(pending) == RENDER_AHEAD:
+                done, f = pending.popleft()
+                yield done, f.result()
+            pending.append((fr, fut))
+        while pending:
+            done, f = pending.popleft()
+            yield done, f.result()
 
 
 def resolve_calibration(mode: str, src: Source, render_mode: str, layered: bool = False) -> str:
