@@ -8,6 +8,8 @@ multiple, as decode runs it) with:
 - ``inference_mode``: ``torch.inference_mode`` instead;
 - ``channels_last``: weights and inputs in NHWC memory format;
 - ``bf16``: channels-last under CPU autocast to bfloat16 (AVX512-BF16 where the CPU has it);
+- ``openvino`` / ``openvino_bf16``: the ONNX export compiled by OpenVINO's CPU plugin, float32 or
+  its bfloat16 inference precision (``pip install openvino``; not a rawvid dependency);
 - ``compile``: ``torch.compile`` (inductor, C++ codegen for the CPU);
 - ``onnxruntime``: exported with ``torch.onnx.export`` and run by ONNX Runtime's CPU provider
   (all graph optimisations, intra-op threads = torch's).
@@ -79,6 +81,12 @@ def runners(model, inputs: list[torch.Tensor], td: Path) -> dict:
     def ort():
         return ort.session.run(["pred"], dict(zip(ort.names, ort.feeds)))[0]
 
+    def openvino():
+        return openvino.request.infer(ort.feeds)[0].copy()
+
+    def openvino_bf16():
+        return openvino_bf16.request.infer(ort.feeds)[0].copy()
+
     def setup(name):
         if name in ("channels_last", "bf16"):
             import copy
@@ -87,7 +95,7 @@ def runners(model, inputs: list[torch.Tensor], td: Path) -> dict:
             channels_last_fn.xs = [x.to(memory_format=torch.channels_last) for x in padded]
         elif name == "compile":
             compiled.fn = torch.compile(model)
-        elif name == "onnxruntime":
+        elif name in ("onnxruntime", "openvino", "openvino_bf16"):
             import onnxruntime
 
             class Pred(torch.nn.Module):
@@ -107,8 +115,17 @@ def runners(model, inputs: list[torch.Tensor], td: Path) -> dict:
             so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
             ort.session = onnxruntime.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
             ort.feeds = [x.numpy() for x in padded]
+            if name.startswith("openvino"):  # the same ONNX graph, compiled by OpenVINO's CPU plugin
+                import openvino as ov
+
+                precision = "bf16" if name.endswith("bf16") else "f32"
+                fn = openvino if precision == "f32" else openvino_bf16
+                fn.request = ov.Core().compile_model(str(path), "CPU", {
+                    "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                    "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
 
     table = {"eager": eager, "inference_mode": inference, "channels_last": channels_last_fn, "compile": compiled, "bf16": bf16,
+             "openvino": openvino, "openvino_bf16": openvino_bf16,
              "onnxruntime": ort}
     return table, setup
 
