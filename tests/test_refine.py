@@ -183,6 +183,26 @@ def test_encode_on_a_missing_gpu_is_a_clean_error(mlv_factory, tmp_path):
     assert not (tmp_path / "c.rvd").exists()
 
 
+def test_cuda_encodes_and_decodes_what_the_cpu_does(mlv_factory, tmp_path):
+    """--device cuda (skipped without a GPU): the encoder's chain on the GPU, in float32 (bfloat16 is
+    chosen for CPUs only), and the decoded frames within rounding of the same file decoded on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    assert network_layout("cuda") == "channels_last"
+    path, info, mosaics = mlv_factory(n=4, width=128, height=96)
+    rvd = encode(path, tmp_path / "g.rvd", EncodeOptions(device="cuda")).output
+    assert RvdFile(rvd).manifest["network_layout"] == "channels_last"
+    decode(rvd, tmp_path / "gpu", DecodeOptions(device="cuda"))
+    decode(rvd, tmp_path / "cpu", DecodeOptions(device="cpu"))
+    for i in range(4):
+        g = read_dng(tmp_path / "gpu" / frame_name("clip", i))[0].astype(int)
+        c = read_dng(tmp_path / "cpu" / frame_name("clip", i))[0].astype(int)
+        assert np.abs(g - c).max() <= 8
+        assert psnr_black(g, mosaics[i], info.cfa, info.black, info.white) > 30
+
+
 def test_network_layout_is_recorded_and_followed(mlv_factory, tmp_path):
     path, _, _ = mlv_factory(n=3, width=96, height=64)
     assert RvdFile(encode(path, tmp_path / "auto.rvd").output).manifest["network_layout"] == network_layout()
