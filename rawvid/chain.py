@@ -63,8 +63,8 @@ def select_device(device: str, runtime: str = "torch") -> str:
 #: the network layout new files are coded with (the manifest's ``network_layout``) where the CPU
 #: has no bfloat16 arithmetic (or the network runs elsewhere)
 NETWORK_LAYOUT = "channels_last"
-#: ... and where it has (AVX512-BF16, AMX): the forward in bfloat16, measured 1.2x faster, outputs
-#: within 4e-4 of float32 (104 dB apart; see README "Speed")
+#: ... and where it has (AVX512-BF16, AMX): the forward in bfloat16, measured 1.3x faster, outputs
+#: within 4e-4 of float32 (104 dB apart; README "Measuring", session 13)
 BF16_LAYOUT = "channels_last_bf16"
 
 

@@ -19,7 +19,6 @@ sRGB(t+1), sRGB(t) and RAW(t) (see ../shared/docs/PAPER.md):
 from __future__ import annotations
 
 import contextlib
-
 import json
 import math
 import os
