@@ -238,10 +238,13 @@ class ChainPass:
     def __init__(self, info, count: int, keys: set[int], *, method=None, per_frame: bool = False,
                  blocks: bool = False, layer: rl.LayerSettings | None = None, predictor: str = "chain",
                  layer_path: Path | None = None, crf: float | None = None, qp: int | None = None,
-                 scale_mult: float = 1.0, control: bool = True, intra_hint: dict | None = None):
+                 scale_mult: float = 1.0, control: bool = True, intra_hint: dict | None = None,
+                 own_maps: dict | None = None):
         from .refine import grid_shape
 
         self.info, self.count, self.keys = info, count, keys
+        #: frame -> its own global map (fit_own_map), shared by the pilot's probes of the same frames
+        self.own_maps = {} if own_maps is None else own_maps
         self.method, self.per_frame, self.blocks = method, per_frame, blocks
         self.rows: list[np.ndarray] = []
         self.maps = None
@@ -279,6 +282,12 @@ class ChainPass:
         self.last_intra_psnr = -math.inf
         self.prev_raw = self.prev_srgb = None
 
+    def _own(self, i: int, srgb: np.ndarray, truth: np.ndarray):
+        """Frame ``i``'s own global map (fit_own_map), fitted once for every pass over the same frames."""
+        if i not in self.own_maps:
+            self.own_maps[i] = fit_own_map(srgb, truth)
+        return self.own_maps[i]
+
     def step(self, i: int, rgb: np.ndarray, mosaic: np.ndarray, prepared: tuple | None = None) -> None:
         """One frame: its calibration, refinement weights and (with a layer) its coded residual.
 
@@ -287,7 +296,7 @@ class ChainPass:
         srgb, truth = prepared or prepare_frame(rgb, mosaic, info)
         gmap = own = None  # own: this frame's map fitted on its true RAW (float16, as stored), fitted once
         if self.per_frame:
-            gmap, own = fit_own_map(srgb, truth)
+            gmap, own = self._own(i, srgb, truth)
             self.rows.append(own.astype("<f2"))
         if self.method is None and self.st is None:
             return
@@ -307,7 +316,7 @@ class ChainPass:
             pred = direct_prediction(info)
             p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
         elif idr:
-            own = fit_own_map(srgb, truth)[1] if own is None else own
+            own = self._own(i, srgb, truth)[1] if own is None else own
             pred = own_prediction(own, srgb, info)
             p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
         else:
@@ -317,7 +326,7 @@ class ChainPass:
                 self.maps[i] = idx
             p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
             if p_pred < self.last_intra_psnr - INTRA_GAIN_DB:  # the chain has drifted far: a fresh start?
-                own = fit_own_map(srgb, truth)[1] if own is None else own
+                own = self._own(i, srgb, truth)[1] if own is None else own
                 pred_own = own_prediction(own, srgb, info)
                 p_own = rl.psnr_black(pred_own, true_int, info.black, info.white)
                 if p_own > p_pred + INTRA_GAIN_DB:
@@ -367,7 +376,8 @@ def _frames(src, reader, start: int, stop: int):
 
 def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, predictor: str, crf: float | None,
            qp: int | None, per_frame: bool, blocks: bool, folder: Path, count: int,
-           scale_mult: float = 1.0, intra_hint: dict | None = None) -> tuple[float, list[float], float | None]:
+           scale_mult: float = 1.0, intra_hint: dict | None = None,
+           own_maps: dict | None = None) -> tuple[float, list[float], float | None]:
     """Code the pilot frames closed loop, exactly as the main pass would at the base scale with no
     top-ups: (the bytes they foretell for ``count`` frames, the black-subtracted PSNR of each frame
     the QP must hold (not an IDR whose scale trial encodes chose), the main pass's seed (below)).
@@ -383,10 +393,10 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
     cp = ChainPass(info, len(frames), keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=fixed, predictor=predictor,
                    layer_path=folder / f"pilot-{predictor}-{crf}-{qp}-{scale_mult:g}.mkv", crf=crf, qp=qp,
-                   scale_mult=scale_mult, control=False, intra_hint=intra_hint)
+                   scale_mult=scale_mult, control=False, intra_hint=intra_hint, own_maps=own_maps)
     try:
-        for i, rgb, mosaic in frames:
-            cp.step(i, rgb, mosaic)
+        for i, rgb, mosaic, *prepared in frames:
+            cp.step(i, rgb, mosaic, prepared[0] if prepared else None)
         cp.close()
     except BaseException:
         cp.abort()
@@ -422,7 +432,7 @@ def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
 
 
 def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
-          per_frame: bool, blocks: bool, direct: dict | None = None,
+          per_frame: bool, blocks: bool, direct: dict | None = None, direct_seed: float | None = None,
           hints: dict | None = None) -> tuple[str, bool, int | None, float, dict]:
     """Choose the layer's predictor and (for --target-psnr) its constant x265 QP on the clip's first frames.
 
@@ -439,7 +449,8 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     the base scale, report): the bisection runs in half QP steps, the half step as a scale 2^(1/12)
     coarser, since direct coding keeps one scale for the clip (it must not move between frames).
     Under a target, direct coding is always probed (first): the chain's QP is capped at
-    CHAIN_QP_HEADROOM above its. ``direct``: an earlier pilot's direct entry on the same frames, reused.
+    CHAIN_QP_HEADROOM above its. ``direct``: an earlier pilot's direct entry on the same frames, reused
+    (``direct_seed``: that pilot's seed for the main pass's controller, should direct coding be chosen).
     ``hints``: per predictor, the IDR's quantiser step (a steered layer's: its absolute QP) its trials
     chose (filled in; see code_layer): the first probe of a predictor runs the trials, the later ones
     code their IDR at that step (the trials, about 0.5 s each at 1600x900, had made the sRGB pilots
@@ -448,8 +459,10 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     import tempfile
 
     n = min(PILOT_FRAMES, stop - start)
-    with VideoReader(video, src.info.width, src.info.height) as reader:
-        frames = list(_frames(src, reader, start, start + n))
+    with VideoReader(video, src.info.width, src.info.height) as reader:  # each prepared once for every probe
+        frames = [(i, rgb, mosaic, prepare_frame(rgb, mosaic, src.info))
+                  for i, rgb, mosaic in _frames(src, reader, start, start + n)]
+    own_maps: dict = {}  # each intra frame's own map, fitted once for every probe
     preds = ["direct", "chain"] if layer.predictor == "auto" else [layer.predictor]
     candidates = [c for p in preds for c in ((["chain+blocks"] if blocks else []) + ["chain"] if p == "chain" else [p])]
     info = src.info
@@ -462,14 +475,14 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
         def probe(cand, qp, mult=1.0):
             pred = cand.split("+")[0]
             nbytes, psnrs, seed = _probe(frames, info, keys, method, layer, pred, layer.crf, qp, per_frame,
-                                                cand.endswith("+blocks"), Path(td), stop - start, mult,
-                                                hints.setdefault(pred, {}))
+                                         cand.endswith("+blocks"), Path(td), stop - start, mult,
+                                         hints.setdefault(pred, {}), own_maps)
             finite = [p for p in psnrs if math.isfinite(p)]
             return nbytes, (min(finite) if finite else math.inf), seed
 
         for pred in probes:
             if pred == "direct" and direct is not None and target:
-                out["direct"] = dict(direct)
+                out["direct"], seeds["direct"] = dict(direct), direct_seed
                 continue
             seed = None
             if not target:
@@ -523,11 +536,14 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
 
 def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, per_frame: bool,
                method=None, blocks: bool = False, layer: rl.LayerSettings | None = None,
-               model: str | None = None, progress: Callable | None = None, unclip=None):
+               model: str | None = None, progress: Callable | None = None, unclip=None,
+               direct_pilot: dict | None = None):
     """Calibration, refinement and RAW layer for frames [start, stop): (calib, refine, LayerState) for the manifest.
 
     ``method``: the chain's predictor (with a layer always one: the network, or global-fit without
-    weights); ``unclip``: the clip's NoiseModel when predictions are unclipped at black (as the decoder will)."""
+    weights); ``unclip``: the clip's NoiseModel when predictions are unclipped at black (as the decoder will);
+    ``direct_pilot``: the sRGB pilot's direct-coding pilot on the same frames ({"entry", "hint"}), reused
+    as it is (it codes the RAW alone, whatever the sRGB) with the IDR step its trials found."""
     from .container import sha256_file
     from .methods import CURVE_KNOTS
     from .refine import BLOCK, LEVELS, pack
@@ -535,13 +551,19 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     count = stop - start
     predictor, crf, qp, mult, report = "chain", None, None, 1.0, None
     hints: dict = {}  # the pilot's IDR quantiser steps, per predictor: the main pass's first trial starts there
+    direct = direct_seed = None
+    if direct_pilot is not None:
+        direct, direct_seed = direct_pilot["entry"], direct_pilot.get("seed")
+        if direct_pilot["hint"]:
+            hints["direct"] = dict(direct_pilot["hint"])
     if method is not None:
         method.unclip = unclip
     if layer is not None:
         predictor, crf = layer.predictor, layer.crf
         if predictor == "auto" or layer.target_psnr is not None or (blocks and predictor == "chain"):
             predictor, blocks, qp, mult, report = pilot(src, video, start, stop, keys, method, layer,
-                                                   per_frame=per_frame, blocks=blocks, hints=hints)
+                                                   per_frame=per_frame, blocks=blocks, hints=hints, direct=direct,
+                                                   direct_seed=direct_seed)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))

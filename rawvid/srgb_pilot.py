@@ -65,6 +65,7 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     tries = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
     report: dict = {"frames": n, "candidates": {}}
     direct: dict | None = None  # the RAW itself: the same whatever the sRGB, probed once
+    direct_seed = None
     hints: dict = {}  # the IDR's quantiser step, per predictor: each CRF's trials start from the last one's
     for k, crf in enumerate(candidates):
         if progress:
@@ -75,8 +76,9 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
                 w.write(rgb)
         srgb = foretell(packet_sizes(path), count)
         if direct is None:
-            direct = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="direct"),
-                           per_frame=per_frame, blocks=False, hints=hints)[4]["direct"]
+            rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="direct"),
+                        per_frame=per_frame, blocks=False, hints=hints)[4]
+            direct, direct_seed = rep["direct"], rep.get("seed")
         costs = {"direct": direct["bytes"]} if "direct" in tries else {}
         if "chain" in tries:
             rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="chain"),
@@ -91,4 +93,6 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     total = {int(k): v["srgb_bytes"] + v["layer_bytes"] for k, v in report["candidates"].items()}
     chosen = min(total, key=lambda k: (total[k], -k))  # a tie goes to the cheaper preview
     report["chosen"] = chosen
+    if direct is not None:  # for the main pass's pilot: direct coding does not depend on the sRGB
+        report["direct"] = {"entry": direct, "hint": dict(hints.get("direct", {})), "seed": direct_seed}
     return chosen, report

@@ -463,3 +463,28 @@ def test_the_pilots_half_steps_coarsen_by_scale_past_the_qp_cap():
     assert half_step(10, 20) == (5, 1.0) and half_step(11, 20) == (5, HALF_QP)
     assert half_step(20, 20) == (10, 1.0) and half_step(26, 20) == (10, pytest.approx(2 ** 0.5))
     assert half_step(21, 21) == (10, HALF_QP) and half_step(23, 21) == (10, pytest.approx(HALF_QP ** 3))
+
+
+def test_the_main_pass_reuses_the_srgb_pilots_direct_coding(mlv_factory, tmp_path, monkeypatch):
+    """Direct coding codes the RAW alone, whatever the sRGB: choosing the sRGB CRF probes it once and
+    the main pass's pilot reuses that entry (and its IDR step) instead of probing it again, with the
+    same choice and the same file as a pilot that probes it itself."""
+    from rawvid import sideinfo
+
+    path, _, _ = _mlv(mlv_factory)
+    probes: list[str] = []
+    probe = sideinfo._probe
+
+    def counted_probe(frames, info, keys, method, layer, predictor, *a, **kw):
+        probes.append(predictor)
+        return probe(frames, info, keys, method, layer, predictor, *a, **kw)
+
+    monkeypatch.setattr(sideinfo, "_probe", counted_probe)
+    layer = LayerSettings(target_psnr=48.0)
+    alone = encode(path, tmp_path / "a.rvd", EncodeOptions(raw_layer=layer, refine="off"))
+    direct_alone = probes.count("direct")
+    probes.clear()
+    chosen = encode(path, tmp_path / "c.rvd", EncodeOptions(raw_layer=layer, refine="off", srgb_crfs=(16,)))
+    assert direct_alone > 0 and probes.count("direct") == direct_alone  # once, in the sRGB pilot
+    assert chosen.layer["pilot"]["direct"] == alone.layer["pilot"]["direct"]
+    assert RvdFile(tmp_path / "c.rvd").manifest["track_crc32"] == RvdFile(tmp_path / "a.rvd").manifest["track_crc32"]
