@@ -281,9 +281,9 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             layout = network_layout(device, runtime, opts.layout) if net else NETWORK_LAYOUT
             method = network_method(model, info.width, info.height, device, layout=layout, runtime=runtime) if net else \
                 GlobalFit() if layer is not None else None
-            srgb_pilot = noise = direct_pilot = None
+            srgb_pilot = noise = reuse = None
             if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless:
-                opts, srgb_pilot, noise, direct_pilot = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, per_frame,
+                opts, srgb_pilot, noise, reuse = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, per_frame,
                                                            blocks, tdir, progress)
             timestamps: list[int] = []
             numbers: list[int] = []
@@ -314,7 +314,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             if per_frame or blocks or layer is not None:
                 calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, per_frame=per_frame,
                                                method=method, blocks=blocks, layer=layer, model=model,
-                                               progress=progress, unclip=noise, direct_pilot=direct_pilot)
+                                               progress=progress, unclip=noise, reuse=reuse)
             side = [d["file"] for d in (calib, refine) if d]
             if st is not None and st.predictor == "chain":
                 side.append(LAYER_MAPS_NAME)
@@ -369,8 +369,9 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
                      layer: LayerSettings, per_frame: bool, blocks: bool, work: Path,
                      progress: Progress | None = None) -> tuple[EncodeOptions, dict, NoiseModel, dict | None]:
     """Options with the sRGB CRF the joint pilot chose among ``opts.srgb_crfs``, its report for the
-    manifest, the clip's noise (measured on the first frame, as the main pass would), and the
-    direct-coding pilot it ran (the main pass's pilot reuses it: it does not depend on the sRGB)."""
+    manifest, the clip's noise (measured on the first frame, as the main pass would), and what the
+    main pass's pilot reuses: the direct-coding pilot it ran (it does not depend on the sRGB) and the
+    half-steps its searches found at the chosen CRF (where the main pass's searches start)."""
     import dataclasses
 
     from .sideinfo import PILOT_FRAMES
@@ -386,8 +387,8 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
     compact = {"frames": report["frames"], "chosen": crf,
                "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"]}
                                   for k, v in report["candidates"].items()}}
-    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, noise, \
-        report.get("direct")
+    reuse = {**(report.get("direct") or {}), "halves": report.get("halves", {})}
+    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, noise, reuse
 
 
 def _has_weights(model: str) -> bool:

@@ -471,6 +471,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     out: dict = {"frames": n}
     seeds: dict = {}  # per candidate, its controller's seed from its first P-frame (the main pass's own)
     hints = {} if hints is None else hints
+    halves = hints.setdefault("half", {})  # per candidate, the half-step its last search found
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
         def probe(cand, qp, mult=1.0):
             pred = cand.split("+")[0]
@@ -502,10 +503,16 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                     qtop = top
                 # half QP steps: QP q and the scale x 2^(1/12) for q + 1/2 (x265's step doubles every 6 QP)
                 lo, hi, best = -1, top + 1, None  # half-step lo reaches the aim (-1: none tried does), hi not
+                # from a neighbouring search's answer (the last sRGB CRF's, the chain with refinement's),
+                # galloping until the boundary is bracketed, then bisecting: 2-3 probes where the answer
+                # moved a step, instead of the 6-7 of a bisection over the whole range
+                guess = halves.get(pred, halves.get("chain+blocks") if pred == "chain" else None)
+                g, step, lo0, hi0 = guess, 1, lo, hi
                 while hi - lo > 1:
-                    mid = (lo + hi + 1) // 2
+                    mid = g if g is not None and lo < g < hi else (lo + hi + 1) // 2
                     nb, worst, sd = probe(pred, *half_step(mid, qtop))
-                    if worst >= aim:
+                    reached = worst >= aim
+                    if reached:
                         lo, best = mid, (mid, nb, worst, sd)
                     else:
                         hi = mid
@@ -515,9 +522,17 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                         hi = cap
                         if lo >= hi:
                             lo, best = -1, None
+                    if g is not None:
+                        if reached and hi == hi0:
+                            g, step = mid + step, step * 2
+                        elif not reached and lo == lo0:
+                            g, step = mid - step, step * 2
+                        else:
+                            g = None
                 if best is None:  # not even QP 0: the top-up passes will have to do it
                     best = (0, nb, worst, sd)
                 half, nbytes, worst, seed = best
+                halves[pred] = half
                 qp, mult = half_step(half, qtop)
             out[pred] = {"qp": qp, "scale_mult": mult, "bytes": nbytes, "worst_psnr_black": worst}
             if "qp" in hints.get(pred, {}):  # a steered layer's IDR: its absolute QP
@@ -537,13 +552,14 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
 def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, per_frame: bool,
                method=None, blocks: bool = False, layer: rl.LayerSettings | None = None,
                model: str | None = None, progress: Callable | None = None, unclip=None,
-               direct_pilot: dict | None = None):
+               reuse: dict | None = None):
     """Calibration, refinement and RAW layer for frames [start, stop): (calib, refine, LayerState) for the manifest.
 
     ``method``: the chain's predictor (with a layer always one: the network, or global-fit without
     weights); ``unclip``: the clip's NoiseModel when predictions are unclipped at black (as the decoder will);
-    ``direct_pilot``: the sRGB pilot's direct-coding pilot on the same frames ({"entry", "hint"}), reused
-    as it is (it codes the RAW alone, whatever the sRGB) with the IDR step its trials found."""
+    ``reuse``: what the sRGB pilot found on the same frames: its direct-coding pilot ("entry", "hint":
+    the IDR step its trials found, "seed"), reused as it is (it codes the RAW alone, whatever the sRGB),
+    and "halves", the half-steps of its searches at the chosen CRF, where this pilot's start."""
     from .container import sha256_file
     from .methods import CURVE_KNOTS
     from .refine import BLOCK, LEVELS, pack
@@ -552,10 +568,11 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     predictor, crf, qp, mult, report = "chain", None, None, 1.0, None
     hints: dict = {}  # the pilot's IDR quantiser steps, per predictor: the main pass's first trial starts there
     direct = direct_seed = None
-    if direct_pilot is not None:
-        direct, direct_seed = direct_pilot["entry"], direct_pilot.get("seed")
-        if direct_pilot["hint"]:
-            hints["direct"] = dict(direct_pilot["hint"])
+    if reuse:
+        direct, direct_seed = reuse.get("entry"), reuse.get("seed")
+        if reuse.get("hint"):
+            hints["direct"] = dict(reuse["hint"])
+        hints["half"] = dict(reuse.get("halves", {}))
     if method is not None:
         method.unclip = unclip
     if layer is not None:

@@ -66,6 +66,7 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     report: dict = {"frames": n, "candidates": {}}
     direct: dict | None = None  # the RAW itself: the same whatever the sRGB, probed once
     direct_seed = None
+    halves: dict = {}  # per CRF, the half-steps its pilots' searches found (the next CRF's start there)
     hints: dict = {}  # the IDR's quantiser step, per predictor: each CRF's trials start from the last one's
     for k, crf in enumerate(candidates):
         if progress:
@@ -84,6 +85,7 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
             rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="chain"),
                         per_frame=per_frame, blocks=blocks, direct=direct, hints=hints)[4]
             costs["chain"] = rep[rep["chosen"]]["bytes"]
+        halves[crf] = dict(hints.get("half", {}))
         best = min(costs, key=costs.get)
         report["candidates"][str(crf)] = {"srgb_bytes": round(srgb), "layer_bytes": round(costs[best]),
                                           "predictor": best}
@@ -95,4 +97,5 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     report["chosen"] = chosen
     if direct is not None:  # for the main pass's pilot: direct coding does not depend on the sRGB
         report["direct"] = {"entry": direct, "hint": dict(hints.get("direct", {})), "seed": direct_seed}
+    report["halves"] = halves.get(chosen, {})  # where the main pass's pilot starts its searches
     return chosen, report
