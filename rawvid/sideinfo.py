@@ -431,6 +431,40 @@ def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
     return rl.round_scale(lo), rl.round_scale(base), rl.round_scale(hi)
 
 
+def search_half(reaches: Callable[[int], tuple[bool, object]], top: int, guess: int | None = None,
+                cap: Callable[[], int | None] | None = None):
+    """The largest half-step in 0..top that reaches the aim (the payload ``reaches`` returned for it),
+    or None when none tried does; ``reaches(h)`` probes half-step h: (reached, payload).
+
+    Reaching is taken as monotone (coarser half-steps reach less). From ``guess`` (a neighbouring
+    search's answer) it gallops, 1, 2, 4 ... steps, until a half-step that reaches and one that
+    does not bracket the boundary, then bisects: 2-3 probes where the answer moved a step, against
+    the 6-7 of a bisection over the whole range (without a guess). ``cap()``, asked after each
+    probe, may lower the top (a steered layer's P-frames stay near its IDR's QP)."""
+    lo, hi, best = -1, top + 1, None  # lo reaches the aim (-1: none tried does), hi does not
+    g, step, lo0, hi0 = guess, 1, lo, hi
+    while hi - lo > 1:
+        mid = g if g is not None and lo < g < hi else (lo + hi + 1) // 2
+        reached, payload = reaches(mid)
+        if reached:
+            lo, best = mid, payload
+        else:
+            hi = mid
+        c = cap() if cap else None
+        if c is not None and hi > c:
+            hi = c
+            if lo >= hi:
+                lo, best = -1, None
+        if g is not None:
+            if reached and hi == hi0:
+                g, step = mid + step, step * 2
+            elif not reached and lo == lo0:
+                g, step = mid - step, step * 2
+            else:
+                g = None
+    return best
+
+
 def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
           per_frame: bool, blocks: bool, direct: dict | None = None, direct_seed: float | None = None,
           hints: dict | None = None) -> tuple[str, bool, int | None, float, dict]:
@@ -502,35 +536,20 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                 else:
                     qtop = top
                 # half QP steps: QP q and the scale x 2^(1/12) for q + 1/2 (x265's step doubles every 6 QP)
-                lo, hi, best = -1, top + 1, None  # half-step lo reaches the aim (-1: none tried does), hi not
-                # from a neighbouring search's answer (the last sRGB CRF's, the chain with refinement's),
-                # galloping until the boundary is bracketed, then bisecting: 2-3 probes where the answer
-                # moved a step, instead of the 6-7 of a bisection over the whole range
                 guess = halves.get(pred, halves.get("chain+blocks") if pred == "chain" else None)
-                g, step, lo0, hi0 = guess, 1, lo, hi
-                while hi - lo > 1:
-                    mid = g if g is not None and lo < g < hi else (lo + hi + 1) // 2
-                    nb, worst, sd = probe(pred, *half_step(mid, qtop))
-                    reached = worst >= aim
-                    if reached:
-                        lo, best = mid, (mid, nb, worst, sd)
-                    else:
-                        hi = mid
-                    idr_qp = hints.get(pred, {}).get("qp")  # steered: P-frames within IP_QP_GAP of the IDR
-                    cap = None if idr_qp is None else 2 * math.floor(idr_qp + rctl.IP_QP_GAP) + 1
-                    if cap is not None and hi > cap:
-                        hi = cap
-                        if lo >= hi:
-                            lo, best = -1, None
-                    if g is not None:
-                        if reached and hi == hi0:
-                            g, step = mid + step, step * 2
-                        elif not reached and lo == lo0:
-                            g, step = mid - step, step * 2
-                        else:
-                            g = None
+                last: list = []  # the last probe's (bytes, worst PSNR, seed)
+
+                def reaches(half: int, pred=pred, qtop=qtop, last=last) -> tuple[bool, tuple]:
+                    last[:] = [probe(pred, *half_step(half, qtop))]
+                    return last[0][1] >= aim, (half, *last[0])
+
+                def cap(pred=pred) -> int | None:  # steered: P-frames within IP_QP_GAP of the IDR
+                    idr_qp = hints.get(pred, {}).get("qp")
+                    return None if idr_qp is None else 2 * math.floor(idr_qp + rctl.IP_QP_GAP) + 1
+
+                best = search_half(reaches, top, guess, cap)
                 if best is None:  # not even QP 0: the top-up passes will have to do it
-                    best = (0, nb, worst, sd)
+                    best = (0, *last[0])
                 half, nbytes, worst, seed = best
                 halves[pred] = half
                 qp, mult = half_step(half, qtop)

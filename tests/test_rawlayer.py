@@ -488,3 +488,27 @@ def test_the_main_pass_reuses_the_srgb_pilots_direct_coding(mlv_factory, tmp_pat
     assert direct_alone > 0 and probes.count("direct") == direct_alone  # once, in the sRGB pilot
     assert chosen.layer["pilot"]["direct"] == alone.layer["pilot"]["direct"]
     assert RvdFile(tmp_path / "c.rvd").manifest["track_crc32"] == RvdFile(tmp_path / "a.rvd").manifest["track_crc32"]
+
+
+def test_the_pilots_search_finds_the_bisections_answer_from_any_guess():
+    """search_half: on a monotone 'reaches' the answer whatever the guess (and none when nothing
+    reaches), in 2 probes from the right guess, never more than bisection plus galloping's bracket."""
+    from rawvid.sideinfo import search_half
+
+    top = 54
+    for answer in (-1, 0, 7, 30, top):
+        for guess in (None, 0, 5, answer, answer + 1, 53, top):
+            probes: list[int] = []
+
+            def reaches(h):
+                probes.append(h)
+                return h <= answer, ("payload", h)
+
+            best = search_half(reaches, top, guess)
+            assert best == (None if answer < 0 else ("payload", answer)), (answer, guess)
+            assert len(set(probes)) == len(probes) and len(probes) <= 13
+            if guess == answer and 0 <= answer < top:
+                assert probes == [answer, answer + 1]
+    probes = []
+    capped = search_half(lambda h: (probes.append(h) or h <= 40, h), top, 20, cap=lambda: 31)
+    assert capped == 30 and max(probes) <= 31  # a cap lowers the top after a probe
