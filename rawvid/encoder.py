@@ -387,8 +387,7 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
     compact = {"frames": report["frames"], "chosen": crf,
                "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"]}
                                   for k, v in report["candidates"].items()}}
-    reuse = {**(report.get("direct") or {}), "halves": report.get("halves", {})}
-    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, noise, reuse
+    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, noise, report["reuse"]
 
 
 def _has_weights(model: str) -> bool:

@@ -244,7 +244,8 @@ class ChainPass:
 
         self.info, self.count, self.keys = info, count, keys
         #: frame -> its own global map (fit_own_map), shared by the pilot's probes of the same frames
-        self.own_maps = {} if own_maps is None else own_maps
+        #: (None: fitted where needed, as the main pass sees each frame once)
+        self.own_maps = own_maps
         self.method, self.per_frame, self.blocks = method, per_frame, blocks
         self.rows: list[np.ndarray] = []
         self.maps = None
@@ -283,7 +284,9 @@ class ChainPass:
         self.prev_raw = self.prev_srgb = None
 
     def _own(self, i: int, srgb: np.ndarray, truth: np.ndarray):
-        """Frame ``i``'s own global map (fit_own_map), fitted once for every pass over the same frames."""
+        """Frame ``i``'s own global map (fit_own_map), from the probes' shared cache when there is one."""
+        if self.own_maps is None:
+            return fit_own_map(srgb, truth)
         if i not in self.own_maps:
             self.own_maps[i] = fit_own_map(srgb, truth)
         return self.own_maps[i]
@@ -395,8 +398,8 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
                    layer_path=folder / f"pilot-{predictor}-{crf}-{qp}-{scale_mult:g}.mkv", crf=crf, qp=qp,
                    scale_mult=scale_mult, control=False, intra_hint=intra_hint, own_maps=own_maps)
     try:
-        for i, rgb, mosaic, *prepared in frames:
-            cp.step(i, rgb, mosaic, prepared[0] if prepared else None)
+        for i, rgb, mosaic, prepared in frames:
+            cp.step(i, rgb, mosaic, prepared)
         cp.close()
     except BaseException:
         cp.abort()
@@ -467,7 +470,7 @@ def search_half(reaches: Callable[[int], tuple[bool, object]], top: int, guess: 
 
 def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
           per_frame: bool, blocks: bool, direct: dict | None = None, direct_seed: float | None = None,
-          hints: dict | None = None) -> tuple[str, bool, int | None, float, dict]:
+          hints: dict | None = None, halves: dict | None = None) -> tuple[str, bool, int | None, float, dict]:
     """Choose the layer's predictor and (for --target-psnr) its constant x265 QP on the clip's first frames.
 
     Each candidate predictor codes PILOT_FRAMES frames closed loop, as the main pass would at the
@@ -488,7 +491,8 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     ``hints``: per predictor, the IDR's quantiser step (a steered layer's: its absolute QP) its trials
     chose (filled in; see code_layer): the first probe of a predictor runs the trials, the later ones
     code their IDR at that step (the trials, about 0.5 s each at 1600x900, had made the sRGB pilots
-    45 s longer).
+    45 s longer). ``halves``: per candidate, the half-step a neighbouring search found (filled in):
+    each search starts there (search_half).
     """
     import tempfile
 
@@ -505,7 +509,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     out: dict = {"frames": n}
     seeds: dict = {}  # per candidate, its controller's seed from its first P-frame (the main pass's own)
     hints = {} if hints is None else hints
-    halves = hints.setdefault("half", {})  # per candidate, the half-step its last search found
+    halves = {} if halves is None else halves  # per candidate, the half-step its last search found
     with tempfile.TemporaryDirectory(prefix="rawvid-pilot-") as td:
         def probe(cand, qp, mult=1.0):
             pred = cand.split("+")[0]
@@ -539,11 +543,11 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                 guess = halves.get(pred, halves.get("chain+blocks") if pred == "chain" else None)
                 last: list = []  # the last probe's (bytes, worst PSNR, seed)
 
-                def reaches(half: int, pred=pred, qtop=qtop, last=last) -> tuple[bool, tuple]:
+                def reaches(half: int) -> tuple[bool, tuple]:  # (called within this iteration only)
                     last[:] = [probe(pred, *half_step(half, qtop))]
                     return last[0][1] >= aim, (half, *last[0])
 
-                def cap(pred=pred) -> int | None:  # steered: P-frames within IP_QP_GAP of the IDR
+                def cap() -> int | None:  # steered: P-frames within IP_QP_GAP of the IDR
                     idr_qp = hints.get(pred, {}).get("qp")
                     return None if idr_qp is None else 2 * math.floor(idr_qp + rctl.IP_QP_GAP) + 1
 
@@ -586,12 +590,10 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     count = stop - start
     predictor, crf, qp, mult, report = "chain", None, None, 1.0, None
     hints: dict = {}  # the pilot's IDR quantiser steps, per predictor: the main pass's first trial starts there
-    direct = direct_seed = None
-    if reuse:
-        direct, direct_seed = reuse.get("entry"), reuse.get("seed")
-        if reuse.get("hint"):
-            hints["direct"] = dict(reuse["hint"])
-        hints["half"] = dict(reuse.get("halves", {}))
+    reuse = reuse or {}
+    direct, direct_seed, halves = reuse.get("entry"), reuse.get("seed"), dict(reuse.get("halves", {}))
+    if reuse.get("hint"):
+        hints["direct"] = dict(reuse["hint"])
     if method is not None:
         method.unclip = unclip
     if layer is not None:
@@ -599,7 +601,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         if predictor == "auto" or layer.target_psnr is not None or (blocks and predictor == "chain"):
             predictor, blocks, qp, mult, report = pilot(src, video, start, stop, keys, method, layer,
                                                    per_frame=per_frame, blocks=blocks, hints=hints, direct=direct,
-                                                   direct_seed=direct_seed)
+                                                   direct_seed=direct_seed, halves=halves)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, per_frame=per_frame,
                    blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))

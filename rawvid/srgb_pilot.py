@@ -66,7 +66,8 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     report: dict = {"frames": n, "candidates": {}}
     direct: dict | None = None  # the RAW itself: the same whatever the sRGB, probed once
     direct_seed = None
-    halves: dict = {}  # per CRF, the half-steps its pilots' searches found (the next CRF's start there)
+    halves: dict = {}  # per candidate, the half-step its last search found: the next CRF's search starts there
+    found: dict = {}  # per CRF, those half-steps after its pilots
     hints: dict = {}  # the IDR's quantiser step, per predictor: each CRF's trials start from the last one's
     for k, crf in enumerate(candidates):
         if progress:
@@ -78,14 +79,14 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
         srgb = foretell(packet_sizes(path), count)
         if direct is None:
             rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="direct"),
-                        per_frame=per_frame, blocks=False, hints=hints)[4]
+                        per_frame=per_frame, blocks=False, hints=hints, halves=halves)[4]
             direct, direct_seed = rep["direct"], rep.get("seed")
         costs = {"direct": direct["bytes"]} if "direct" in tries else {}
         if "chain" in tries:
             rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="chain"),
-                        per_frame=per_frame, blocks=blocks, direct=direct, hints=hints)[4]
+                        per_frame=per_frame, blocks=blocks, direct=direct, hints=hints, halves=halves)[4]
             costs["chain"] = rep[rep["chosen"]]["bytes"]
-        halves[crf] = dict(hints.get("half", {}))
+        found[crf] = dict(halves)
         best = min(costs, key=costs.get)
         report["candidates"][str(crf)] = {"srgb_bytes": round(srgb), "layer_bytes": round(costs[best]),
                                           "predictor": best}
@@ -95,7 +96,9 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     total = {int(k): v["srgb_bytes"] + v["layer_bytes"] for k, v in report["candidates"].items()}
     chosen = min(total, key=lambda k: (total[k], -k))  # a tie goes to the cheaper preview
     report["chosen"] = chosen
-    if direct is not None:  # for the main pass's pilot: direct coding does not depend on the sRGB
-        report["direct"] = {"entry": direct, "hint": dict(hints.get("direct", {})), "seed": direct_seed}
-    report["halves"] = halves.get(chosen, {})  # where the main pass's pilot starts its searches
+    # for the main pass's pilot: direct coding (it does not depend on the sRGB: its entry, IDR step and
+    # controller seed) and where its searches start (the half-steps found at the chosen CRF)
+    report["reuse"] = {"halves": found.get(chosen, {})}
+    if direct is not None:
+        report["reuse"].update(entry=direct, hint=dict(hints.get("direct", {})), seed=direct_seed)
     return chosen, report
