@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import FormatError, UnsupportedError
+from .manifest_zdict import ZDICT, ZDICT_ID
 from .video import ffmpeg_exe
 
 FORMAT_NAME = "rawvid"
@@ -25,7 +26,10 @@ FORMAT_NAME = "rawvid"
 #: 3: the manifest is zlib-compressed (manifest.json.zlib) and holds the CRC-32s itself (track_crc32).
 #: Together they were most of a short clip's RAW part at the lowest targets (a 16-frame 512x320 test
 #: clip: 3.4 KB of manifest and 0.4 KB of CRCs beside a 0.6 KB layer); compressed, 1.9 KB.
-FORMAT_VERSION = 3
+#: 4: the manifest is deflated against a preset dictionary (rawvid.manifest_zdict, RFC 1950 FDICT): what every
+#: manifest says alike (keys, codec names, x265's options, the residual mapping) is no longer stored; the same
+#: clip's manifest 1.9 -> 0.6 KB.
+FORMAT_VERSION = 4
 MANIFEST_NAME = "manifest.json"  # formats 1 and 2
 MANIFEST_Z_NAME = "manifest.json.zlib"  # format 3 on
 MIME_DNG = "image/x-adobe-dng"
@@ -33,7 +37,9 @@ MIME_JSON = "application/json"
 MIME_ZLIB = "application/zlib"
 MIME_BINARY = "application/octet-stream"  # side information: calibration, refinement
 MAX_MANIFEST_BYTES = 64 << 20
-LAYER_TITLE = "rawvid RAW layer (residual to the de-rendered prediction)"
+#: the manifest's preset dictionaries by Adler-32 (format 4 on); one per format, never changed
+ZDICTS = {ZDICT_ID: ZDICT}
+LAYER_TITLE = "rawvid RAW layer"  # the residual to the de-rendered prediction
 
 # Matroska element IDs (with their length-marker bits, as written in the file)
 EBML = 0x1A45DFA3
@@ -222,15 +228,32 @@ def scan(f: BinaryIO, path: str) -> RvdLayout:
 
 
 # --------------------------------------------------------------------------- the manifest's bytes
+def _deflate(text: bytes, level: int = 9) -> bytes:
+    """zlib (RFC 1950) against the manifest dictionary: the stream's header names it by its Adler-32."""
+    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+    return c.compress(text) + c.flush()
+
+
 def pack_manifest(text: bytes) -> bytes:
-    """The stored form of a (sealed) manifest's JSON, format 3 on: zlib at level 9."""
-    return zlib.compress(text, 9)
+    """The stored form of a (sealed) manifest's JSON: format 4 on, zlib at level 9 with the preset dictionary."""
+    return _deflate(text)
+
+
+def _dictionary(data: bytes, path) -> bytes | None:
+    """The preset dictionary a zlib stream's header asks for (None: none), refused when unknown."""
+    if len(data) < 6 or data[0] & 0x0F != 8 or (data[0] << 8 | data[1]) % 31 or not data[1] & 0x20:
+        return None  # no FLG.FDICT (a short or bad header is zlib's to refuse)
+    want = int.from_bytes(data[2:6], "big")
+    if want not in ZDICTS:
+        raise FormatError(path, f"{MANIFEST_Z_NAME} needs an unknown dictionary ({want:08x}; written by a newer rawvid?)")
+    return ZDICTS[want]
 
 
 def unpack_manifest(data: bytes, path) -> bytes:
     """A stored manifest's JSON, inflated to at most MAX_MANIFEST_BYTES. Zero bytes after the zlib
     stream are allowed (a tool may rewrite the manifest in place, :func:`replace_manifest`), nothing else."""
-    d = zlib.decompressobj()
+    zdict = _dictionary(data, path)
+    d = zlib.decompressobj(zdict=zdict) if zdict else zlib.decompressobj()
     try:
         text = d.decompress(data, MAX_MANIFEST_BYTES + 1)
     except zlib.error:
@@ -278,7 +301,7 @@ def replace_manifest(data: bytes, text: bytes) -> bytes | None:
     spaces after plain JSON), so nothing else in the file moves."""
     att = _manifest_in(data)
     off, size, packed = att.offset, att.size, att.name == MANIFEST_Z_NAME
-    tries = [zlib.compress(text, level) for level in range(9, 0, -1)] if packed else [text]
+    tries = [_deflate(text, level) for level in range(9, 0, -1)] if packed else [text]
     stored = min(tries, key=len)
     if len(stored) > size:
         return None

@@ -28,6 +28,18 @@ def _is_num(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+def rounded(report: Any, digits: int = 3) -> Any:
+    """An encoder's report for the manifest with its floats rounded (whole ones as ints): what it
+    says to a reader survives, the 16 digits of a float's repr are bytes in every file."""
+    if isinstance(report, dict):
+        return {k: rounded(v, digits) for k, v in report.items()}
+    if isinstance(report, (list, tuple)):
+        return [rounded(v, digits) for v in report]
+    if isinstance(report, float) and math.isfinite(report):
+        return int(report) if report.is_integer() else round(report, digits)
+    return report
+
+
 def validate(m: Any, path, file_size: int) -> None:
     """Raise FormatError (naming ``path`` and the field) unless ``m`` is a well-formed manifest."""
 

@@ -22,6 +22,7 @@ from . import ratecontrol as rctl, rawlayer as rl
 from .bayer import normalise, pack as bayer_pack, raw_planes, srgb_half
 from .chain import direct_prediction, fit_own_map, own_prediction, predict_frame
 from .errors import RawvidError
+from .manifest import rounded
 from .pipeline import ReadAhead
 from .ratecontrol import OffsetController, clamp_offset, intra_offset
 from .steering import X265_QP_MAX
@@ -628,7 +629,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         reader.close()
         ahead.close()
     if cp.st is not None:
-        cp.st.pilot = report
+        cp.st.pilot = rounded(report)
     calib = refine = None
     if per_frame:
         arr = np.asarray(cp.rows, dtype="<f2")

@@ -181,8 +181,8 @@ def test_bad_rvd_checksum_and_version(mlv_factory, tmp_path):
     assert run_cli("encode", path, "-o", out, "--force").returncode == 0
     data = out.read_bytes()
     text = read_manifest_text(data)
-    assert text.count(b'"format_version":3,') == 1  # the manifest is compact JSON
-    with_manifest_text(out, out, text.replace(b'"format_version":3,', b'"format_version":7,'))
+    assert text.count(b'"format_version":4,') == 1  # the manifest is compact JSON
+    with_manifest_text(out, out, text.replace(b'"format_version":4,', b'"format_version":7,'))
     assert_clean_error(run_cli("info", out), "c.rvd", "format version 7 is newer")
 
 

@@ -12,7 +12,7 @@ import rawpy
 from conftest import assert_clean_error_text, run_cli
 
 from rawvid.codec import EncodeOptions, encode, keyframe_indices, parse_range
-from rawvid.container import MIME_JSON, RvdFile, mux
+from rawvid.container import FORMAT_VERSION, MIME_JSON, RvdFile, mux
 from rawvid.errors import FormatError, RawvidError, UnsupportedError
 from rawvid.video import VideoSettings, ffmpeg_exe, read_frames
 
@@ -27,7 +27,7 @@ def test_encode_writes_a_complete_rvd(clip, tmp_path):
     res = encode(path, tmp_path / "c.rvd", EncodeOptions(keyframe_interval=4))
     rvd = RvdFile(res.output)
     m = rvd.manifest
-    assert m["format"] == "rawvid" and m["format_version"] == 3
+    assert m["format"] == "rawvid" and m["format_version"] == FORMAT_VERSION == 4
     assert m["frame_count"] == 6 and (m["width"], m["height"], m["bits"], m["cfa"]) == (128, 96, 14, "RGGB")
     assert (m["black"], m["white"]) == (info.black, info.white)
     assert len(m["timestamps_us"]) == 6 and m["timestamps_us"][0] == 0
@@ -184,6 +184,26 @@ def test_a_compressed_manifest_is_checked_before_it_is_read(tmp_path):
     for stored, message in cases:
         with pytest.raises(FormatError, match=message):
             RvdFile(_rvd_with_stored_manifest(tmp_path, stored))
+
+
+def test_the_manifest_is_deflated_against_format_4s_frozen_dictionary(tmp_path):
+    """Format 4: the manifest's zlib header names the preset dictionary, which never changes (files carry
+    its Adler-32); a stream asking for another dictionary is refused by name, format 3's plain one still reads."""
+    import zlib
+
+    from rawvid.checksums import sealed_json
+    from rawvid.container import pack_manifest, unpack_manifest
+    from rawvid.manifest_zdict import ZDICT, ZDICT_ID
+
+    assert ZDICT_ID == zlib.adler32(ZDICT) == 0xE8854153  # the dictionary of every format-4 file written
+    good = sealed_json({**BASE, "format_version": 4, "track_crc32": {"algorithm": "crc32", "tracks": {"video": []}}})
+    stored = pack_manifest(good)
+    assert stored[1] & 0x20 and int.from_bytes(stored[2:6], "big") == ZDICT_ID
+    assert len(stored) < len(zlib.compress(good, 9)) and unpack_manifest(stored, "x") == good
+    assert RvdFile(_rvd_with_stored_manifest(tmp_path, stored)).manifest["format_version"] == 4
+    other = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, b'{"format":"other"}')
+    with pytest.raises(FormatError, match=r"z\.rvd: manifest\.json\.zlib needs an unknown dictionary"):
+        RvdFile(_rvd_with_stored_manifest(tmp_path, other.compress(good) + other.flush()))
 
 
 def test_version_from_the_future(tmp_path):

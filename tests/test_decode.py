@@ -137,7 +137,7 @@ def test_cli_decode_bad_input(example_rvd, tmp_path, tiny_model):
     assert_clean_error_text(run_cli("decode", example_rvd, "-o", tmp_path / "o3", "--method", "network",
                                     "--model", wrong), "wrong.safetensors", "do not match")
     text = read_manifest_text(example_rvd.read_bytes())  # compact JSON
-    with_manifest_text(example_rvd, tmp_path / "future.rvd", text.replace(b'"format_version":3,', b'"format_version":4,'))
+    with_manifest_text(example_rvd, tmp_path / "future.rvd", text.replace(b'"format_version":4,', b'"format_version":5,'))
     assert_clean_error_text(run_cli("decode", tmp_path / "future.rvd", "-o", tmp_path / "o4"), "future.rvd",
                             "newer than this rawvid reads")
     for d in ("o1", "o2", "o3", "o4"):
