@@ -53,14 +53,14 @@ def summary_table(results: list[dict]) -> str:
 
 def savings_table(results: list[dict]) -> str:
     rows = [("| clip | curve | target - floor | floor | PSNR black | worst frame | bpp RAW part "
-             "| x265-bayer (CRF) at same PSNR | x265-bayer (QP) | saving vs the stronger |"),
-            "|---|---|---|---|---|---|---|---|---|---|"]
+             "| x265-bayer (CRF) at same PSNR | x265-bayer (QP) | saving vs the stronger | saving at the same worst frame |"),
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         for r in res["target_savings"]:
             rows.append(f"| {r['clip']} | {r['codec']} | {r['target_minus_floor']:+.0f} | {fmt(r['floor'])} | "
                         f"{fmt(r['psnr_black'])} | {fmt(r['min_frame'])} | {r['bpp_raw']:.4f} | "
                         f"{fmt(r['x265_bayer_bpp_same_psnr'], 4)} | {fmt(r.get('x265_bayer_qp_bpp_same_psnr'), 4)} | "
-                        f"{fmt(r['saving_percent'], 0)}% |")
+                        f"{fmt(r['saving_percent'], 0)}% | {fmt(r.get('saving_same_worst_frame_percent'), 0)}% |")
     return "\n".join(rows)
 
 

@@ -616,7 +616,8 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
         wide.print(f"{r['clip']} {r['codec']}: target floor{r['target_minus_floor']:+.1f} dB -> {r['psnr_black']:.2f} dB "
                    f"(worst frame {r['min_frame']:.2f}), RAW part {r['bpp_raw']:.4f} bpp vs x265-bayer "
                    f"{_fmt(r['x265_bayer_bpp_same_psnr'], 4)} (CRF) / {_fmt(r['x265_bayer_qp_bpp_same_psnr'], 4)} (QP): "
-                   f"saving {_fmt(r['saving_percent'], 1)}% against the stronger", highlight=False)
+                   f"saving {_fmt(r['saving_percent'], 1)}% against the stronger; at the same worst frame "
+                   f"{_fmt(r.get('saving_same_worst_frame_percent'), 1)}%", highlight=False)
     res.update(command="rawvid " + " ".join(sys.argv[1:]), versions=versions())
     if json_path:
         with atomic_write(json_path) as f:

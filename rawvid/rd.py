@@ -328,31 +328,42 @@ def summarise(points: list[RDPoint], floors: dict[str, float]) -> dict:
     return out
 
 
-def _rate_at(points: list[RDPoint], clip: str, codec: str, psnr: float) -> float | None:
-    """A reference curve's RAW rate at a PSNR (log-interpolated; None outside the curve)."""
-    ref = sorted((q.psnr_black, q.bpp_raw) for q in points if q.clip == clip and q.codec == codec)
+def _rate_at(points: list[RDPoint], clip: str, codec: str, psnr: float, key: str = "psnr_black") -> float | None:
+    """A reference curve's RAW rate at a PSNR (``key``: pooled, or its worst frame's; log-interpolated;
+    None outside the curve)."""
+    ref = sorted((getattr(q, key), q.bpp_raw) for q in points if q.clip == clip and q.codec == codec)
     ref = [(a, b) for a, b in ref if math.isfinite(a) and b > 0]
     if len(ref) >= 2 and ref[0][0] <= psnr <= ref[-1][0]:
         return float(np.exp(np.interp(psnr, [a for a, _ in ref], [math.log(b) for _, b in ref])))
     return None
 
 
+def _saving(rate: float, refs: list[float | None]) -> float | None:
+    """Percent saved against the lowest of the references' rates (None: none reaches the point)."""
+    known = [v for v in refs if v is not None]
+    return None if not known else (1 - rate / min(known)) * 100
+
+
 def savings_at_targets(points: list[RDPoint], floors: dict[str, float]) -> list[dict]:
-    """For every --target-psnr point: each x265-bayer ladder's rate at the same PSNR (log-interpolated)
-    and the saving against the stronger of the two (the lower rate)."""
+    """For every --target-psnr point: each x265-bayer ladder's rate at the same pooled PSNR (log-interpolated)
+    and the saving against the stronger of the two (the lower rate); and the same at the same worst frame
+    (a ladder's constant QP or CRF lets a hard frame, an exposure step or a cut, fall several dB under the
+    clip's mean, which --target-psnr does not: its rate to hold every frame as rawvid does)."""
     rows = []
     for p in points:
         if not p.codec.startswith("rawvid-target"):
             continue
         x_crf, x_qp = (_rate_at(points, p.clip, r, p.psnr_black) for r in REFERENCES)
-        known = [v for v in (x_crf, x_qp) if v is not None]
-        x = min(known) if known else None
+        w_crf, w_qp = (_rate_at(points, p.clip, r, p.min_frame_psnr_black, "min_frame_psnr_black")
+                       for r in REFERENCES)
         rows.append({"clip": p.clip, "codec": p.codec, "target": p.extra.get("target"), "floor": floors.get(p.clip),
                      "target_minus_floor": None if p.extra.get("target") is None else
                      round(p.extra["target"] - floors.get(p.clip, 0), 2),
                      "psnr_black": p.psnr_black, "min_frame": p.min_frame_psnr_black, "bpp_raw": p.bpp_raw,
                      "x265_bayer_bpp_same_psnr": x_crf, "x265_bayer_qp_bpp_same_psnr": x_qp,
-                     "saving_percent": None if x is None else (1 - p.bpp_raw / x) * 100})
+                     "saving_percent": _saving(p.bpp_raw, [x_crf, x_qp]),
+                     "x265_bayer_bpp_same_worst_frame": w_crf, "x265_bayer_qp_bpp_same_worst_frame": w_qp,
+                     "saving_same_worst_frame_percent": _saving(p.bpp_raw, [w_crf, w_qp])})
     return rows
 
 

@@ -1,6 +1,7 @@
 """The RAW layer: residual mappings, closed-loop round trips, rate control, lossless, bad layers, RD helpers."""
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import pytest
@@ -453,6 +454,32 @@ def test_rd_sweep_measures_every_curve_against_direct_coding(mlv_factory, tmp_pa
     (row,) = res["target_savings"]
     assert row["target_minus_floor"] == -3.0 and row["bpp_raw"] == target.bpp_raw
     assert 44 < res["floors"][target.clip] < 52  # the 0.4% noise put in: 48 dB
+
+
+def test_savings_are_measured_at_the_same_pooled_psnr_and_at_the_same_worst_frame():
+    """A ladder whose hard frame falls 3 dB under its mean: at rawvid's pooled PSNR it needs less than at
+    rawvid's worst frame; each saving is against the lower of the two ladders, log-interpolated."""
+    from rawvid.rd import RDPoint, savings_at_targets
+
+    def ref(codec, bpp, psnr, worst):
+        return RDPoint(codec, "", "c", bpp, bpp, psnr, psnr + 1, worst, 8)
+
+    pts = [ref("x265-bayer-qp", 0.1, 40.0, 37.0), ref("x265-bayer-qp", 0.4, 44.0, 41.0),
+           ref("x265-bayer", 0.2, 41.0, 38.0), ref("x265-bayer", 0.3, 42.0, 39.0),
+           RDPoint("rawvid-target", "t", "c", 0.3, 0.15, 42.0, 43.0, 41.5, 8, extra={"target": 41.4})]
+    (row,) = savings_at_targets(pts, {"c": 44.4})
+    assert row["target_minus_floor"] == -3.0
+    qp_at_42 = math.exp(np.interp(42.0, [40, 44], np.log([0.1, 0.4])))  # 0.2, under the CRF ladder's 0.3
+    assert row["x265_bayer_qp_bpp_same_psnr"] == pytest.approx(qp_at_42)
+    assert row["saving_percent"] == pytest.approx((1 - 0.15 / qp_at_42) * 100)
+    # the worst frame 41.5: outside the CRF ladder (38-39), on the QP ladder's 37-41 only at its end: none
+    assert row["x265_bayer_bpp_same_worst_frame"] is None and row["saving_same_worst_frame_percent"] is None
+    pts[1] = ref("x265-bayer-qp", 0.8, 46.0, 43.0)
+    (row,) = savings_at_targets(pts, {"c": 44.4})
+    qp_worst = math.exp(np.interp(41.5, [37, 43], np.log([0.1, 0.8])))
+    assert row["x265_bayer_qp_bpp_same_worst_frame"] == pytest.approx(qp_worst)
+    assert row["saving_same_worst_frame_percent"] == pytest.approx((1 - 0.15 / qp_worst) * 100)
+    assert row["saving_same_worst_frame_percent"] > row["saving_percent"]
 
 
 def test_the_pilots_half_steps_coarsen_by_scale_past_the_qp_cap():
