@@ -113,7 +113,7 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
                pred: np.ndarray, truth: np.ndarray, info, min_scale: float, base: float,
                p_pred: float = -math.inf, intra_aim: float | None = None,
                bounds: tuple[float, float] | None = None, hint: dict | None = None,
-               oc: OffsetController | None = None) -> np.ndarray:
+               oc: OffsetController | None = None, fresh: bool = False) -> np.ndarray:
     """Code one frame's residual (with top-up passes under --target-psnr); returns the reconstruction.
 
     ``idr``: an x265 IDR picture (every keyframe). A top-up picture stays in x265's references, but
@@ -127,7 +127,10 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
     probe (no controller) that finds one codes its IDR at it without trials, the main pass's trials
     start from it (a trial encode of a 1600x900 IDR takes about half a second). On a steered layer
     (direct coding, whose scale stays put) the frame's QP offset moves instead: ``oc`` chooses a
-    P-frame's, trial encodes an IDR's (the hint is then the absolute QP)."""
+    P-frame's, trial encodes an IDR's (the hint is then the absolute QP). ``fresh``: a P-frame the
+    chain starts afresh from its own global map (content the last frames do not predict): its scale
+    is chosen by trial encodes too, as an IDR's (x265 codes it mostly intra; the controller's model,
+    learnt on the frames before, missed such frames by 1-4 dB either way)."""
     s_cfg = st.settings
     if s_cfg.lossless:
         dec = writer.code(rl.lossless_code(rl.tile(truth), rl.tile(pred)), i, idr)
@@ -141,7 +144,7 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
     if writer.steered:
         return _code_steered(writer, rc, oc, st, i, idr, res, pred, truth, info, max(rl.round_scale(base), min_scale),
                              intra_aim, hint)
-    trial = idr and intra_aim is not None and bounds is not None
+    trial = (idr or fresh) and intra_aim is not None and bounds is not None
     spec = rctl.Spectrum.of(res) if s_cfg.target_psnr is not None else None
     # the pilot chose the QP at which the base scale reaches the target: start there, then follow the model
     easy = rc is not None and not idr and p_pred >= rc.target + rctl.AIM_DB + rctl.GROW_DB
@@ -151,7 +154,11 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
                                  info.white)
 
         qstep = 2 ** (writer.qp / 6) if writer.qp is not None else 1.0
-        if rc is None and hint and "step" in hint:  # a pilot probe after the first: no trials
+        if fresh and not idr:  # the IDRs' hint is not this frame's: start from the controller's guess
+            first = rc.first_guess(base, spec) if rc is not None else base
+            scale, _ = rctl.intra_scale(psnr_at, res, intra_aim, float(info.white - info.black), *bounds, first,
+                                      spec)
+        elif rc is None and hint and "step" in hint:  # a pilot probe after the first: no trials
             scale = rl.clamp_scale(hint["step"] / qstep, *bounds)
         else:
             first = hint["step"] / qstep if hint and "step" in hint else base
@@ -345,7 +352,7 @@ class ChainPass:
             self.last_intra_psnr = p_pred
         before = self.writer.bytes
         recon = code_layer(self.writer, self.rc, st, i, idr, pred, true_int, info, self.min_scale, self.base_scale,
-                           p_pred, self.intra_aim, self.bounds, self.intra_hint, self.oc)
+                           p_pred, self.intra_aim, self.bounds, self.intra_hint, self.oc, fresh=intra and not idr)
         st.frame_bytes.append(self.writer.bytes - before)
         st.pred_psnr.append(p_pred)
         st.psnr.append(rl.psnr_black(recon, true_int, info.black, info.white))

@@ -309,6 +309,46 @@ def test_intra_scale_steps_off_a_plateau_at_the_nominal_slope():
     assert 49.6 <= trial(s) <= 50.4
 
 
+def test_a_fresh_start_after_an_exposure_step_is_scaled_by_trial_encodes(tmp_path, monkeypatch):
+    """An exposure step (x1.7, highlights clipped) that the chain cannot follow: the frame starts afresh
+    from its own global map (intra, still a P-picture), its scale found by trial encodes as an IDR's
+    (the controller's model, learnt before the step, missed such frames by 1-4 dB), and it lands in
+    the band; without the step no frame is a fresh start and no trials run after frame 0's."""
+    from conftest import make_info, make_mosaic
+    from rawvid.mlv import MLVWriter
+
+    info = make_info(width=128, height=96)
+    calls: list[float] = []
+    real = rctl.intra_scale
+
+    def counted(trial, residual, aim, *rest, **kw):
+        calls.append(aim)
+        return real(trial, residual, aim, *rest, **kw)
+
+    monkeypatch.setattr(rctl, "intra_scale", counted)
+    target, counts = 45.0, {}
+    for step in (1.0, 1.7):
+        base = make_mosaic(info, seed=0).astype(np.float64)
+        mosaics = [np.clip(np.round(info.black + (base - info.black) * (step if i >= 5 else 1.0)), 0, info.white)
+                   .astype(np.uint16) for i in range(8)]
+        path = tmp_path / f"step{step}.MLV"
+        with MLVWriter(path, info) as w:
+            for i, m in enumerate(mosaics):
+                w.write_frame(m, number=i)
+        calls.clear()
+        enc = encode(path, tmp_path / f"s{step}.rvd", EncodeOptions(
+            raw_layer=LayerSettings(target_psnr=target, predictor="chain"), refine="off"))
+        lay = RvdFile(tmp_path / f"s{step}.rvd").manifest["raw_layer"]
+        counts[step] = len(calls)
+        assert min(enc.layer["psnr_black"]) >= target - 0.5, enc.layer["psnr_black"]
+        if step == 1.0:
+            assert lay["intra"] == [0]
+        else:
+            assert lay["intra"] == [0, 5] and lay["idr"] == [0]
+            assert enc.layer["prediction_psnr_black"][5] < target - 5  # the chain's own guess was far off
+    assert counts[1.7] > counts[1.0]
+
+
 def test_idr_trials_start_from_the_last_probes_step(mlv_factory, tmp_path, monkeypatch):
     """The pilot's probes (a bisection over QPs, per predictor) each code an IDR: the first probe of a
     predictor runs the trial encodes, the later ones code it at the quantiser step they found, and
