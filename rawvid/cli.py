@@ -881,6 +881,8 @@ def info(path, as_json, verify):
         t.add_row("RAW layer", f"{what}, predictor {pred.get('mode')} {pred.get('method') or ''}"
                   f"{' ' + pred['model'] if pred.get('model') else ''}; "
                   f"{len(lay.get('intra', []))} intra frame(s), IDR at {', '.join(map(str, lay.get('idr', [])[:10]))}; "
+                  f"{sum(1 for sc in lay.get('scales', []) if not sc)} frame(s) the prediction alone reaches "
+                  f"(no picture); "
                   f"{_human(sizes['raw_layer_bytes'])}, {sizes['raw_layer_bits_per_pixel']:.4f} bits/sample "
                   f"(RAW part of the file {sizes['raw_part_bits_per_pixel']:.4f})")
     noise = m.get("noise_profile")

@@ -360,8 +360,8 @@ def parse_layer(m: dict, count: int, path) -> LayerInfo | None:
         raise bad(f"scales must list {count} frames")
     clean: list[list[float]] = []
     for s in scales:
-        if not isinstance(s, list) or not 1 <= len(s) <= MAX_PASSES:
-            raise bad("each frame needs 1 to 4 pass scales")
+        if not isinstance(s, list) or not 0 <= len(s) <= MAX_PASSES:
+            raise bad(f"each frame needs 0 to {MAX_PASSES} pass scales")
         for v in s:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not MIN_SCALE <= v <= MAX_SCALE:
                 raise bad(f"scale {v!r} out of range")
@@ -377,6 +377,8 @@ def parse_layer(m: dict, count: int, path) -> LayerInfo | None:
             raise bad(f"{name} must list frame indices under {count}")
     if 0 not in idr or not set(idr) <= set(intra):
         raise bad("frame 0 must be an IDR and every IDR an intra frame")
+    if any(not clean[i] for i in intra):
+        raise bad("an intra frame needs a picture (a pass scale)")
     if not isinstance(crcs, list) or len(crcs) != count or not all(
             isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2 ** 32 for c in crcs):
         raise bad(f"crc32 must list {count} 32-bit values")

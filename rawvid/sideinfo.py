@@ -119,8 +119,9 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
     ``idr``: an x265 IDR picture (every keyframe). A top-up picture stays in x265's references, but
     x265 predicts the next frame from the frame's first pass (it keeps several references and
     chooses by cost): measured, an IDR after each top-up cost 10-25% more bytes. ``p_pred``: the
-    prediction's own PSNR; a P-frame whose prediction alone clears the aim by GROW_DB is coded at
-    the largest scale (x265 skips nearly all of it) and teaches the controller nothing.
+    prediction's own PSNR; a P-frame whose prediction alone clears the aim by GROW_DB has no picture
+    (its reconstruction is the prediction; until format 4 it was coded at the largest scale, where
+    x265 skipped nearly all of it for 30-60 bytes a picture) and teaches the controller nothing.
     ``intra_aim``: the PSNR an IDR's scale is chosen for by trial encodes (rawvid.rawlayer.intra_scale),
     within ``bounds``; None: an IDR is coded at ``base`` like the rest. ``hint``: shared between the
     pilot's probes and the main pass, the quantiser step (scale x 2^(QP/6)) the trials found: a pilot
@@ -144,10 +145,13 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
     if writer.steered:
         return _code_steered(writer, rc, oc, st, i, idr, res, pred, truth, info, max(rl.round_scale(base), min_scale),
                              intra_aim, hint)
+    if rc is not None and not (idr or fresh) and p_pred >= rc.target + rctl.AIM_DB + rctl.GROW_DB:
+        st.scales.append([])  # no picture at all: the decoder's reconstruction is the prediction (format 4 on)
+        st.gains.append(None)
+        return pred
     trial = (idr or fresh) and intra_aim is not None and bounds is not None
     spec = rctl.Spectrum.of(res) if s_cfg.target_psnr is not None else None
     # the pilot chose the QP at which the base scale reaches the target: start there, then follow the model
-    easy = rc is not None and not idr and p_pred >= rc.target + rctl.AIM_DB + rctl.GROW_DB
     if trial:
         def psnr_at(s: float) -> float:
             return rl.psnr_black(_recon(writer.trial(rl.to_code(res, s)), s, pred, info.bits), truth, info.black,
@@ -167,7 +171,7 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
             if hint is not None:
                 hint["step"] = scale * qstep
     else:
-        scale = rl.round_scale(base) if rc is None else rc.clamp(rc.hi) if easy else rc.first_guess(base, spec)
+        scale = rl.round_scale(base) if rc is None else rc.first_guess(base, spec)
     scale = max(scale, min_scale)
     dec = writer.code(rl.to_code(res, scale), i, idr)
     recon = _recon(dec, scale, pred, info.bits)
@@ -176,8 +180,7 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
     gain = spec.gain_at(p, scale, info.white - info.black) if spec is not None else None
     st.gains.append(None if idr else gain)
     if rc is not None:
-        if not easy:
-            rc.observe(scale, p, inter=not idr, gain=gain)
+        rc.observe(scale, p, inter=not idr, gain=gain)
         recon = _top_up(writer, rc, i, truth, recon, p, scales, info)
     st.scales.append(scales)
     return recon

@@ -64,6 +64,38 @@ def test_target_psnr_round_trip_is_closed_loop(mlv_factory, tmp_path):
         assert target - 0.3 <= got[0] <= target + 0.6, got
 
 
+def test_frames_the_prediction_reaches_have_no_picture_and_decode_alike(tmp_path):
+    """A P-frame whose prediction alone clears the aim costs no picture in the layer track (format 4):
+    the decoder's reconstruction is its own prediction, the encoder's too, so the closed loop holds
+    and the track holds one picture per pass."""
+    import av
+
+    from conftest import make_info, make_mosaic
+    from rawvid.mlv import MLVWriter
+
+    info = make_info(width=128, height=96)
+    base = make_mosaic(info, seed=0)
+    path = tmp_path / "clip.MLV"
+    with MLVWriter(path, info) as w:
+        for i in range(6):
+            w.write_frame(base, number=i)
+    rvd = tmp_path / "s.rvd"
+    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=30.0, predictor="chain"),
+                                          refine="off"))
+    lay = RvdFile(rvd).manifest["raw_layer"]
+    skipped = [i for i, sc in enumerate(lay["scales"]) if not sc]
+    assert skipped and 0 not in skipped
+    assert all(enc.layer["prediction_psnr_black"][i] >= 30.0 + 0.6 for i in skipped)
+    with av.open(str(rvd)) as c:
+        pictures = sum(1 for p in c.demux(c.streams.video[1]) if p.size)
+    assert pictures == sum(len(sc) for sc in lay["scales"])
+    res = decode(rvd, tmp_path / "out")
+    got = [psnr_black(d, base, info.cfa, info.black, info.white) for d in _decoded(tmp_path / "out", 6)]
+    assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6) and not any("CRC" in n for n in res.notes)
+    res = decode(rvd, tmp_path / "part", DecodeOptions(start=3, stop=6))  # from the IDR, through the gaps
+    assert res.frames == 3
+
+
 @pytest.mark.parametrize("predictor", ["direct", "auto"])
 def test_direct_and_auto_predictors_round_trip(mlv_factory, tmp_path, predictor):
     path, info, mosaics = _mlv(mlv_factory, n=6)
@@ -206,6 +238,7 @@ def test_layer_manifest_is_checked():
             "predictor": {"mode": "chain", "method": "global-fit"}}
     lay = rl.parse_layer({"raw_layer": good}, 2, "f.rvd")
     assert lay.passes == [1, 2]
+    assert rl.parse_layer({"raw_layer": {**good, "scales": [[4.0], []]}}, 2, "f.rvd").passes == [1, 0]
     lay.load_maps(np.full(115, 0.5, "<f2").tobytes(), 115, "f.rvd")
     for data in (b"", np.full(115, np.nan, "<f2").tobytes(), np.zeros(116, "<f2").tobytes()):
         with pytest.raises(FormatError, match="f.rvd"):
@@ -214,7 +247,8 @@ def test_layer_manifest_is_checked():
              ("idr", [1]), ("intra", [5]), ("intra", [0, 0]), ("crc32", [1]), ("crc32", [1, -2]),
              ("scales", [[1.0] * (rl.MAX_PASSES + 1), [1.0]]), ("scales", "4"), ("predictor", None),
              ("predictor", {"mode": "x"}),
-             ("predictor", {"mode": "chain", "method": "network", "model": 3})]
+             ("predictor", {"mode": "chain", "method": "network", "model": 3}),
+             ("scales", [[], [4.0]])]
     for key, value in cases:
         with pytest.raises(FormatError, match="f.rvd"):
             rl.parse_layer({"raw_layer": {**good, key: value}}, 2, "f.rvd")
