@@ -383,6 +383,36 @@ def test_a_fresh_start_after_an_exposure_step_is_scaled_by_trial_encodes(tmp_pat
     assert counts[1.7] > counts[1.0]
 
 
+def test_a_pass_that_codes_nothing_is_followed_by_a_trial_scaled_top_up(tmp_path):
+    """At a high QP x265's dead zone swallows a residual whole down to some scale: a first pass there gains
+    nothing, and a top-up a step finer (0.9x) would gain nothing again. The next scale comes from trial
+    encodes of the remaining error: one more pass lands the frame in the band."""
+    from conftest import make_info
+    from rawvid.bayer import pack
+    from rawvid.sideinfo import STALL_DB, LayerState, code_layer
+
+    info = make_info(width=128, height=96)
+    rng = np.random.default_rng(3)
+    span = info.white - info.black
+    pred = np.full((4, 48, 64), info.black + span // 4, np.uint16)  # 4 planes of a 96x128 mosaic
+    truth = np.clip(pred + rng.normal(0, span * 0.01, pred.shape), 0, info.white).astype(np.uint16)
+    p_pred = rl.psnr_black(pred, truth, info.black, info.white)
+    target = p_pred + 6.0
+    settings = LayerSettings(target_psnr=target)
+    writer = rl.LayerWriter(tmp_path / "l.mkv", info.width, info.height, 25.0, info.bits, settings, qp=40)
+    st = LayerState(settings, "chain", qp=40)
+    rc = rctl.RateController(target, 0.25, 64.0, peak=float(span))
+    code_layer(writer, rc, st, 0, True, pred, pred, info, 0.0, 4.0)  # an IDR of nothing to code
+    rc.gain, rc.scale = None, 64.0  # a controller whose next guess is far too coarse
+    recon = code_layer(writer, rc, st, 1, False, pred, truth, info, 0.0, 4.0, p_pred)
+    writer.close()
+    first, *rest = st.scales[1]
+    assert rest and rest[0] < first * 0.5  # not a 0.9x step after the stalled pass
+    assert len(st.scales[1]) <= 3
+    assert rl.psnr_black(recon, truth, info.black, info.white) >= target - rctl.TOP_UP_DB
+    assert STALL_DB > 0
+
+
 def test_idr_trials_start_from_the_last_probes_step(mlv_factory, tmp_path, monkeypatch):
     """The pilot's probes (a bisection over QPs, per predictor) each code an IDR: the first probe of a
     predictor runs the trial encodes, the later ones code it at the quantiser step they found, and
