@@ -220,18 +220,28 @@ def _top_up(writer: rl.LayerWriter, rc: rctl.RateController, i: int, truth: np.n
 def _trial_scale(writer: rl.LayerWriter, err: np.ndarray, onto: np.ndarray, truth: np.ndarray, info, aim: float,
                  coarsest: float, now: float) -> float:
     """The largest scale finer than ``coarsest`` at which a pass on ``err`` (the frame at ``now`` dB) reaches
-    ``aim``, by trial encodes: first down in steps of 4 until a trial codes something (the model has
-    nothing to go on while x265 codes nothing), then rawvid.ratecontrol.intra_scale from there."""
+    ``aim``, by trial encodes: down in steps of 4 until a trial codes something (the model has nothing to
+    go on while x265 codes nothing); past the aim there, bisected (log scale, 3 trials) between it and
+    the last scale that coded nothing; short of it, rawvid.ratecontrol.intra_scale from there."""
     def psnr_at(s: float) -> float:
         return rl.psnr_black(_recon(writer.trial(rl.to_code(err, s)), s, onto, info.bits), truth, info.black,
                              info.white)
 
     hi = rl.round_scale(coarsest * rctl.TOP_UP_STEP)
-    s = rl.round_scale(hi / 4)
-    while s > rl.MIN_SCALE and psnr_at(s) - now < STALL_DB:
-        s = rl.round_scale(max(s / 4, rl.MIN_SCALE))
-    scale, _ = rctl.intra_scale(psnr_at, err, aim, float(info.white - info.black), rl.MIN_SCALE, hi, s)
-    return scale
+    above, s = hi, rl.round_scale(hi / 4)
+    while (p := psnr_at(s)) - now < STALL_DB and s > rl.MIN_SCALE:
+        above, s = s, rl.round_scale(max(s / 4, rl.MIN_SCALE))
+    if p < aim:
+        return rctl.intra_scale(psnr_at, err, aim, float(info.white - info.black), rl.MIN_SCALE, s, s)[0]
+    for _ in range(3):
+        mid = rl.round_scale(math.sqrt(s * above))
+        if mid in (s, above):
+            break
+        if psnr_at(mid) >= aim:
+            s = mid
+        else:
+            above = mid
+    return s
 
 
 def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: OffsetController | None,
