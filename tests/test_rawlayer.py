@@ -388,7 +388,6 @@ def test_a_pass_that_codes_nothing_is_followed_by_a_trial_scaled_top_up(tmp_path
     nothing, and a top-up a step finer (0.9x) would gain nothing again. The next scale comes from trial
     encodes of the remaining error: one more pass lands the frame in the band."""
     from conftest import make_info
-    from rawvid.bayer import pack
     from rawvid.sideinfo import STALL_DB, LayerState, code_layer
 
     info = make_info(width=128, height=96)
