@@ -142,35 +142,32 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
             raise RawvidError(writer.path, f"lossless RAW layer did not round-trip at frame {i}")
         st.scales.append([1.0])
         return recon
+    if (rc is not None and not writer.steered and not (idr or fresh)
+            and p_pred >= rc.target + rctl.AIM_DB + rctl.GROW_DB):
+        st.scales.append([])  # no picture at all: the decoder's reconstruction is the prediction (format 4 on)
+        st.gains.append(None)
+        return pred
     res = rl.tile(truth.astype(np.int64) - pred)
 
     if writer.steered:
         return _code_steered(writer, rc, oc, st, i, idr, res, pred, truth, info, max(rl.round_scale(base), min_scale),
                              intra_aim, hint)
-    if rc is not None and not (idr or fresh) and p_pred >= rc.target + rctl.AIM_DB + rctl.GROW_DB:
-        st.scales.append([])  # no picture at all: the decoder's reconstruction is the prediction (format 4 on)
-        st.gains.append(None)
-        return pred
     trial = (idr or fresh) and intra_aim is not None and bounds is not None
     spec = rctl.Spectrum.of(res) if s_cfg.target_psnr is not None else None
     # the pilot chose the QP at which the base scale reaches the target: start there, then follow the model
     if trial:
-        def psnr_at(s: float) -> float:
-            return rl.psnr_black(_recon(writer.trial(rl.to_code(res, s)), s, pred, info.bits), truth, info.black,
-                                 info.white)
-
         qstep = 2 ** (writer.qp / 6) if writer.qp is not None else 1.0
-        if fresh and not idr:  # the IDRs' hint is not this frame's: start from the controller's guess
-            first = rc.first_guess(base, spec) if rc is not None else base
-            scale, _ = rctl.intra_scale(psnr_at, res, intra_aim, float(info.white - info.black), *bounds, first,
-                                      spec)
-        elif rc is None and hint and "step" in hint:  # a pilot probe after the first: no trials
+        fresh_p = fresh and not idr  # the IDRs' hint is not this frame's: it starts from the controller's guess
+        if not fresh_p and rc is None and hint and "step" in hint:  # a pilot probe after the first: no trials
             scale = rl.clamp_scale(hint["step"] / qstep, *bounds)
         else:
-            first = hint["step"] / qstep if hint and "step" in hint else base
-            scale, _ = rctl.intra_scale(psnr_at, res, intra_aim, float(info.white - info.black), *bounds, first,
-                                      spec)
-            if hint is not None:
+            if fresh_p:
+                first = rc.first_guess(base, spec) if rc is not None else base
+            else:
+                first = hint["step"] / qstep if hint and "step" in hint else base
+            scale, _ = rctl.intra_scale(_trial_psnr(writer, res, pred, truth, info), res, intra_aim,
+                                        float(info.white - info.black), *bounds, first, spec)
+            if hint is not None and not fresh_p:
                 hint["step"] = scale * qstep
     else:
         scale = rl.round_scale(base) if rc is None else rc.first_guess(base, spec)
@@ -217,16 +214,23 @@ def _top_up(writer: rl.LayerWriter, rc: rctl.RateController, i: int, truth: np.n
     return recon
 
 
+def _trial_psnr(writer: rl.LayerWriter, residual: np.ndarray, onto: np.ndarray, truth: np.ndarray,
+                info) -> Callable[[float], float]:
+    """``scale -> PSNR`` of ``onto`` plus ``residual`` coded at that scale by a trial IDR encode (nothing written)."""
+    def psnr_at(s: float) -> float:
+        return rl.psnr_black(_recon(writer.trial(rl.to_code(residual, s)), s, onto, info.bits), truth, info.black,
+                             info.white)
+
+    return psnr_at
+
+
 def _trial_scale(writer: rl.LayerWriter, err: np.ndarray, onto: np.ndarray, truth: np.ndarray, info, aim: float,
                  coarsest: float, now: float) -> float:
     """The largest scale finer than ``coarsest`` at which a pass on ``err`` (the frame at ``now`` dB) reaches
     ``aim``, by trial encodes: down in steps of 4 until a trial codes something (the model has nothing to
     go on while x265 codes nothing); past the aim there, bisected (log scale, 3 trials) between it and
     the last scale that coded nothing; short of it, rawvid.ratecontrol.intra_scale from there."""
-    def psnr_at(s: float) -> float:
-        return rl.psnr_black(_recon(writer.trial(rl.to_code(err, s)), s, onto, info.bits), truth, info.black,
-                             info.white)
-
+    psnr_at = _trial_psnr(writer, err, onto, truth, info)
     hi = rl.round_scale(coarsest * rctl.TOP_UP_STEP)
     above, s = hi, rl.round_scale(hi / 4)
     while (p := psnr_at(s)) - now < STALL_DB and s > rl.MIN_SCALE:
