@@ -10,7 +10,11 @@ default encode), beside global-fit. Reported per clip and method, over the predi
 frames: PSNR inside the mask, outside it, and overall, and the mask's share of pixels.
 
     python benchmarks/highlights.py data/scenarios/stable/test [--match clipped] [--frames 32]
-                                    [--model fagdn-v2 --model fagdn-default] [--json out.json]
+                                    [--model fagdn-v2 --model fagdn-default] [--fusion off,key-fusion]
+                                    [--json out.json]
+
+Each network runs with and without the overexposure-mask fusion of the keyframe
+(``rawvid.highlights``, what files record as ``"highlights": "key-fusion"``).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 from clips import load_chain_clip
 from rawvid.codec import network_method, predict_frame
 from rawvid.dataset import RVDLayout
+from rawvid.highlights import MODE as HIGHLIGHTS
 from rawvid.methods import GlobalFit
 from rawvid.metrics import psnr
 from rawvid.weights import DEFAULT_MODEL
@@ -63,7 +68,16 @@ def run_chain(method, raws, srgbs, truths, masks, info, refine: bool) -> dict:
     def db(s: float, n: float) -> float | None:
         return None if n == 0 else float(10 * np.log10(n / max(s, 1e-30)))
     return {"inside": db(si, ni), "outside": db(so, no), "all": db(si + so, ni + no),
-            "psnr_black_mean_of_frames": float(np.mean(per_frame))}
+            "psnr_black_mean_of_frames": float(np.mean(per_frame)), "per_frame": [float(v) for v in per_frame]}
+
+
+def longest_run_under(curve: list[float], base: list[float]) -> int:
+    """The most consecutive frames on which ``curve`` is under ``base`` (issue 11: at most 3 under global-fit)."""
+    run = best = 0
+    for a, b in zip(curve, base):
+        run = run + 1 if a < b else 0
+        best = max(best, run)
+    return best
 
 
 def main() -> None:
@@ -73,9 +87,14 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--crf", type=int, default=16)
     ap.add_argument("--model", action="append", help="weights (repeatable; default: the shipped model)")
+    ap.add_argument("--fusion", default=f"off,{HIGHLIGHTS}",
+                    help=f"the networks' highlight fusion: off, {HIGHLIGHTS} or both (comma-separated)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     models = args.model or [DEFAULT_MODEL]
+    fusions = [f for f in args.fusion.split(",") if f]
+    if any(f not in ("off", HIGHLIGHTS) for f in fusions):
+        ap.error(f"--fusion: off or {HIGHLIGHTS}")
     layout = RVDLayout.open(args.split)
     clips = []
     for video in layout.videos:
@@ -86,19 +105,24 @@ def main() -> None:
         masks = [clipped_mask(x) for x in clip.rgbs]
         row = {"clip": video.name, "frames": len(raws),
                "clipped_share": float(np.mean([m.mean() for m in masks[1:]])), "methods": {}}
-        runs = [("global-fit", None, False)] + [(f"{m} {mode}", m, mode == "refined")
-                                                for m in models for mode in ("alone", "refined")]
-        for label, model, refine in runs:
+        runs = [("global-fit", None, False, "off")] + [
+            (f"{m} {mode}" + ("" if fusion == "off" else f" {fusion}"), m, mode == "refined", fusion)
+            for m in models for mode in ("alone", "refined") for fusion in fusions]
+        for label, model, refine, fusion in runs:
             method = GlobalFit() if model is None else network_method(model, info.width, info.height)
             method.unclip = noise  # as the encoder and decoder run it
+            method.highlights = None if fusion == "off" else fusion
             row["methods"][label] = run_chain(method, raws, srgbs, truths, masks, info, refine)
             r = row["methods"][label]
+            r["longest_run_under_global_fit"] = longest_run_under(r["per_frame"], row["methods"]["global-fit"]["per_frame"])
             print(f"{video.name:34s} clipped {100 * row['clipped_share']:5.1f}%  {label:28s} inside "
-                  f"{r['inside'] or float('nan'):6.2f}  outside {r['outside']:6.2f}  all {r['all']:6.2f}", flush=True)
+                  f"{r['inside'] or float('nan'):6.2f}  outside {r['outside']:6.2f}  all {r['all']:6.2f}  "
+                  f"under global-fit {r['longest_run_under_global_fit']:3d} frames in a row", flush=True)
         clips.append(row)
     if args.json:
         args.json.write_text(json.dumps({"split": str(args.split), "frames": args.frames, "crf": args.crf,
-                                         "clip_level": CLIP_LEVEL, "models": models, "clips": clips}, indent=1))
+                                         "clip_level": CLIP_LEVEL, "models": models, "fusions": fusions,
+                                         "clips": clips}, indent=1))
 
 
 if __name__ == "__main__":

@@ -654,8 +654,11 @@ def _scene_sources(fn):
 @click.option("--clips-per-scene", default=3, show_default=True, type=click.IntRange(1))
 @click.option("--test-fraction", default=0.25, show_default=True, type=click.FloatRange(0, 0.9))
 @click.option("--render", "renders", default="stable,rvd", show_default=True, help="Comma-separated render modes.")
+@click.option("--hold-out-camera", "hold_out", multiple=True,
+              help="Leave-one-camera-out: every scene of a camera whose name contains this goes to test (repeatable).")
 @handle_errors
-def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, clips_per_scene, test_fraction, renders):
+def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, clips_per_scene, test_fraction, renders,
+                  hold_out):
     """Synthetic RAW video clips over real sensor stills, split by source scene."""
     from .dataset import build_dataset
 
@@ -668,7 +671,7 @@ def dataset_build(output, shared_root, raws, seed, size, frames, test_frames, cl
     with FrameProgress("clips") as progress:
         rep = build_dataset(output, scenes, seed=seed, frames=frames, test_frames=test_frames, size=(w, h),
                             clips_per_scene=clips_per_scene, test_fraction=test_fraction, renders=modes,
-                            progress=progress)
+                            progress=progress, hold_out_cameras=tuple(hold_out))
     for r, splits in rep.splits.items():
         for sp, c in splits.items():
             console.print(f"{output}/{r}/{sp}: {c['clips']} clips, {c['frames']} frames")
@@ -718,9 +721,11 @@ def _renders(renders: str) -> tuple[str, ...]:
 @click.option("--scenario", "scenarios", default=None,
               help="Comma-separated subset of: orbit, rotate-zoom, exposure-step, clipped, dark-noisy, long.")
 @click.option("--render", "renders", default="stable", show_default=True, help="Comma-separated render modes.")
+@click.option("--from-split", "from_split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="Over the held-out scenes (test clips) or the training scenes (training data, OUTPUT/<render>/train).")
 @handle_errors
 def dataset_scenarios(output, shared_root, raws, seed, test_fraction, size, frames, long_frames, per_scenario,
-                      scenarios, renders):
+                      scenarios, renders, from_split):
     """Test clips of named hard scenarios over the held-out scenes (large motion, clipping, noise, long)."""
     from .dataset import build_scenarios
 
@@ -729,7 +734,7 @@ def dataset_scenarios(output, shared_root, raws, seed, test_fraction, size, fram
     with FrameProgress("clips") as progress:
         rep = build_scenarios(output, scenes, seed=seed, frames=frames, long_frames=long_frames, size=_size(size),
                               per_scenario=per_scenario, test_fraction=test_fraction, scenarios=kinds,
-                              renders=_renders(renders), progress=progress)
+                              renders=_renders(renders), progress=progress, from_split=from_split)
     for r, splits in rep.splits.items():
         for sp, c in splits.items():
             console.print(f"{output}/{r}/{sp}: {c['clips']} clips, {c['frames']} frames")

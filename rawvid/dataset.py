@@ -286,13 +286,22 @@ def split_groups(groups: list[str], seed: int, test_fraction: float) -> tuple[li
     return sorted(g for g in groups if g not in test), test
 
 
+def held_out(camera: str, names: tuple[str, ...]) -> bool:
+    """Whether a sensor's camera name contains one of ``names`` (case-insensitive)."""
+    return any(n.lower() in camera.lower() for n in names if n)
+
+
 def build_dataset(out: str | os.PathLike, scenes: list, *, seed: int = 0, frames: int = 24, test_frames: int = 32,
                   size: tuple[int, int] = (512, 320), clips_per_scene: int = 3, test_fraction: float = 0.25,
-                  renders: tuple[str, ...] = ("stable", "rvd"), progress=None) -> BuildReport:
+                  renders: tuple[str, ...] = ("stable", "rvd"), progress=None,
+                  hold_out_cameras: tuple[str, ...] = ()) -> BuildReport:
     """Write RVD-layout splits ``out/<render>/{train,test}`` of synthetic clips over real scenes.
 
     Every clip is drawn from ``seed`` and its name, so a rebuild gives the same data. The
     RAW of one clip is written once and hard-linked into each render mode's split.
+    ``hold_out_cameras``: every scene of a sensor whose camera name contains one of these
+    (case-insensitive) goes to test, the rest split as without them: leave-one-camera-out
+    validation, whose training set is the usual one less that camera.
     """
     import zlib
 
@@ -306,6 +315,13 @@ def build_dataset(out: str | os.PathLike, scenes: list, *, seed: int = 0, frames
     qh, qw = h // 2, w // 2
     groups = sorted({s.source_group for s in scenes})
     train_g, test_g = split_groups(groups, seed, test_fraction)
+    held = {s.source_group for s in scenes if held_out(s.sensor.camera, hold_out_cameras)}
+    if hold_out_cameras and not held:
+        known = ", ".join(sorted({s.sensor.camera for s in scenes}))
+        raise ValueError(f"no scene's camera matches {', '.join(hold_out_cameras)} (cameras: {known})")
+    train_g, test_g = [g for g in train_g if g not in held], sorted(set(test_g) | held)
+    if not train_g:
+        raise ValueError("holding out those cameras leaves no training scene")
     plan = []
     for scene in scenes:
         split = "test" if scene.source_group in test_g else "train"
@@ -340,13 +356,17 @@ def build_dataset(out: str | os.PathLike, scenes: list, *, seed: int = 0, frames
 def build_scenarios(out: str | os.PathLike, scenes: list, *, seed: int = 0, frames: int = 32, long_frames: int = 120,
                     size: tuple[int, int] = (512, 320), per_scenario: int = 2, test_fraction: float = 0.25,
                     scenarios: tuple[str, ...] | None = None, renders: tuple[str, ...] = ("stable",),
-                    progress=None) -> BuildReport:
+                    progress=None, from_split: str = "test") -> BuildReport:
     """Write ``out/<render>/test`` of named scenario clips (``synth.SCENARIOS``) over the scenes that
     ``build_dataset`` with the same seed and test fraction holds out: clips no model trained on
     that split has seen, each tagged with its scenario and its camera, so bench reports both.
 
     Each scenario takes ``per_scenario`` held-out scenes in turn (a different start for each
     scenario, so every camera of the test split appears); ``long`` clips have ``long_frames``.
+
+    ``from_split="train"``: the same scenarios over the training scenes instead, written to
+    ``out/<render>/train`` as training data, each clip named ``<scene>_<scenario>`` so that
+    ``rawvid train``'s validation (whole scenes held out by name) keeps a scene's clips together.
     """
     import zlib
 
@@ -363,15 +383,18 @@ def build_scenarios(out: str | os.PathLike, scenes: list, *, seed: int = 0, fram
         if k not in SCENARIOS:
             raise ValueError(f"unknown scenario {k!r} ({', '.join(SCENARIOS)})")
     groups = sorted({s.source_group for s in scenes})
+    if from_split not in ("train", "test"):
+        raise ValueError(f"scenarios come from the train or the test scenes, not {from_split!r}")
     train_g, test_g = split_groups(groups, seed, test_fraction)
-    held = [s for s in scenes if s.source_group in test_g]
+    pool = test_g if from_split == "test" else train_g
+    held = [s for s in scenes if s.source_group in pool]
     if not held:
-        raise ValueError("no held-out scene to build scenarios from")
+        raise ValueError(f"no {from_split} scene to build scenarios from")
     plan = [(kind, held[(3 * n + j) % len(held)]) for n, kind in enumerate(kinds) for j in range(min(per_scenario, len(held)))]
-    writers = {r: RVDWriter(out / r / "test") for r in renders}
-    counts = {r: {"test": {"clips": 0, "frames": 0}} for r in renders}
+    writers = {r: RVDWriter(out / r / from_split) for r in renders}
+    counts = {r: {from_split: {"clips": 0, "frames": 0}} for r in renders}
     for done, (kind, scene) in enumerate(plan):
-        name = f"{kind}_{scene.name}"
+        name = f"{kind}_{scene.name}" if from_split == "test" else f"{scene.name}_{kind.replace('-', '')}"
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
         n = long_frames if kind == "long" else frames
         spec, shot, mosaics = make_scenario_clip(kind, scene, rng, n, qh, qw)
@@ -384,8 +407,8 @@ def build_scenarios(out: str | os.PathLike, scenes: list, *, seed: int = 0, fram
         if clipped > 0.01:
             tags.append(f"clipped highlights ({100 * clipped:.0f}% of RAW samples)")
         for r in renders:
-            counts[r]["test"]["clips"] += 1
-            counts[r]["test"]["frames"] += writers[r].add_video(name, ((m, render(m, info, r)) for m in mosaics), tags,
+            counts[r][from_split]["clips"] += 1
+            counts[r][from_split]["frames"] += writers[r].add_video(name, ((m, render(m, info, r)) for m in mosaics), tags,
                                                                 info)
         if progress:
             progress(done + 1, len(plan))

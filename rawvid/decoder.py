@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from .highlights import MODE as HIGHLIGHTS
 from .chain import layer_frame, network_method, predict_frame, select_runtime
 from .chain import select_device as _select_device
 from .container import RvdFile, sha256_file
@@ -285,6 +286,8 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
         from .noise import NoiseModel
 
         method.unclip = NoiseModel(*m["noise_profile"])
+    if m.get("highlights") == HIGHLIGHTS:  # files from before it: the network's clipped regions as predicted
+        method.highlights = HIGHLIGHTS
     out = Path(output)
     digest = manifest_digest(m)  # identifies the clip
     timings = method.timings

@@ -24,6 +24,7 @@ from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_Z_NAME, MIME_BINAR
                         encode_flac, mux, pack_manifest, sha256_file)
 from .dng import write_dng
 from .errors import FormatError, RawvidError
+from .highlights import MODE as HIGHLIGHTS
 from .manifest import validate as validate_manifest
 from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
@@ -281,6 +282,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             layout = network_layout(device, runtime, opts.layout) if net else NETWORK_LAYOUT
             method = network_method(model, info.width, info.height, device, layout=layout, runtime=runtime) if net else \
                 GlobalFit() if layer is not None else None
+            if method is not None:  # as the decoder will run it (the file records it below)
+                method.highlights = HIGHLIGHTS
             srgb_pilot = noise = reuse = None
             if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless:
                 opts, srgb_pilot, noise, reuse = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, per_frame,
@@ -340,6 +343,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             manifest["noise_profile"] = None if noise is None else [noise.scale, noise.offset]
             if noise is not None:  # predictions are the shadows' mean, under black where it lies there
                 manifest["shadows"] = "unclipped"
+            manifest["highlights"] = HIGHLIGHTS  # the decoder's network fuses the keyframe into clipped regions
             manifest["calibration"] = calib or {"mode": "keyframe"}
             manifest["refine"] = refine or {"mode": "off"}
             manifest["network_layout"] = layout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .highlights import MODE as HIGHLIGHTS
 from .errors import FormatError
 from .meta import CFA_PATTERNS, MAX_FPS, MAX_SIDE, SUPPORTED_BITS
 
@@ -80,6 +81,8 @@ def validate(m: Any, path, file_size: int) -> None:
         noise = m.get("noise_profile")
         if not (isinstance(noise, list) and all(_is_num(v) and 0 <= v <= 1 for v in noise)):
             raise bad("noise_profile", "unclipped shadows need a noise profile of two numbers in [0, 1]")
+    if m.get("highlights") is not None and m["highlights"] != HIGHLIGHTS:
+        raise bad("highlights", f'must be "{HIGHLIGHTS}" or absent')
     if m.get("network_runtime") is not None and m["network_runtime"] not in ("torch", "onnxruntime"):
         raise bad("network_runtime", 'must be "torch" or "onnxruntime"')
     for key, optional in (("calibration_illuminant", False), ("calibration_illuminant2", True)):

@@ -50,6 +50,9 @@ class Method:
         #: the clip's noise when its predictions are unclipped at black (``rawvid.noise.unclip_mean``);
         #: files that record ``"shadows": "unclipped"`` are coded and decoded with it
         self.unclip = None
+        #: ``rawvid.highlights.MODE`` when the network's clipped regions take part of the keyframe
+        #: (files that record ``"highlights": "key-fusion"``); None: as files made before it
+        self.highlights: str | None = None
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         """Called with the true RAW and its sRGB at every keyframe (frame 0 included)."""
@@ -260,7 +263,7 @@ class NetworkBase(GlobalFit):
         self._base = None
         if self.config.key_reference:  # the keyframe's sRGB, its residual against A(k), and A(k)
             prior = self.map.apply(srgb)  # type: ignore[union-attr]
-            self.key_srgb = srgb
+            self.key_srgb, self.key_raw = srgb, raw
             self.key_arrays = {"key_srgb": srgb, "key_residual": raw - prior, "key_prior": prior}
 
     def _apply(self, gmap: GlobalMap, srgb: np.ndarray) -> np.ndarray:
@@ -311,6 +314,10 @@ class NetworkBase(GlobalFit):
             prev = self._apply(self.prev_map or self.map, prev_srgb)  # type: ignore[arg-type]
             priors = {"prior_cur": self._apply(self.map, srgb), "prior_prev": prev}  # type: ignore[arg-type]
         out = self._forward(srgb, prev_srgb, prev_raw, flow, key_flow, priors)
+        if self.highlights is not None and key_flow is not None:
+            from .highlights import fuse
+
+            out = fuse(out, srgb, self.key_raw, key_flow)
         self.timings.add("network", time.perf_counter() - t - (self.timings.flow - flow_s))
         return out
 

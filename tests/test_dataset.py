@@ -121,6 +121,9 @@ def test_cli_dataset_build(tmp_path, two_stills):
     assert res.returncode == 0, res.stderr
     assert RVDLayout.open(tmp_path / "ds" / "stable" / "test").videos
     assert RVDLayout.open(tmp_path / "ds" / "stable" / "train").videos
+    res = run_cli("dataset", "build", "-o", tmp_path / "ds2", *two_stills, "--hold-out-camera", "Nokia 3310")
+    assert res.returncode == 2 and "no scene's camera matches Nokia 3310" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_orbit_leaves_and_returns():
@@ -165,3 +168,35 @@ def test_cli_dataset_scenarios(tmp_path, two_stills):
     assert len(RVDLayout.open(tmp_path / "sc" / "stable" / "test").videos) == 2
     res = run_cli("dataset", "scenarios", "-o", tmp_path / "sc2", *two_stills, "--scenario", "spin")
     assert res.returncode == 2 and "unknown scenario" in res.stderr
+
+
+def test_hold_out_camera_moves_every_scene_of_it_to_test(tmp_path):
+    """Issue 11 item 1: leave-one-camera-out. The training set is the usual one less that camera."""
+    import dataclasses
+
+    scenes = example_scenes()
+    other = Sensor(**{**dataclasses.asdict(scenes[0].sensor), "camera": "Other Cam"})
+    scenes = [scenes[0], scenes[1], Scene("part2", scenes[2].rgb, other), Scene("part3", scenes[0].rgb[:, ::-1], other)]
+    kw = dict(seed=7, frames=3, test_frames=3, size=(128, 96), clips_per_scene=1, test_fraction=0.25,
+              renders=("stable",))
+    usual = build_dataset(tmp_path / "u", scenes, **kw)
+    rep = build_dataset(tmp_path / "h", scenes, hold_out_cameras=("other cam",), **kw)
+    assert set(rep.test_scenes) == set(usual.test_scenes) | {"part2", "part3"}
+    assert set(rep.train_scenes) == set(usual.train_scenes) - {"part2", "part3"} and rep.train_scenes
+    train = RVDLayout.open(tmp_path / "h" / "stable" / "train")
+    assert all(train.video_info(v).camera.model != "Other Cam" for v in train.videos)
+    with pytest.raises(ValueError, match="no scene's camera matches"):
+        build_dataset(tmp_path / "x", scenes, hold_out_cameras=("Nokia",), **kw)
+
+
+def test_scenarios_over_training_scenes_are_training_data(tmp_path):
+    from rawvid.dataset import build_scenarios
+
+    scenes = example_scenes()
+    rep = build_scenarios(tmp_path / "sc", scenes, frames=3, size=(128, 96), per_scenario=1, test_fraction=0.34,
+                          scenarios=("orbit", "exposure-step"), from_split="train")
+    layout = RVDLayout.open(tmp_path / "sc" / "stable" / "train")
+    names = [v.name for v in layout.videos]
+    assert names == [f"{rep.train_scenes[0]}_orbit", f"{rep.train_scenes[1 % len(rep.train_scenes)]}_exposurestep"]
+    assert {n.rsplit("_", 1)[0] for n in names} <= set(rep.train_scenes)  # held together with their scene
+    assert not (tmp_path / "sc" / "stable" / "test").exists()
