@@ -909,7 +909,8 @@ def info(path, as_json, verify):
     t.add_row("side info", f"calibration {_shown((m.get('calibration') or {}).get('mode', 'keyframe'))}, refinement "
               + (f"{mode} ({_shown(ref.get('block'))} px, for model {_shown(ref.get('model'))})" if mode == "blocks"
                  else mode)
-              + (f"; network run in {_shown(m['network_runtime'])}" if m.get("network_runtime") else ""))
+              + (f"; network run in {_shown(m['network_runtime'])}" if m.get("network_runtime") else "")
+              + ("; highlights fused from the keyframe" if m.get("highlights") else ""))
     t.add_row("size", f"{_human(sizes['file_bytes'])}: video {_human(sizes['video_bytes'])}, keyframes "
               f"{_human(sizes['keyframe_bytes'])}, audio {_human(sizes['audio_bytes'])}, manifest "
               f"{_human(sizes['manifest_bytes'])}, side info {_human(sizes['side_info_bytes'])}")

@@ -76,6 +76,10 @@ def test_clipped_clip_decodes_closer_to_the_truth_with_the_fusion(tmp_path):
     rvd = encode(tmp_path / "hot.MLV", tmp_path / "hot.rvd", EncodeOptions(refine="off")).output
     m = dict(RvdFile(rvd).manifest)
     assert m["highlights"] == MODE
+    from conftest import run_cli
+
+    info_out = run_cli("info", rvd)
+    assert info_out.returncode == 0 and "highlights fused from the" in " ".join(info_out.stdout.split()), info_out.stdout
     m["highlights"] = "sky-replacement"  # untrusted: only the one fusion rawvid knows
     with pytest.raises(FormatError, match="highlights"):
         validate(m, rvd, rvd.stat().st_size)
