@@ -130,6 +130,40 @@ def warp_error(source: torch.Tensor, flow: torch.Tensor, target: torch.Tensor, r
     return F.avg_pool2d(err, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
 
 
+def _padded(img: np.ndarray) -> np.ndarray:
+    """C x H x W -> C x (H+2)(W+2) float32 with a one-pixel zero border (the bilinear gathers need no masks)."""
+    c, h, w = img.shape
+    pad = np.zeros((c, h + 2, w + 2), dtype=np.float32)
+    pad[:, 1:-1, 1:-1] = img
+    return pad.reshape(c, -1)
+
+
+def _bilinear(flat: np.ndarray, h: int, w: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear samples (C x N) of a :func:`_padded` H x W image at source positions (x, y) (any shape, N
+    values), zero where the source lies outside the frame, and that validity (float32, the shape of x)."""
+    v = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).astype(np.float32)
+    xf, yf = np.floor(x), np.floor(y)
+    fx, fy = x - xf, y - yf
+    # top-left neighbour in the padded image; outside the valid region the weights are zero anyway
+    base = ((np.clip(yf, -1, h - 1).astype(np.int64) + 1) * (w + 2) + np.clip(xf, -1, w - 1).astype(np.int64) + 1)
+    base = base.ravel()
+    o = np.take(flat, base, axis=1)
+    o *= ((1 - fx) * (1 - fy) * v).ravel()
+    o += np.take(flat, base + 1, axis=1) * (fx * (1 - fy) * v).ravel()
+    o += np.take(flat, base + w + 2, axis=1) * ((1 - fx) * fy * v).ravel()
+    o += np.take(flat, base + w + 3, axis=1) * (fx * fy * v).ravel()
+    return o, v
+
+
+def warp_points(img: np.ndarray, flow: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`warp` at the pixels (ys, xs) only: C x N values and N bools (the source lies inside the frame)."""
+    c, h, w = img.shape
+    x = xs.astype(np.float32) + flow[ys, xs, 0]
+    y = ys.astype(np.float32) + flow[ys, xs, 1]
+    out, v = _bilinear(_padded(img), h, w, x, y)
+    return out, v > 0
+
+
 def warp(img: np.ndarray, flow: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`backward_warp` in numpy: ``img`` (C x H x W) by backward ``flow`` (H x W x 2, pixels).
 
@@ -140,27 +174,14 @@ def warp(img: np.ndarray, flow: np.ndarray, threads: int | None = None) -> tuple
     the GIL), each writing its own rows, so the result does not depend on the count.
     """
     c, h, w = img.shape
-    pad = np.zeros((c, h + 2, w + 2), dtype=np.float32)
-    pad[:, 1:-1, 1:-1] = img
-    flat = pad.reshape(c, -1)
+    flat = _padded(img)
     out = np.empty((c, h * w), dtype=np.float32)
     valid = np.empty((h, w), dtype=np.float32)
 
     def band(y0: int, y1: int) -> None:
         x = np.arange(w, dtype=np.float32)[None, :] + flow[y0:y1, :, 0]
         y = np.arange(y0, y1, dtype=np.float32)[:, None] + flow[y0:y1, :, 1]
-        v = ((x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)).astype(np.float32)
-        xf, yf = np.floor(x), np.floor(y)
-        fx, fy = x - xf, y - yf
-        # top-left neighbour in the padded image; outside the valid region the weights are zero anyway
-        base = ((np.clip(yf, -1, h - 1).astype(np.int64) + 1) * (w + 2) + np.clip(xf, -1, w - 1).astype(np.int64) + 1)
-        base = base.ravel()
-        o = np.take(flat, base, axis=1)
-        o *= ((1 - fx) * (1 - fy) * v).ravel()
-        o += np.take(flat, base + 1, axis=1) * (fx * (1 - fy) * v).ravel()
-        o += np.take(flat, base + w + 2, axis=1) * ((1 - fx) * fy * v).ravel()
-        o += np.take(flat, base + w + 3, axis=1) * (fx * fy * v).ravel()
-        out[:, y0 * w : y1 * w] = o
+        out[:, y0 * w : y1 * w], v = _bilinear(flat, h, w, x, y)
         valid[y0:y1] = v
 
     n = _row_bands(h, threads)

@@ -10,7 +10,8 @@ is trusted only where it does not fall more than ``AGREE`` under the network (a 
 from the wrong place into a clipped region is usually darker: measured on rotations and orbits
 that leave the keyframe's view), and only half (two estimates with independent errors).
 
-Measured by ``benchmarks/highlights.py`` on the scenario clips (figures in the README, "Highlights").
+Measured by ``benchmarks/highlights.py`` on the scenario clips (figures in the README, "Unseen
+cameras, large motion and highlights").
 
 The same numpy code runs in the encoder and the decoder, after either runtime's network, so the
 chain stays closed; files record it (``"highlights": "key-fusion"``) and files without the
@@ -43,23 +44,6 @@ def overexposed_mask(srgb: np.ndarray) -> np.ndarray:
     return np.clip((top - MASK_LO) / (MASK_HI - MASK_LO), 0.0, 1.0).astype(np.float32)[None]
 
 
-def sample(img: np.ndarray, flow: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``img`` (C x H x W) backward-warped by ``flow`` (H x W x 2) at the pixels (ys, xs) only: bilinear,
-    as :func:`rawvid.flow.warp` (C x N values, and N bools: the source lies inside the frame)."""
-    c, h, w = img.shape
-    x = xs + flow[ys, xs, 0]
-    y = ys + flow[ys, xs, 1]
-    ok = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-    x, y = np.where(ok, x, 0), np.where(ok, y, 0)
-    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2) if w > 1 else np.zeros(len(x), np.int64)
-    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2) if h > 1 else np.zeros(len(y), np.int64)
-    fx, fy = (x - x0).astype(np.float32), (y - y0).astype(np.float32)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    out = (img[:, y0, x0] * ((1 - fx) * (1 - fy)) + img[:, y0, x1] * (fx * (1 - fy))
-           + img[:, y1, x0] * ((1 - fx) * fy) + img[:, y1, x1] * (fx * fy))
-    return out * ok, ok
-
-
 def exposure_ratio(pred: np.ndarray, ref: np.ndarray) -> float:
     """Median of pred / ref (C x N samples) where ref is not dark: the exposure change since the
     keyframe (1 when too few samples vote)."""
@@ -76,17 +60,20 @@ def fuse(pred: np.ndarray, srgb: np.ndarray, key_raw: np.ndarray, key_flow: np.n
     ``key_raw``. Only the masked pixels are warped, and the exposure ratio is measured on every
     ``RATIO_STRIDE``-th row and column outside the mask: a few ms where a whole warp took 60.
     """
+    from .flow import warp_points  # not at import: the manifest's validation imports MODE from here
+
     mask = overexposed_mask(srgb)[0]
     ys, xs = np.nonzero(mask)
     if len(ys) == 0:
         return pred
-    key = np.ascontiguousarray(key_raw, dtype=np.float32)
     gy, gx = np.mgrid[0 : mask.shape[0] : RATIO_STRIDE, 0 : mask.shape[1] : RATIO_STRIDE]
     free = mask[gy, gx] == 0
     gy, gx = gy[free], gx[free]
-    ref, ok = sample(key, key_flow, gy, gx)
-    ratio = exposure_ratio(pred[:, gy, gx][:, ok], ref[:, ok])
-    ref, ok = sample(key, key_flow, ys, xs)
+    # one warp of the keyframe at both sets of pixels: the ratio's samples, then the masked ones
+    both, valid = warp_points(key_raw, key_flow, np.concatenate([gy, ys]), np.concatenate([gx, xs]))
+    n = len(gy)
+    ref, ok = both[:, n:], valid[n:]
+    ratio = exposure_ratio(pred[:, gy, gx][:, valid[:n]], both[:, :n][:, valid[:n]])
     ref = np.clip(ref * ratio, 0.0, 1.0)
     here = pred[:, ys, xs]
     trust = (ref >= here - AGREE).all(axis=0) & ok

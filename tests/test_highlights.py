@@ -95,18 +95,17 @@ def test_clipped_clip_decodes_closer_to_the_truth_with_the_fusion(tmp_path):
     assert np.mean(errs["new"][hot] ** 2) < np.mean(errs["old"][hot] ** 2)
 
 
-def test_sample_is_the_warp_at_those_pixels():
-    from rawvid.flow import warp
-    from rawvid.highlights import sample
+def test_warp_points_is_the_warp_at_those_pixels():
+    from rawvid.flow import warp, warp_points
 
     rng = np.random.default_rng(3)
     img = rng.random((4, 30, 50), dtype=np.float32)
     flow = rng.normal(0, 4, (30, 50, 2)).astype(np.float32)  # some sources outside the frame
     full, valid = warp(img, flow)
     ys, xs = np.nonzero(rng.random((30, 50)) < 0.5)
-    got, ok = sample(img, flow, ys, xs)
+    got, ok = warp_points(img, flow, ys, xs)
     assert np.array_equal(ok, valid[ys, xs] > 0) and 0 < ok.mean() < 1
-    assert np.allclose(got, full[:, ys, xs], atol=1e-5)
+    assert np.array_equal(got, full[:, ys, xs])  # the same arithmetic as the whole warp
 
 
 def test_fusion_keeps_the_raw_layer_closed_loop(tmp_path):
