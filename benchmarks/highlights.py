@@ -11,6 +11,7 @@ frames: PSNR inside the mask, outside it, and overall, and the mask's share of p
 
     python benchmarks/highlights.py data/scenarios/stable/test [--match clipped] [--frames 32]
                                     [--model fagdn-v2 --model fagdn-default] [--fusion off,key-fusion]
+                                    [--calibration keyframe,per-frame,adaptive,adaptive:0.5]
                                     [--json out.json]
 
 Each network runs with and without the overexposure-mask fusion of the keyframe
@@ -25,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from clips import load_chain_clip
+from rawvid.chain import fit_own_map
 from rawvid.codec import network_method, predict_frame
 from rawvid.dataset import RVDLayout
 from rawvid.highlights import MODE as HIGHLIGHTS
 from rawvid.methods import GlobalFit
+from rawvid.sideinfo import ADAPT_GAIN_DB, own_map_pays
 from rawvid.metrics import psnr
 from rawvid.weights import DEFAULT_MODEL
 
@@ -50,14 +53,27 @@ def region_mse(planes: np.ndarray, truth: np.ndarray, mask: np.ndarray, black: i
     return float(inside.sum()), inside.size, float(err.sum() - inside.sum()), err.size - inside.size
 
 
-def run_chain(method, raws, srgbs, truths, masks, info, refine: bool) -> dict:
-    """PSNR inside / outside the masks / overall over the predicted frames, chained as decode runs."""
+def run_chain(method, raws, srgbs, truths, masks, info, refine: bool, calibrated: bool | float = False) -> dict:
+    """PSNR inside / outside the masks / overall over the predicted frames, chained as decode runs.
+
+    ``calibrated``: True, each frame's own map (fitted on its true RAW, float16 as stored) calibrates
+    the method before it predicts, as ``--calibration per-frame`` files do; a number, adaptive
+    calibration at that threshold (dB), as the encoder's ``--calibration adaptive``."""
     method.keyframe(raws[0], srgbs[0])
+    in_force, changes = None, 0
     prev_raw, prev_srgb = raws[0], srgbs[0]
     si = ni = so = no = 0.0
     per_frame = []
     for t in range(1, len(raws)):
-        planes, out, _ = predict_frame(method, prev_raw, prev_srgb, srgbs[t], info,
+        gmap = None
+        if calibrated is True:
+            gmap = fit_own_map(srgbs[t], raws[t])[0]
+        elif calibrated is not False:  # adaptive, at this threshold (dB): the encoder's rule
+            own = fit_own_map(srgbs[t], raws[t])[0]
+            if own_map_pays(method, own, srgbs[t], raws[t], calibrated):
+                in_force, changes = own, changes + 1
+            gmap = in_force
+        planes, out, _ = predict_frame(method, prev_raw, prev_srgb, srgbs[t], info, gmap,
                                        target=raws[t] if refine else None)
         a, b, c, d = region_mse(planes, truths[t], masks[t], info.black, info.white)
         si, ni, so, no = si + a, ni + b, so + c, no + d
@@ -68,7 +84,8 @@ def run_chain(method, raws, srgbs, truths, masks, info, refine: bool) -> dict:
     def db(s: float, n: float) -> float | None:
         return None if n == 0 else float(10 * np.log10(n / max(s, 1e-30)))
     return {"inside": db(si, ni), "outside": db(so, no), "all": db(si + so, ni + no),
-            "psnr_black_mean_of_frames": float(np.mean(per_frame)), "per_frame": [float(v) for v in per_frame]}
+            "psnr_black_mean_of_frames": float(np.mean(per_frame)), "per_frame": [float(v) for v in per_frame],
+            "maps_stored": len(per_frame) if calibrated is True else changes}
 
 
 def longest_run_under(curve: list[float], base: list[float]) -> int:
@@ -89,12 +106,23 @@ def main() -> None:
     ap.add_argument("--model", action="append", help="weights (repeatable; default: the shipped model)")
     ap.add_argument("--fusion", default=f"off,{HIGHLIGHTS}",
                     help=f"the networks' highlight fusion: off, {HIGHLIGHTS} or both (comma-separated)")
+    ap.add_argument("--calibration", default="keyframe,adaptive",
+                    help="the default mode's calibration, comma-separated: keyframe, per-frame, adaptive "
+                         f"(the encoder's auto, at {ADAPT_GAIN_DB} dB) or adaptive:DB")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     models = args.model or [DEFAULT_MODEL]
     fusions = [f for f in args.fusion.split(",") if f]
     if any(f not in ("off", HIGHLIGHTS) for f in fusions):
         ap.error(f"--fusion: off or {HIGHLIGHTS}")
+    calibrations = []  # False: keyframe, True: per-frame, a number: adaptive at that threshold (dB)
+    for c in args.calibration.split(","):
+        if c in ("keyframe", "per-frame"):
+            calibrations.append(c == "per-frame")
+        elif c.startswith("adaptive"):
+            calibrations.append(float(c.partition(":")[2] or ADAPT_GAIN_DB))
+        else:
+            ap.error("--calibration: keyframe, per-frame, adaptive or adaptive:DB")
     layout = RVDLayout.open(args.split)
     clips = []
     for video in layout.videos:
@@ -105,23 +133,28 @@ def main() -> None:
         masks = [clipped_mask(x) for x in clip.rgbs]
         row = {"clip": video.name, "frames": len(raws),
                "clipped_share": float(np.mean([m.mean() for m in masks[1:]])), "methods": {}}
-        runs = [("global-fit", None, False, "off")] + [
-            (f"{m} {mode}" + ("" if fusion == "off" else f" {fusion}"), m, mode == "refined", fusion)
-            for m in models for mode in ("alone", "refined") for fusion in fusions]
-        for label, model, refine, fusion in runs:
+        runs = [("global-fit", None, False, "off", False)] + [
+            (f"{m} {mode}" + ("" if fusion == "off" else f" {fusion}")
+             + ("" if pf is False else " per-frame" if pf is True else f" adaptive:{pf:g}"),
+             m, mode == "refined", fusion, pf)
+            for m in models for mode in ("alone", "refined") for fusion in fusions
+            for pf in ([False] if mode == "alone" else calibrations)]  # maps need every frame's RAW: not alone
+        for label, model, refine, fusion, pf in runs:
             method = GlobalFit() if model is None else network_method(model, info.width, info.height)
             method.unclip = noise  # as the encoder and decoder run it
             method.highlights = None if fusion == "off" else fusion
-            row["methods"][label] = run_chain(method, raws, srgbs, truths, masks, info, refine)
+            row["methods"][label] = run_chain(method, raws, srgbs, truths, masks, info, refine, pf)
             r = row["methods"][label]
             r["longest_run_under_global_fit"] = longest_run_under(r["per_frame"], row["methods"]["global-fit"]["per_frame"])
             print(f"{video.name:34s} clipped {100 * row['clipped_share']:5.1f}%  {label:28s} inside "
                   f"{r['inside'] or float('nan'):6.2f}  outside {r['outside']:6.2f}  all {r['all']:6.2f}  "
-                  f"under global-fit {r['longest_run_under_global_fit']:3d} frames in a row", flush=True)
+                  f"under global-fit {r['longest_run_under_global_fit']:3d} frames in a row  maps {r['maps_stored']}",
+                  flush=True)
         clips.append(row)
     if args.json:
         args.json.write_text(json.dumps({"split": str(args.split), "frames": args.frames, "crf": args.crf,
                                          "clip_level": CLIP_LEVEL, "models": models, "fusions": fusions,
+                                         "calibrations": args.calibration.split(","),
                                          "clips": clips}, indent=1))
 
 

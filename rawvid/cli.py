@@ -142,8 +142,10 @@ ENCODE_OPTIONS = [
     click.option("--fps", type=click.FloatRange(0.001, 1000.0), default=None,
                  help="Override the frame rate (DNG folders default to 25)."),
     click.option("--calibration", default="auto", show_default=True, type=click.Choice(CALIBRATIONS),
-                 help="per-frame: store every frame's global sRGB-to-RAW map (230 bytes a frame); "
-                      "auto: per-frame for rvd rendering, keyframe for stable."),
+                 help="per-frame: store every frame's global sRGB-to-RAW map (230 bytes a frame); adaptive: "
+                      "store a frame's map only where it beats the map in force by 0.1 dB (exposure steps, zooms, "
+                      "a rendering that drifts); auto: adaptive when every frame's RAW is known and there is no "
+                      "RAW layer, else keyframe."),
     click.option("--refine", default="auto", show_default=True, type=click.Choice(REFINEMENTS),
                  help="blocks: run the decoder here and store, per 32x32 block, how far to trust the network over "
                       "global-fit (under 1 KiB a frame; encoding runs as fast as decoding); auto: blocks when every "
@@ -487,7 +489,7 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
     cals = [c.strip() for c in calibrations.split(",")]
     for c in cals:
         if c not in CALIBRATIONS:
-            raise ValueError(f"unknown calibration {c!r} (auto, keyframe, per-frame)")
+            raise ValueError(f"unknown calibration {c!r} (auto, keyframe, per-frame, adaptive)")
     refs = [r.strip() for r in refines.split(",")]
     for r in refs:
         if r not in REFINEMENTS:
@@ -906,7 +908,11 @@ def info(path, as_json, verify):
     t.add_row("audio", _shown((m.get("audio") or {}).get("codec")) if m.get("audio") else "none")
     ref = m.get("refine") or {"mode": "off"}
     mode = _shown(ref.get("mode"))
-    t.add_row("side info", f"calibration {_shown((m.get('calibration') or {}).get('mode', 'keyframe'))}, refinement "
+    cal = m.get("calibration") or {}
+    cal_mode = _shown(cal.get("mode", "keyframe"))
+    if cal_mode == "adaptive" and isinstance(cal.get("changes"), list):
+        cal_mode += f" ({len(cal['changes'])} map{'s' if len(cal['changes']) != 1 else ''})"
+    t.add_row("side info", f"calibration {cal_mode}, refinement "
               + (f"{mode} ({_shown(ref.get('block'))} px, for model {_shown(ref.get('model'))})" if mode == "blocks"
                  else mode)
               + (f"; network run in {_shown(m['network_runtime'])}" if m.get("network_runtime") else "")

@@ -29,7 +29,10 @@ FORMAT_NAME = "rawvid"
 #: 4: the manifest is deflated against a preset dictionary (rawvid.manifest_zdict, RFC 1950 FDICT): what every
 #: manifest says alike (keys, codec names, x265's options, the residual mapping) is no longer stored; the same
 #: clip's manifest 1.9 -> 0.6 KB.
-FORMAT_VERSION = 4
+#: 5: adaptive calibration (the manifest's calibration.changes: the frames that store their own map).
+#: A file is written at the lowest version that describes it (rawvid.manifest.format_version_for):
+#: without adaptive calibration, 4, which rawvid from session 14 on reads.
+FORMAT_VERSION = 5
 MANIFEST_NAME = "manifest.json"  # formats 1 and 2
 MANIFEST_Z_NAME = "manifest.json.zlib"  # format 3 on
 MIME_DNG = "image/x-adobe-dng"

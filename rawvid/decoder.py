@@ -180,19 +180,36 @@ def _checked_stop(rvd: RvdFile, layer, opts: DecodeOptions, stop: int, notes: li
     return min(stop, clean)
 
 
-def _load_calibration(rvd: RvdFile, count: int):
-    """Per-frame global maps stored by ``--calibration per-frame`` (None for keyframe calibration)."""
+def _load_calibration(rvd: RvdFile, count: int, restarts: set[int]):
+    """The map each frame is predicted with, stored by per-frame or adaptive calibration.
+
+    None for keyframe calibration; otherwise a list with, per frame, the GlobalMap to calibrate
+    with, or None where the last keyframe's map is in force (adaptive: before a frame's first
+    change, and from each ``restarts`` frame, where the chain restarts from a RAW keyframe or an
+    intra frame of the RAW layer, to the next change)."""
     from .methods import GlobalMap
 
     c = rvd.manifest.get("calibration") or {}
-    if c.get("mode") != "per-frame":
+    mode = c.get("mode", "keyframe")
+    if mode == "keyframe":
         return None
     data = rvd.attachment(c.get("file", CALIBRATION_NAME))
     n, k = c.get("values_per_frame", 0), c.get("knots", 0)  # integers: the manifest schema checked them
-    if n <= 0 or len(data) != 2 * n * count or n != 3 * k + 16:
+    rows = count if mode == "per-frame" else len(c["changes"])  # the schema checked the changes too
+    if n <= 0 or len(data) != 2 * n * rows or n != 3 * k + 16:
         raise RawvidError(rvd.path, "calibration attachment does not match the manifest")
-    arr = np.frombuffer(data, dtype="<f2").reshape(count, n).astype(np.float64)
-    return [GlobalMap.from_list(row, k) for row in arr]
+    arr = np.frombuffer(data, dtype="<f2").reshape(rows, n).astype(np.float64)
+    maps = [GlobalMap.from_list(row, k) for row in arr]
+    if mode == "per-frame":
+        return maps
+    changes = dict(zip(c["changes"], maps))
+    out, in_force = [], None
+    for i in range(count):
+        in_force = changes.get(i, in_force)
+        out.append(in_force)
+        if i in restarts:
+            in_force = None
+    return out
 
 
 def _load_refinement(rvd: RvdFile, count: int, method, model: str, notes: list[str]) -> np.ndarray | None:
@@ -292,7 +309,8 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     digest = manifest_digest(m)  # identifies the clip
     timings = method.timings
     # everything the file holds is checked before the output folder is touched
-    calib = _load_calibration(rvd, count)
+    restarts = set(keyframes) | (set(layer.intra) if layer is not None and layer.predictor == "chain" else set())
+    calib = _load_calibration(rvd, count, restarts)
     refine = _load_refinement(rvd, count, method, opts.model or m.get("model") or DEFAULT_MODEL, notes)
     clip = clip_name(m)
     last_done = _prepare_output(out, digest, opts, Path(rvd_path).name, clip)
@@ -341,7 +359,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                         raw = raw_planes(mosaic, info)
                         if i in layer.intra and layer.predictor == "chain":
                             method.keyframe(raw, srgb)
-                        elif calib is not None:  # the map the uninterrupted run held after this frame
+                        elif calib is not None and calib[i] is not None:  # the map the uninterrupted run held
                             method.calibrate(calib[i])
                 else:
                     planes = layer_frame(method, layer, lreader, i, prev_raw, prev_srgb, srgb, info,
@@ -370,7 +388,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
                 mosaic = None
                 if i == last_done:
                     mosaic, _ = read_dng(out / frame_name(clip, i))
-                    if calib is not None:  # the map the uninterrupted run held after this frame
+                    if calib is not None and calib[i] is not None:  # the map the uninterrupted run held
                         method.calibrate(calib[i])
                 raw = None if mosaic is None else raw_planes(mosaic, info)
             else:

@@ -25,7 +25,7 @@ from .container import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_Z_NAME, MIME_BINAR
 from .dng import write_dng
 from .errors import FormatError, RawvidError
 from .highlights import MODE as HIGHLIGHTS
-from .manifest import validate as validate_manifest
+from .manifest import format_version_for, validate as validate_manifest
 from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
 from .weights import DEFAULT_MODEL, missing_weights_note, model_label
@@ -144,25 +144,26 @@ def _rendered(src: Source, frames: Iterator[SourceFrame], mode: str) -> Iterator
 
 
 def resolve_calibration(mode: str, src: Source, render_mode: str, layered: bool = False) -> str:
-    """The calibration an encode uses: ``auto`` picks per-frame where the rendering changes per frame.
+    """The calibration an encode uses: ``auto`` is adaptive where every frame's RAW is known.
 
-    Measured on the example clip (global-fit, H.265 CRF 16): per-frame calibration gains 8.5 dB
-    with rvd rendering (LibRaw's auto-brightness) and 0.03 dB with stable rendering, for 0.4%
-    more bytes. It needs the true RAW of every frame, so a video+DNG input keeps keyframe calibration.
+    Adaptive stores a frame's own global map (230 bytes) where it predicts the frame better than
+    the map in force by more than ``sideinfo.ADAPT_GAIN_DB``. Measured (the scenario clips, default
+    mode, 32 frames): 41.50 dB with the keyframe's map, 42.29 with a map every frame, 42.32 adaptive
+    with 2.75 maps a clip (exposure steps, zooms); per-frame gains 8.5 dB on the example clip with
+    rvd rendering (LibRaw's auto-brightness), where adaptive stores a map nearly every frame.
+    It needs the true RAW of every frame, so a video+DNG input keeps keyframe calibration.
     With a RAW layer ``auto`` is keyframe: the layer corrects what a stale map misses, and the maps
     cost more than they save (bench --rd, test clips at 6 and 3 dB under the noise floor: the RAW
     part 0.0247 -> 0.0127 and 0.1031 -> 0.0922 bits per sample without them, same PSNR).
     """
     if mode not in CALIBRATIONS:
-        raise RawvidError(None, f"unknown calibration {mode!r} (auto, keyframe or per-frame)")
+        raise RawvidError(None, f"unknown calibration {mode!r} (auto, keyframe, per-frame or adaptive)")
     if not src.has_raw:
-        if mode == "per-frame":
-            raise RawvidError(src.path, "per-frame calibration needs the RAW of every frame")
+        if mode in ("per-frame", "adaptive"):
+            raise RawvidError(src.path, f"{mode} calibration needs the RAW of every frame")
         return "keyframe"
     if mode == "auto":
-        if layered:
-            return "keyframe"
-        return "per-frame" if (src.kind == "rvd-layout" or render_mode == "rvd") else "keyframe"
+        return "keyframe" if layered else "adaptive"
     return mode
 
 
@@ -247,7 +248,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                               "RAW frame (encode an MLV or a DNG folder)")
         if layer is not None and src.info.bits > 16:
             raise RawvidError(src.path, f"a RAW layer codes up to 16-bit data, not {src.info.bits}-bit")
-        per_frame = resolve_calibration(opts.calibration, src, opts.render, layer is not None) == "per-frame"
+        calibration = resolve_calibration(opts.calibration, src, opts.render, layer is not None)
         model = opts.model or DEFAULT_MODEL
         blocks = resolve_refinement(opts.refine, src, model) == "blocks"
         # the RAW layer's predictor is the decoder's chain: the network where its weights exist
@@ -281,12 +282,12 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             # the chain's predictor: the network, or global-fit for a layer without weights
             layout = network_layout(device, runtime, opts.layout) if net else NETWORK_LAYOUT
             method = network_method(model, info.width, info.height, device, layout=layout, runtime=runtime) if net else \
-                GlobalFit() if layer is not None else None
+                GlobalFit() if layer is not None or calibration == "adaptive" else None
             if method is not None:  # as the decoder will run it (the file records it below)
                 method.highlights = HIGHLIGHTS
             srgb_pilot = noise = reuse = None
             if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless:
-                opts, srgb_pilot, noise, reuse = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, per_frame,
+                opts, srgb_pilot, noise, reuse = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, calibration,
                                                            blocks, tdir, progress)
             timestamps: list[int] = []
             numbers: list[int] = []
@@ -314,8 +315,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                              "the .rvd records frame index / fps instead")
                 timestamps = [int(round(k * 1e6 / info.fps)) for k in range(count)]
             calib = refine = st = None
-            if per_frame or blocks or layer is not None:
-                calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, per_frame=per_frame,
+            if calibration != "keyframe" or blocks or layer is not None:
+                calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, calibration=calibration,
                                                method=method, blocks=blocks, layer=layer, model=model,
                                                progress=progress, unclip=noise, reuse=reuse)
             side = [d["file"] for d in (calib, refine) if d]
@@ -345,6 +346,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 manifest["shadows"] = "unclipped"
             manifest["highlights"] = HIGHLIGHTS  # the decoder's network fuses the keyframe into clipped regions
             manifest["calibration"] = calib or {"mode": "keyframe"}
+            manifest["format_version"] = format_version_for(manifest)  # older readers open what they can
             manifest["refine"] = refine or {"mode": "off"}
             manifest["network_layout"] = layout
             if runtime is not None:
@@ -370,7 +372,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
 
 
 def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, keys: set[int], method,
-                     layer: LayerSettings, per_frame: bool, blocks: bool, work: Path,
+                     layer: LayerSettings, calibration: str, blocks: bool, work: Path,
                      progress: Progress | None = None) -> tuple[EncodeOptions, dict, NoiseModel, dict | None]:
     """Options with the sRGB CRF the joint pilot chose among ``opts.srgb_crfs``, its report for the
     manifest, the clip's noise (measured on the first frame, as the main pass would), and what the
@@ -386,7 +388,7 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
     noise = estimate_noise(raw_planes(firsts[0][0].mosaic, src.info))
     method.unclip = noise  # as the main pass will run it
     crf, report = choose_srgb_crf(src, [rgb for _, rgb in firsts], opts.video, start, stop, keys, method, layer,
-                                  per_frame=per_frame, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work,
+                                  calibration=calibration, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work,
                                   progress=progress)
     compact = {"frames": report["frames"], "chosen": crf,
                "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"]}

@@ -125,6 +125,15 @@ def validate(m: Any, path, file_size: int) -> None:
     for key in ("values_per_frame", "knots"):
         if cal.get(key) is not None and (not _is_int(cal[key]) or not 0 <= cal[key] <= 4096):
             raise bad(f"calibration.{key}", "must be an integer in 0..4096")
+    if (cal.get("mode") or "keyframe") not in ("keyframe", "per-frame", "adaptive"):  # another: mis-decoded
+        raise bad("calibration.mode", "must be keyframe, per-frame or adaptive")
+    if cal.get("mode") == "adaptive":
+        if m.get("format_version", 1) < 5:
+            raise bad("calibration.mode", "adaptive needs format version 5")
+        changes = cal.get("changes")
+        if not isinstance(changes, list) or not all(_is_int(i) and 0 <= i < count for i in changes) \
+                or any(b <= a for a, b in zip(changes, changes[1:])):
+            raise bad("calibration.changes", f"must list increasing frame indices under {count}")
 
 
 def _model_names(m: dict, bad) -> None:
@@ -176,3 +185,8 @@ def _camera(cam: Any, bad) -> None:
                           "focal_length_mm"}
     if unknown:
         raise bad("camera", f"unknown field(s) {', '.join(sorted(unknown))[:60]}")
+
+
+def format_version_for(m: dict) -> int:
+    """The lowest format version that describes a manifest: 5 with adaptive calibration, else 4."""
+    return 5 if (m.get("calibration") or {}).get("mode") == "adaptive" else 4

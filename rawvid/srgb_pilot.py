@@ -52,7 +52,7 @@ def foretell(sizes: list[int], count: int) -> float:
 
 
 def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, keys: set[int], method,
-                    layer: rl.LayerSettings, *, per_frame: bool, blocks: bool, candidates: tuple[int, ...],
+                    layer: rl.LayerSettings, *, calibration: str, blocks: bool, candidates: tuple[int, ...],
                     work: Path, progress=None) -> tuple[int, dict]:
     """The candidate CRF with the smallest foretold whole file, and the report (bytes foretold per CRF).
 
@@ -79,12 +79,12 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
         srgb = foretell(packet_sizes(path), count)
         if direct is None:
             rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="direct"),
-                        per_frame=per_frame, blocks=False, hints=hints, halves=halves)[4]
+                        calibration=calibration, blocks=False, hints=hints, halves=halves)[4]
             direct, direct_seed = rep["direct"], rep.get("seed")
         costs = {"direct": direct["bytes"]} if "direct" in tries else {}
         if "chain" in tries:
             rep = pilot(src, path, start, stop, keys, method, dataclasses.replace(layer, predictor="chain"),
-                        per_frame=per_frame, blocks=blocks, direct=direct, hints=hints, halves=halves)[4]
+                        calibration=calibration, blocks=blocks, direct=direct, hints=hints, halves=halves)[4]
             costs["chain"] = rep[rep["chosen"]]["bytes"]
         found[crf] = dict(halves)
         best = min(costs, key=costs.get)

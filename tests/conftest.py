@@ -49,9 +49,9 @@ def make_mosaic(info: RawInfo, seed: int = 0, shift: int = 0, gain: float = 1.0)
 
 def write_mlv(path: Path, info: RawInfo, n: int = 4, *, lj92: bool = False, frame_space: int = 0,
               chunk_frames: int | None = None, order: list[int] | None = None,
-              audio: bool = False) -> list[np.ndarray]:
-    """Write a synthetic MLV; returns the mosaics in frame-number order."""
-    mosaics = [make_mosaic(info, seed=i, shift=2 * i) for i in range(n)]
+              audio: bool = False, gains: list[float] | None = None) -> list[np.ndarray]:
+    """Write a synthetic MLV; returns the mosaics in frame-number order. ``gains``: each frame's exposure."""
+    mosaics = [make_mosaic(info, seed=i, shift=2 * i, gain=1.0 if gains is None else gains[i]) for i in range(n)]
     fmt = AudioFormat(channels=2, rate=48000, bytes_per_second=192000, block_align=4, bits=16) if audio else None
     with MLVWriter(path, info, lj92=lj92, frame_space=frame_space, chunk_frames=chunk_frames, audio=fmt) as w:
         for k, i in enumerate(order or range(n)):

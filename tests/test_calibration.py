@@ -1,5 +1,7 @@
-"""Per-frame calibration: stored by the encoder, used by the decoder, chosen by ``auto`` where it pays."""
+"""Per-frame and adaptive calibration: stored by the encoder, used by the decoder, ``auto`` where it pays."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -26,16 +28,57 @@ def test_global_map_serialises():
         GlobalMap.from_list([0.0] * 10)
 
 
-def test_auto_picks_per_frame_for_rvd_rendering(mlv_factory, tmp_path):
-    path, _, _ = mlv_factory(n=3, width=96, height=64)
-    stable = RvdFile(encode(path, tmp_path / "s.rvd").output)
+def test_auto_is_adaptive(mlv_factory, tmp_path):
+    """``auto`` stores a frame's own map only where it beats the map in force: none on a still shot
+    (the file as before: keyframe calibration, format 4), some with rvd rendering (format 5)."""
+    from conftest import make_info, make_mosaic
+
+    from rawvid.mlv import MLVWriter
+
+    info = make_info()
+    with MLVWriter(tmp_path / "still.MLV", info) as w:  # a still shot: every frame's own map is the keyframe's
+        for i in range(3):
+            w.write_frame(make_mosaic(info), number=i)
+    still = RvdFile(encode(tmp_path / "still.MLV", tmp_path / "s.rvd").output)
+    assert still.manifest["calibration"] == {"mode": "keyframe"} and still.manifest["format_version"] == 4
+    path, _, _ = mlv_factory(n=4, width=96, height=64)
     rvd = RvdFile(encode(path, tmp_path / "r.rvd", EncodeOptions(render="rvd")).output)
-    assert stable.manifest["calibration"]["mode"] == "keyframe"
-    assert rvd.manifest["calibration"] == {"mode": "per-frame", "file": "calibration.f16", "frames": 3,
-                                           "values_per_frame": 115, "knots": 33, "dtype": "float16-le"}
-    assert len(rvd.attachment("calibration.f16")) == 3 * 230
+    cal = rvd.manifest["calibration"]
+    assert cal["mode"] == "adaptive" and rvd.manifest["format_version"] == 5 and cal["frames"] == 4
+    assert cal["changes"] and all(0 < i < 4 for i in cal["changes"])
+    assert len(rvd.attachment("calibration.f16")) == 230 * len(cal["changes"])
+    every = RvdFile(encode(path, tmp_path / "e.rvd", EncodeOptions(render="rvd", calibration="per-frame")).output)
+    assert every.manifest["calibration"] == {"mode": "per-frame", "file": "calibration.f16", "frames": 4,
+                                             "values_per_frame": 115, "knots": 33, "dtype": "float16-le"}
+    assert len(every.attachment("calibration.f16")) == 4 * 230 and every.manifest["format_version"] == 4
     paper = RvdFile(encode(path, tmp_path / "p.rvd", EncodeOptions(render="rvd", calibration="keyframe")).output)
     assert paper.manifest["calibration"]["mode"] == "keyframe"  # the paper's mode stays available
+
+
+def test_adaptive_manifest_is_checked(mlv_factory, tmp_path):
+    from conftest import with_manifest_text
+
+    from rawvid.checksums import sealed_json
+
+    path, _, _ = mlv_factory(n=4, width=96, height=64)
+    rvd = encode(path, tmp_path / "r.rvd", EncodeOptions(render="rvd")).output
+    good = RvdFile(rvd).manifest
+    for change, message in ((lambda m: m["calibration"].update(changes=[2, 1]), "calibration.changes"),
+                            (lambda m: m["calibration"].update(changes=[9]), "calibration.changes"),
+                            (lambda m: m["calibration"].update(changes="1"), "calibration.changes"),
+                            (lambda m: m.update(format_version=4), "adaptive needs format version 5"),
+                            (lambda m: m["calibration"].update(mode="wobbly"), "calibration.mode")):
+        bad = copy.deepcopy(good)
+        change(bad)
+        with_manifest_text(rvd, tmp_path / "bad.rvd", sealed_json(bad))
+        with pytest.raises(RawvidError, match=message):
+            decode(tmp_path / "bad.rvd", tmp_path / "out")
+    bad = copy.deepcopy(good)  # a change more than the attachment holds
+    bad["calibration"]["changes"] = sorted(set(bad["calibration"]["changes"]) | {1, 2, 3})
+    if bad["calibration"]["changes"] != good["calibration"]["changes"]:
+        with_manifest_text(rvd, tmp_path / "bad.rvd", sealed_json(bad))
+        with pytest.raises(RawvidError, match="calibration attachment does not match"):
+            decode(tmp_path / "bad.rvd", tmp_path / "out")
 
 
 def test_per_frame_needs_raw_for_every_frame(camera_pair, tmp_path):
@@ -52,9 +95,10 @@ def test_per_frame_calibration_pays_with_rvd_rendering(tmp_path):
     with MLVReader(EXAMPLE) as clip:
         info = clip.info
         truth = [clip.read(i) for i in range(1, len(clip))]
-    for cal in ("keyframe", "per-frame"):
+    for cal in ("keyframe", "per-frame", "adaptive"):
         rvd = encode(EXAMPLE, tmp_path / f"{cal}.rvd", EncodeOptions(render="rvd", calibration=cal)).output
         decode(rvd, tmp_path / cal, DecodeOptions(method="global-fit"))
         scores[cal] = np.mean([psnr_black(read_dng(tmp_path / cal / f"colorchart_pan_{i:06d}.dng")[0], t, info.cfa, info.black,
                                           info.white) for i, t in enumerate(truth, start=1)])
     assert scores["per-frame"] > scores["keyframe"] + 3, scores
+    assert scores["adaptive"] > scores["per-frame"] - 0.3, scores  # nearly every frame stores its map

@@ -27,14 +27,18 @@ def test_encode_writes_a_complete_rvd(clip, tmp_path):
     res = encode(path, tmp_path / "c.rvd", EncodeOptions(keyframe_interval=4))
     rvd = RvdFile(res.output)
     m = rvd.manifest
-    assert m["format"] == "rawvid" and m["format_version"] == FORMAT_VERSION == 4
+    # written at the lowest version that describes the file: 5 only with adaptive calibration's changes
+    assert m["format"] == "rawvid" and FORMAT_VERSION == 5
+    assert m["format_version"] == (5 if m["calibration"]["mode"] == "adaptive" else 4)
     assert m["frame_count"] == 6 and (m["width"], m["height"], m["bits"], m["cfa"]) == (128, 96, 14, "RGGB")
     assert (m["black"], m["white"]) == (info.black, info.white)
     assert len(m["timestamps_us"]) == 6 and m["timestamps_us"][0] == 0
     assert [k["index"] for k in m["keyframes"]] == [0, 4]
     assert m["render"]["mode"] == "stable" and m["video"]["codec"] == "h265"
     # keyframes, and the block refinement of the default settings (MLV: every frame's RAW is known)
-    assert set(m["attachments"]) == {"key_000000.dng", "key_000004.dng", "refine.u8.zlib"}
+    # (and the frames' own maps where adaptive calibration stored some)
+    side = {"calibration.f16"} if m["calibration"]["mode"] == "adaptive" else set()
+    assert set(m["attachments"]) == {"key_000000.dng", "key_000004.dng", "refine.u8.zlib"} | side
     assert set(m["track_crc32"]["tracks"]) == {"video"}  # the CRC-32s are in the manifest (format 3)
     for k in (0, 4):  # keyframes are the true RAW, bit-exactly, and LibRaw opens them
         data = rvd.attachment(f"key_{k:06d}.dng")
@@ -51,8 +55,8 @@ def test_stock_ffmpeg_sees_video_and_attachments(clip, tmp_path):
     out = encode(clip[0], tmp_path / "c.rvd").output
     text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
     assert "Video: hevc" in text
-    # manifest, keyframe, block refinement
-    assert len(re.findall(r"Stream #0:\d+: Attachment", text)) == 3
+    # manifest, keyframe, block refinement (and the maps adaptive calibration stored)
+    assert len(re.findall(r"Stream #0:\d+: Attachment", text)) == 1 + len(RvdFile(out).manifest["attachments"])
     assert "image/x-adobe-dng" in text and "manifest.json.zlib" in text and "refine.u8.zlib" in text
     frames = list(read_frames(out))
     assert len(frames) == 6 and frames[0].shape == (96, 128, 3)
@@ -338,7 +342,7 @@ def test_backwards_timestamps_never_make_an_unreadable_rvd(tmp_path):
 
 @pytest.mark.parametrize("edit", [dict(camera=None), dict(source=None), dict(video=None, render=None),
                                   dict(render={"mode": 5}, refine={"mode": True}, audio={"codec": 3},
-                                       calibration={"mode": ["x"]}, video={"codec": 1.5})],
+                                       calibration={"mode": None}, video={"codec": 1.5})],
                          ids=["camera", "source", "video-render", "any-types"])
 def test_null_optional_fields_are_read_as_absent(tmp_path, edit):
     """Found by benchmarks/fuzz.py: a null camera or source crashed info and decode."""
@@ -352,3 +356,7 @@ def test_null_optional_fields_are_read_as_absent(tmp_path, edit):
     (tmp_path / "r").mkdir()
     bad = _rvd_with_manifest(tmp_path / "r", {**BASE, "render": "x"})
     assert_clean_error_text(run_cli("info", bad), "manifest render")
+    # a calibration this rawvid does not know would decode wrong: refused, whatever its type
+    (tmp_path / "c").mkdir()
+    bad = _rvd_with_manifest(tmp_path / "c", {**BASE, "calibration": {"mode": ["x"]}})
+    assert_clean_error_text(run_cli("info", bad), "manifest calibration.mode")
