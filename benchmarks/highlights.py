@@ -11,7 +11,7 @@ frames: PSNR inside the mask, outside it, and overall, and the mask's share of p
 
     python benchmarks/highlights.py data/scenarios/stable/test [--match clipped] [--frames 32]
                                     [--model fagdn-v2 --model fagdn-default] [--fusion off,key-fusion]
-                                    [--calibration keyframe,per-frame,adaptive,adaptive:0.5]
+                                    [--calibration keyframe,per-frame,adaptive,adaptive:0.5] [--refine weights,blocks]
                                     [--json out.json]
 
 Each network runs with and without the overexposure-mask fusion of the keyframe
@@ -31,7 +31,7 @@ from rawvid.codec import network_method, predict_frame
 from rawvid.dataset import RVDLayout
 from rawvid.highlights import MODE as HIGHLIGHTS
 from rawvid.methods import GlobalFit
-from rawvid.sideinfo import ADAPT_GAIN_DB, own_map_pays
+from rawvid.sideinfo import ADAPT_GAIN_DB, ADAPT_SAMPLES, own_map_pays
 from rawvid.metrics import psnr
 from rawvid.weights import DEFAULT_MODEL
 
@@ -53,12 +53,14 @@ def region_mse(planes: np.ndarray, truth: np.ndarray, mask: np.ndarray, black: i
     return float(inside.sum()), inside.size, float(err.sum() - inside.sum()), err.size - inside.size
 
 
-def run_chain(method, raws, srgbs, truths, masks, info, refine: bool, calibrated: bool | float = False) -> dict:
+def run_chain(method, raws, srgbs, truths, masks, info, refine: bool, calibrated: bool | float = False,
+              gains: bool = False) -> dict:
     """PSNR inside / outside the masks / overall over the predicted frames, chained as decode runs.
 
     ``calibrated``: True, each frame's own map (fitted on its true RAW, float16 as stored) calibrates
     the method before it predicts, as ``--calibration per-frame`` files do; a number, adaptive
-    calibration at that threshold (dB), as the encoder's ``--calibration adaptive``."""
+    calibration at that threshold (dB), as the encoder's ``--calibration adaptive``. ``gains``: block
+    refinement with block gains (``--refine blocks``; without: ``--refine weights``)."""
     method.keyframe(raws[0], srgbs[0])
     in_force, changes = None, 0
     prev_raw, prev_srgb = raws[0], srgbs[0]
@@ -69,12 +71,12 @@ def run_chain(method, raws, srgbs, truths, masks, info, refine: bool, calibrated
         if calibrated is True:
             gmap = fit_own_map(srgbs[t], raws[t])[0]
         elif calibrated is not False:  # adaptive, at this threshold (dB): the encoder's rule
-            own = fit_own_map(srgbs[t], raws[t])[0]
+            own = fit_own_map(srgbs[t], raws[t], ADAPT_SAMPLES)[0]
             if own_map_pays(method, own, srgbs[t], raws[t], calibrated):
                 in_force, changes = own, changes + 1
             gmap = in_force
         planes, out, _ = predict_frame(method, prev_raw, prev_srgb, srgbs[t], info, gmap,
-                                       target=raws[t] if refine else None)
+                                       target=raws[t] if refine else None, gains=gains)
         a, b, c, d = region_mse(planes, truths[t], masks[t], info.black, info.white)
         si, ni, so, no = si + a, ni + b, so + c, no + d
         per_frame.append(psnr((planes.astype(np.float64) - info.black) / (info.white - info.black),
@@ -109,6 +111,9 @@ def main() -> None:
     ap.add_argument("--calibration", default="keyframe,adaptive",
                     help="the default mode's calibration, comma-separated: keyframe, per-frame, adaptive "
                          f"(the encoder's auto, at {ADAPT_GAIN_DB} dB) or adaptive:DB")
+    ap.add_argument("--refine", default="weights",
+                    help="the default mode's refinement, comma-separated: weights (label 'refined'), blocks "
+                         "(weights and block gains, label 'refined+gains')")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     models = args.model or [DEFAULT_MODEL]
@@ -123,6 +128,9 @@ def main() -> None:
             calibrations.append(float(c.partition(":")[2] or ADAPT_GAIN_DB))
         else:
             ap.error("--calibration: keyframe, per-frame, adaptive or adaptive:DB")
+    if any(r not in ("weights", "blocks") for r in args.refine.split(",")):
+        ap.error("--refine: weights or blocks")
+    refines = ["refined" if r == "weights" else "refined+gains" for r in args.refine.split(",")]
     layout = RVDLayout.open(args.split)
     clips = []
     for video in layout.videos:
@@ -133,17 +141,17 @@ def main() -> None:
         masks = [clipped_mask(x) for x in clip.rgbs]
         row = {"clip": video.name, "frames": len(raws),
                "clipped_share": float(np.mean([m.mean() for m in masks[1:]])), "methods": {}}
-        runs = [("global-fit", None, False, "off", False)] + [
+        runs = [("global-fit", None, "alone", "off", False)] + [
             (f"{m} {mode}" + ("" if fusion == "off" else f" {fusion}")
-             + ("" if pf is False else " per-frame" if pf is True else f" adaptive:{pf:g}"),
-             m, mode == "refined", fusion, pf)
-            for m in models for mode in ("alone", "refined") for fusion in fusions
+             + ("" if pf is False else " per-frame" if pf is True else f" adaptive:{pf:g}"), m, mode, fusion, pf)
+            for m in models for mode in ["alone"] + refines for fusion in fusions
             for pf in ([False] if mode == "alone" else calibrations)]  # maps need every frame's RAW: not alone
-        for label, model, refine, fusion, pf in runs:
+        for label, model, mode, fusion, pf in runs:
             method = GlobalFit() if model is None else network_method(model, info.width, info.height)
             method.unclip = noise  # as the encoder and decoder run it
             method.highlights = None if fusion == "off" else fusion
-            row["methods"][label] = run_chain(method, raws, srgbs, truths, masks, info, refine, pf)
+            row["methods"][label] = run_chain(method, raws, srgbs, truths, masks, info, mode != "alone", pf,
+                                              mode == "refined+gains")
             r = row["methods"][label]
             r["longest_run_under_global_fit"] = longest_run_under(r["per_frame"], row["methods"]["global-fit"]["per_frame"])
             print(f"{video.name:34s} clipped {100 * row['clipped_share']:5.1f}%  {label:28s} inside "
@@ -155,6 +163,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"split": str(args.split), "frames": args.frames, "crf": args.crf,
                                          "clip_level": CLIP_LEVEL, "models": models, "fusions": fusions,
                                          "calibrations": args.calibration.split(","),
+                                         "refines": args.refine.split(","),
                                          "clips": clips}, indent=1))
 
 

@@ -109,14 +109,15 @@ def network_method(model: str, width: int, height: int, device: str = "cpu", til
 
 
 def predict_frame(method, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.ndarray, info,
-                  gmap=None, index: np.ndarray | None = None, target: np.ndarray | None = None):
+                  gmap=None, index: np.ndarray | None = None, target: np.ndarray | None = None,
+                  gains: bool = False):
     """One chained frame exactly as decode writes it; the encoder's refinement pass runs the same code.
 
-    ``gmap``: this frame's per-frame calibration. ``index``: the stored block weights (decode);
-    ``target``: the true RAW, to choose them (encode). Returns (uint16 planes, the normalised RAW
-    the chain continues from, the block indices or None).
+    ``gmap``: this frame's calibration. ``index``: the stored block weights, and gains (decode);
+    ``target``: the true RAW, to choose them (encode; ``gains``: block gains too). Returns (uint16
+    planes, the normalised RAW the chain continues from, the block indices or None).
     """
-    from .refine import blend, choose_weights
+    from .refine import choose_frame, refine_frame
 
     if gmap is not None:
         method.calibrate(gmap)
@@ -125,8 +126,9 @@ def predict_frame(method, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.
         pred = np.clip(pred, 0.0, 1.0)
         base = method.base(srgb)
         if target is not None:
-            index = choose_weights(pred, base, target)
-        pred = blend(pred, base, index)
+            index, pred = choose_frame(pred, base, target, gains)
+        else:
+            pred = refine_frame(pred, base, index)
     if method.unclip is not None:  # the shadows' mean, not the clipped mean (down to under black)
         from .noise import unclip_mean
 
@@ -135,11 +137,13 @@ def predict_frame(method, prev_raw: np.ndarray, prev_srgb: np.ndarray, srgb: np.
     return planes, normalise(planes, info.black, info.white), index
 
 
-def fit_own_map(srgb: np.ndarray, truth: np.ndarray):
-    """An intra frame's predictor: its own sRGB through a global map fitted on the true RAW, as stored (float16)."""
+def fit_own_map(srgb: np.ndarray, truth: np.ndarray, max_samples: int = 200_000):
+    """An intra frame's predictor: its own sRGB through a global map fitted on the true RAW, as stored (float16).
+
+    ``max_samples``: the pixels the fit draws (rawvid.methods.fit_global_map)."""
     from .methods import CURVE_KNOTS, GlobalMap, fit_global_map
 
-    row = np.asarray(fit_global_map(srgb, truth).to_list(), dtype="<f2").astype(np.float64)
+    row = np.asarray(fit_global_map(srgb, truth, max_samples=max_samples).to_list(), dtype="<f2").astype(np.float64)
     return GlobalMap.from_list(row, CURVE_KNOTS), row
 
 

@@ -148,8 +148,9 @@ ENCODE_OPTIONS = [
                       "RAW layer, else keyframe."),
     click.option("--refine", default="auto", show_default=True, type=click.Choice(REFINEMENTS),
                  help="blocks: run the decoder here and store, per 32x32 block, how far to trust the network over "
-                      "global-fit (under 1 KiB a frame; encoding runs as fast as decoding); auto: blocks when every "
-                      "frame's RAW is known; off: the paper's mode, nothing per frame."),
+                      "global-fit and a gain for each Bayer channel (about 1-2% of the file; encoding runs as fast "
+                      "as decoding); weights: the trust alone; auto: blocks when every frame's RAW is known; off: "
+                      "none (with --calibration keyframe: the paper's mode, nothing per frame)."),
     click.option("--model", default=None, help="Weights (name in models/ or a .safetensors path; default "
                                                 "fagdn-v2; decode: the manifest's)."),
     click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
@@ -493,7 +494,7 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
     refs = [r.strip() for r in refines.split(",")]
     for r in refs:
         if r not in REFINEMENTS:
-            raise ValueError(f"unknown refinement {r!r} (auto, off, blocks)")
+            raise ValueError(f"unknown refinement {r!r} (auto, off, blocks, weights)")
     settings = sweep(_int_list(crf), lossless, _int_list(kfi) or [0], renders.split(","), codec, cals, refs)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(),
                   TimeRemainingColumn(), console=console) as bar:
@@ -913,7 +914,8 @@ def info(path, as_json, verify):
     if cal_mode == "adaptive" and isinstance(cal.get("changes"), list):
         cal_mode += f" ({len(cal['changes'])} map{'s' if len(cal['changes']) != 1 else ''})"
     t.add_row("side info", f"calibration {cal_mode}, refinement "
-              + (f"{mode} ({_shown(ref.get('block'))} px, for model {_shown(ref.get('model'))})" if mode == "blocks"
+              + (f"{mode} ({_shown(ref.get('block'))} px{', with gains' if ref.get('gains') else ''}, for model "
+                 f"{_shown(ref.get('model'))})" if mode == "blocks"
                  else mode)
               + (f"; network run in {_shown(m['network_runtime'])}" if m.get("network_runtime") else "")
               + ("; highlights fused from the keyframe" if m.get("highlights") else ""))

@@ -215,7 +215,7 @@ def _load_calibration(rvd: RvdFile, count: int, restarts: set[int]):
 def _load_refinement(rvd: RvdFile, count: int, method, model: str, notes: list[str]) -> np.ndarray | None:
     """Block weights stored by the encoder's refinement (None when off, or not for this method/model)."""
     from .weights import resolve_model
-    from .refine import BLOCK, LEVELS, grid_shape, unpack
+    from .refine import BLOCK, GAINS, LEVELS, grid_shape, unpack
 
     r = rvd.manifest.get("refine") or {}
     if r.get("mode") != "blocks":
@@ -228,13 +228,15 @@ def _load_refinement(rvd: RvdFile, count: int, method, model: str, notes: list[s
     grid = grid_shape(int(rvd.manifest["height"]) // 2, int(rvd.manifest["width"]) // 2)
     try:
         ok = (r.get("block") == 2 * BLOCK and [float(v) for v in r.get("levels", [])] == list(LEVELS)
-              and list(r.get("grid", [])) == list(grid) and r.get("frames") == count)
+              and list(r.get("grid", [])) == list(grid) and r.get("frames") == count
+              and (r.get("gains") is None or [float(v) for v in r["gains"]] == list(GAINS)))
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise RawvidError(rvd.path, "block refinement in the manifest does not match the clip or this rawvid version")
     try:
-        return unpack(rvd.attachment(r.get("file", REFINE_NAME)), count, grid, len(LEVELS))
+        return unpack(rvd.attachment(r.get("file", REFINE_NAME)), count, grid, len(LEVELS),
+                      None if r.get("gains") is None else len(GAINS))
     except ValueError as e:
         raise RawvidError(rvd.path, str(e)) from None
 

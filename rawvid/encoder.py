@@ -170,24 +170,26 @@ def resolve_calibration(mode: str, src: Source, render_mode: str, layered: bool 
 
 
 def resolve_refinement(mode: str, src: Source, model: str) -> str:
-    """The refinement an encode uses: ``auto`` is blocks when every frame's RAW and the model's weights exist."""
+    """The refinement an encode uses: ``auto`` is blocks when every frame's RAW and the model's weights exist.
+
+    ``blocks``: per-block weights and gains (``weights``: the weights alone, as before session 16)."""
     from .weights import resolve_model
 
     if mode not in REFINEMENTS:
-        raise RawvidError(None, f"unknown refinement {mode!r} (auto, off or blocks)")
+        raise RawvidError(None, f"unknown refinement {mode!r} (auto, off, blocks or weights)")
     if mode == "off":
         return "off"
     if not src.has_raw:
-        if mode == "blocks":
+        if mode != "auto":
             raise RawvidError(src.path, "block refinement needs the RAW of every frame")
         return "off"
     try:
         resolve_model(model)
     except RawvidError:
-        if mode == "blocks":
+        if mode != "auto":
             raise
         return "off"
-    return "blocks"
+    return "blocks" if mode == "auto" else mode
 
 
 def build_manifest(src: Source, opts: EncodeOptions, frame_count: int, timestamps: list[int],
@@ -252,7 +254,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             raise RawvidError(src.path, f"a RAW layer codes up to 16-bit data, not {src.info.bits}-bit")
         calibration = resolve_calibration(opts.calibration, src, opts.render, layer is not None)
         model = opts.model or DEFAULT_MODEL
-        blocks = resolve_refinement(opts.refine, src, model) == "blocks"
+        refinement = resolve_refinement(opts.refine, src, model)
+        blocks = refinement != "off"
         # the RAW layer's predictor is the decoder's chain: the network where its weights exist
         net = blocks or (layer is not None and _has_weights(model))
         notes = []
@@ -319,7 +322,9 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             calib = refine = st = None
             if calibration != "keyframe" or blocks or layer is not None:
                 calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, calibration=calibration,
-                                               method=method, blocks=blocks, layer=layer, model=model,
+                                               method=method, blocks=blocks, gains=refinement == "blocks" and layer is None,
+                                               layer=layer,
+                                               model=model,
                                                progress=progress, unclip=noise, reuse=reuse)
             side = [d["file"] for d in (calib, refine) if d]
             if st is not None and st.predictor == "chain":
@@ -348,8 +353,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 manifest["shadows"] = "unclipped"
             manifest["highlights"] = HIGHLIGHTS  # the decoder's network fuses the keyframe into clipped regions
             manifest["calibration"] = calib or {"mode": "keyframe"}
-            manifest["format_version"] = format_version_for(manifest)  # older readers open what they can
             manifest["refine"] = refine or {"mode": "off"}
+            manifest["format_version"] = format_version_for(manifest)  # older readers open what they can
             manifest["network_layout"] = layout
             if runtime is not None:
                 manifest["network_runtime"] = runtime

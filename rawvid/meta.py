@@ -144,4 +144,4 @@ class Frame:
 #: calibration modes of an encode (and of the bench): ``auto``, the paper's ``keyframe``, ``per-frame``
 CALIBRATIONS = ("auto", "keyframe", "per-frame", "adaptive")
 #: Encoder block refinement (rawvid.refine): auto = blocks where every frame's RAW and the weights exist.
-REFINEMENTS = ("auto", "off", "blocks")
+REFINEMENTS = ("auto", "off", "blocks", "weights")

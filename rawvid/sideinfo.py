@@ -40,6 +40,9 @@ PILOT_FRAMES = 4
 #: more than this (dB). Measured on the scenario clips (32 frames, default mode): 0.1 dB kept 2.75
 #: maps a clip for 42.32 dB, a map every frame 42.29, 0.5 dB 1.0 map and 42.28, none 41.50.
 ADAPT_GAIN_DB = 0.1
+#: adaptive calibration fits every frame's own map on this many pixels: 0.04 s a 1600x900 frame
+#: here against 0.18 s for the 200,000 of an intra frame's map
+ADAPT_SAMPLES = 50_000
 #: an intra frame replaces a chained one when its prediction is this much better (dB)
 INTRA_GAIN_DB = 1.0
 #: a pass that lifts a frame by less than this coded next to nothing (rawvid.sideinfo._top_up)
@@ -301,7 +304,8 @@ class ChainPass:
     """The decoder's chain, run by the encoder frame by frame (``step``), choosing what the decoder reads."""
 
     def __init__(self, info, count: int, keys: set[int], *, method=None, calibration: str = "keyframe",
-                 blocks: bool = False, layer: rl.LayerSettings | None = None, predictor: str = "chain",
+                 blocks: bool = False, gains: bool = False, layer: rl.LayerSettings | None = None,
+                 predictor: str = "chain",
                  layer_path: Path | None = None, crf: float | None = None, qp: int | None = None,
                  scale_mult: float = 1.0, control: bool = True, intra_hint: dict | None = None,
                  own_maps: dict | None = None):
@@ -312,12 +316,14 @@ class ChainPass:
         #: (None: fitted where needed, as the main pass sees each frame once)
         self.own_maps = own_maps
         self.method, self.calibration, self.blocks = method, calibration, blocks
+        self.gains = blocks and gains  # block gains beside the weights (rawvid.refine.GAINS)
         self.rows: list[np.ndarray] = []  # the stored maps: every frame's (per-frame), each change's (adaptive)
         self.changes: list[int] = []  # adaptive: the frames whose own map replaced the one in force
         self.in_force = None  # adaptive: the map the chain predicts with (None: the last keyframe's)
         self.maps = None
         if blocks:
-            self.maps = np.zeros((count, *grid_shape(info.height // 2, info.width // 2)), dtype=np.uint8)
+            planes = (5,) if self.gains else ()  # the weights, then four channels' gains
+            self.maps = np.zeros((count, *planes, *grid_shape(info.height // 2, info.width // 2)), dtype=np.uint8)
         self.st = self.writer = self.rc = self.oc = None
         self.min_scale, self.base_scale = 0.0, rl.base_scale(info.bits)
         self.intra_aim = self.bounds = None
@@ -364,7 +370,7 @@ class ChainPass:
         The frame's own map (fitted on its true RAW) replaces the one in force, and is stored, when
         its global fit beats that map's by more than ADAPT_GAIN_DB: exposure steps, zooms, a
         rendering that drifts. Otherwise the map in force stays (None: the keyframe's, no bytes)."""
-        own_map, row = self._own(i, srgb, truth)
+        own_map, row = fit_own_map(srgb, truth, ADAPT_SAMPLES)
         if own_map_pays(self.method, own_map, srgb, truth):
             self.in_force = own_map
             self.changes.append(i)
@@ -393,7 +399,7 @@ class ChainPass:
                 raw = truth
             else:
                 _, raw, idx = predict_frame(self.method, self.prev_raw, self.prev_srgb, srgb, info, gmap,
-                                            target=truth if self.blocks else None)
+                                            target=truth if self.blocks else None, gains=self.gains)
                 if idx is not None:
                     self.maps[i] = idx
             self.prev_raw, self.prev_srgb = raw, srgb
@@ -409,7 +415,7 @@ class ChainPass:
             p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
         else:
             pred, _, idx = predict_frame(self.method, self.prev_raw, self.prev_srgb, srgb, info, gmap,
-                                         target=truth if self.blocks else None)
+                                         target=truth if self.blocks else None, gains=self.gains)
             if idx is not None:
                 self.maps[i] = idx
             p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
@@ -659,7 +665,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
 
 
 def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, calibration: str,
-               method=None, blocks: bool = False, layer: rl.LayerSettings | None = None,
+               method=None, blocks: bool = False, gains: bool = False, layer: rl.LayerSettings | None = None,
                model: str | None = None, progress: Callable | None = None, unclip=None,
                reuse: dict | None = None):
     """Calibration, refinement and RAW layer for frames [start, stop): (calib, refine, LayerState) for the manifest.
@@ -671,7 +677,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     and "halves", the half-steps of its searches at the chosen CRF, where this pilot's start."""
     from .container import sha256_file
     from .methods import CURVE_KNOTS
-    from .refine import BLOCK, LEVELS, pack
+    from .refine import BLOCK, GAINS, LEVELS, pack
 
     count = stop - start
     predictor, crf, qp, mult, report = "chain", None, None, 1.0, None
@@ -689,7 +695,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
                                                    calibration=calibration, blocks=blocks, hints=hints, direct=direct,
                                                    direct_seed=direct_seed, halves=halves)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, calibration=calibration,
-                   blocks=blocks and predictor == "chain", layer=layer, predictor=predictor,
+                   blocks=blocks and predictor == "chain", gains=gains, layer=layer, predictor=predictor,
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))
     seed = report.pop("seed", None) if report else None
     # the pilot coded the main pass's own first P-frame (the same IDR, the same prediction) at this QP
@@ -727,9 +733,11 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         from .weights import model_label, resolve_model
 
         (tdir / REFINE_NAME).write_bytes(pack(cp.maps))
-        refine = {"mode": "blocks", "file": REFINE_NAME, "frames": count, "grid": list(cp.maps.shape[1:]),
+        refine = {"mode": "blocks", "file": REFINE_NAME, "frames": count, "grid": list(cp.maps.shape[-2:]),
                   "block": 2 * BLOCK, "levels": list(LEVELS), "dtype": "uint8 zlib",
                   "model": model_label(model), "model_sha256": sha256_file(resolve_model(model))}
+        if cp.gains:  # per frame: the weights, then the four packed planes' gains (format 5)
+            refine["gains"] = list(GAINS)
     if cp.st is not None and cp.st.predictor == "chain":
         rows = [cp.st.maps[i] for i in cp.st.intra if i in cp.st.maps]
         (tdir / LAYER_MAPS_NAME).write_bytes(b"".join(np.asarray(r, dtype="<f2").tobytes() for r in rows))

@@ -28,8 +28,9 @@ def test_encode_writes_a_complete_rvd(clip, tmp_path):
     rvd = RvdFile(res.output)
     m = rvd.manifest
     # written at the lowest version that describes the file: 5 only with adaptive calibration's changes
+    # or block gains (the default refinement)
     assert m["format"] == "rawvid" and FORMAT_VERSION == 5
-    assert m["format_version"] == (5 if m["calibration"]["mode"] == "adaptive" else 4)
+    assert m["format_version"] == (5 if m["calibration"]["mode"] == "adaptive" or m["refine"].get("gains") else 4)
     assert m["frame_count"] == 6 and (m["width"], m["height"], m["bits"], m["cfa"]) == (128, 96, 14, "RGGB")
     assert (m["black"], m["white"]) == (info.black, info.white)
     assert len(m["timestamps_us"]) == 6 and m["timestamps_us"][0] == 0

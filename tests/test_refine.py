@@ -1,6 +1,7 @@
 """Block refinement: weights chosen by the encoder against the true RAW, applied by the decoder."""
 from __future__ import annotations
 
+import re
 import zlib
 
 import numpy as np
@@ -16,7 +17,8 @@ from rawvid.metrics import psnr_black
 from rawvid.mlv import MLVReader
 from rawvid.model import DEFAULT_MODEL, resolve_model
 from rawvid.rawlayer import LayerSettings
-from rawvid.refine import BLOCK, LEVELS, blend, choose_weights, grid_shape, pack, unpack
+from rawvid.refine import (BLOCK, GAINS, LEVELS, apply_gains, blend, choose_frame, choose_gains, choose_weights,
+                           grid_shape, pack, refine_frame, unpack)
 
 
 def _blocks_up(index: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -54,6 +56,30 @@ def test_no_block_ends_worse_than_the_base():
     assert LEVELS.index(0.0) >= 0 and LEVELS.index(1.0) >= 0  # global-fit and the network alone are levels
 
 
+def test_block_gains_find_each_channels_gain_and_never_hurt():
+    rng = np.random.default_rng(3)
+    h, w = 2 * BLOCK + 3, 3 * BLOCK + 9
+    x = rng.uniform(0.2, 0.7, (4, h, w)).astype(np.float32)
+    truth_index = rng.integers(0, len(GAINS), (4, *grid_shape(h, w)))
+    gains = np.asarray(GAINS)[truth_index]
+    target = x * np.repeat(np.repeat(gains, BLOCK, 1), BLOCK, 2)[:, :h, :w]
+    index = choose_gains(x, target)
+    assert index.dtype == np.uint8 and index.shape == (4, *grid_shape(h, w))
+    assert np.array_equal(index, truth_index)
+    assert np.allclose(apply_gains(x, index), target, atol=1e-6)
+    # on noisy data: every block's error at most what it was (gain 1 is a level)
+    base = rng.uniform(0.2, 0.7, (4, h, w)).astype(np.float32)
+    noisy = np.clip(target + rng.normal(0, 0.03, target.shape), 0, 1)
+    idx, out = choose_frame(x, base, noisy, gains=True)
+    assert idx.shape == (5, *grid_shape(h, w)) and GAINS.index(1.0) >= 0
+    assert np.array_equal(out, refine_frame(x, base, idx))  # the decoder rebuilds the encoder's frame exactly
+    weights_only = blend(x, base, idx[0])
+    assert np.mean((out - noisy) ** 2) < np.mean((weights_only - noisy) ** 2)
+    idx1, out1 = choose_frame(x, base, noisy)  # weights alone: as files before block gains
+    assert idx1.shape == grid_shape(h, w) and np.array_equal(out1, weights_only)
+    assert np.array_equal(refine_frame(x, base, idx1), weights_only)
+
+
 def test_pack_round_trip_and_untrusted_data():
     maps = np.random.default_rng(2).integers(0, len(LEVELS), (5, 3, 4)).astype(np.uint8)
     data = pack(maps)
@@ -69,6 +95,15 @@ def test_pack_round_trip_and_untrusted_data():
     bomb = zlib.compress(bytes(200_000_000))  # 200 MB of zeros in ~200 kB: refused without inflating it all
     with pytest.raises(ValueError, match="expected 4"):
         unpack(bomb, 1, (2, 2), len(LEVELS))
+    # with block gains: frames x 5 x grid, each plane checked against its own levels
+    both = np.concatenate([maps[:, None], np.full((5, 4, 3, 4), len(GAINS) - 1, np.uint8)], axis=1)
+    assert np.array_equal(unpack(pack(both), 5, (3, 4), len(LEVELS), len(GAINS)), both)
+    with pytest.raises(ValueError, match="expected"):
+        unpack(pack(both), 5, (3, 4), len(LEVELS))  # read without gains: five times too many bytes
+    bad = both.copy()
+    bad[2, 3, 1, 1] = len(GAINS)
+    with pytest.raises(ValueError, match="names no gain"):
+        unpack(pack(bad), 5, (3, 4), len(LEVELS), len(GAINS))
 
 
 def test_encode_refines_and_no_frame_falls_below_global_fit(mlv_factory, tmp_path):
@@ -93,14 +128,23 @@ def test_refinement_pays_on_the_example(tmp_path):
         info = clip.info
         truth = [clip.read(i) for i in range(1, len(clip))]
     scores = {}
-    for mode in ("off", "blocks"):
+    for mode in ("off", "weights", "blocks"):
         rvd = encode(EXAMPLE, tmp_path / f"{mode}.rvd", EncodeOptions(refine=mode)).output
         res = decode(rvd, tmp_path / mode, DecodeOptions(method="network"))
         assert res.notes == []
         scores[mode] = np.mean([psnr_black(read_dng(tmp_path / mode / frame_name(res.clip, i))[0], t, info.cfa, info.black,
                                            info.white) for i, t in enumerate(truth, start=1)])
-    assert RvdFile(tmp_path / "off.rvd").manifest["refine"] == {"mode": "off"}  # the paper's mode: nothing per frame
-    assert scores["blocks"] > scores["off"] + 0.2, scores
+    assert RvdFile(tmp_path / "off.rvd").manifest["refine"] == {"mode": "off"}
+    assert scores["weights"] > scores["off"] + 0.2, scores
+    # block gains: stored beside the weights (format 5), and they pay
+    blocks, weights = RvdFile(tmp_path / "blocks.rvd").manifest, RvdFile(tmp_path / "weights.rvd").manifest
+    assert blocks["refine"]["gains"] == list(GAINS) and blocks["format_version"] == 5
+    assert "gains" not in weights["refine"] and blocks["refine"]["levels"] == weights["refine"]["levels"]
+    assert scores["blocks"] > scores["weights"] + 0.1, scores
+    def shown(name):  # the info table's text, its borders and wrapping left out
+        return re.sub(r"[│\s]+", " ", run_cli("info", tmp_path / name).stdout)
+
+    assert "with gains" in shown("blocks.rvd") and "with gains" not in shown("weights.rvd")
 
 
 def test_other_model_skips_the_refinement(mlv_factory, tiny_model, tmp_path):
@@ -156,14 +200,17 @@ def _tampered(rvd_path, tmp_path, edit_manifest=None, refine_data=None):
     return out
 
 
-@pytest.mark.parametrize("case", ["grid", "levels", "bad-index", "bomb"])
+@pytest.mark.parametrize("case", ["grid", "levels", "gains", "bad-index", "bad-gain", "bomb"])
 def test_tampered_refinement_is_a_clean_error(mlv_factory, tmp_path, case):
     path, _, _ = mlv_factory(n=3, width=96, height=64)
     rvd = encode(path, tmp_path / "c.rvd").output
     grid = grid_shape(32, 48)
     edits = {"grid": dict(edit_manifest=lambda m: m["refine"].update(grid=[1, 1])),
              "levels": dict(edit_manifest=lambda m: m["refine"].update(levels=["x"] * 9)),
-             "bad-index": dict(refine_data=pack(np.full((3, *grid), 200, np.uint8))),
+             "gains": dict(edit_manifest=lambda m: m["refine"].update(gains=[1.0] * 9)),
+             "bad-index": dict(refine_data=pack(np.full((3, 5, *grid), 200, np.uint8))),
+             "bad-gain": dict(refine_data=pack(np.concatenate([np.zeros((3, 1, *grid), np.uint8),
+                                                               np.full((3, 4, *grid), 9, np.uint8)], axis=1))),
              "bomb": dict(refine_data=zlib.compress(bytes(50_000_000)))}[case]
     bad = _tampered(rvd, tmp_path, **edits)
     with pytest.raises(RawvidError, match="refinement"):
