@@ -426,9 +426,9 @@ def _fmt(v, digits: int = 2) -> str:
 @click.option("--keyframe-interval", "kfi", default="0", show_default=True, help="Comma-separated intervals (0 = first frame only).")
 @click.option("--render", "renders", default="stable", show_default=True, help="Comma-separated: stable, rvd.")
 @click.option("--calibration", "calibrations", default="auto", show_default=True,
-              help="Comma-separated: auto, keyframe (the paper's mode), per-frame.")
+              help="Comma-separated: auto, keyframe (the paper's mode), per-frame, adaptive.")
 @click.option("--refine", "refines", default="auto", show_default=True,
-              help="Comma-separated: auto, off (the paper's mode), blocks.")
+              help="Comma-separated: auto, off (the paper's mode), blocks, weights (blocks without gains).")
 @click.option("--reencode", is_flag=True, help="RVD layout: pass the given sRGB through the lossy settings.")
 @click.option("--frames", "frame_range", default=None, metavar="START:END",
               help="Bench only these frames of each clip, as encode and decode take them (START must be 0: "
