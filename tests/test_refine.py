@@ -219,6 +219,16 @@ def test_tampered_refinement_is_a_clean_error(mlv_factory, tmp_path, case):
     assert_clean_error_text(res, str(bad.name), "refinement")
 
 
+def test_block_gains_in_an_older_format_are_refused(mlv_factory, tmp_path):
+    """A format-4 reader would decode a file with block gains without them: such a file says 5, and
+    one that says 4 but carries gains is a damaged or forged manifest."""
+    path, _, _ = mlv_factory(n=3, width=96, height=64)
+    rvd = encode(path, tmp_path / "c.rvd").output
+    assert RvdFile(rvd).manifest["format_version"] == 5 and RvdFile(rvd).manifest["refine"]["gains"]
+    bad = _tampered(rvd, tmp_path, edit_manifest=lambda m: m.update(format_version=4))
+    assert_clean_error_text(run_cli("decode", bad, "-o", tmp_path / "cli"), bad.name, "refine.gains", "format version 5")
+
+
 def test_encode_on_a_missing_gpu_is_a_clean_error(mlv_factory, tmp_path):
     import torch
 
