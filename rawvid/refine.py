@@ -47,6 +47,21 @@ def _blocks(a: np.ndarray, block: int) -> np.ndarray:
     return a.reshape(c, hb, block, wb, block)
 
 
+def _best_level(d: np.ndarray, r: np.ndarray, levels: tuple[float, ...], axis: tuple[int, ...]) -> np.ndarray:
+    """The index into ``levels`` of the factor w minimising ||w d - r||^2 summed over ``axis`` of
+    blocked arrays (:func:`_blocks`): w^2 dd - 2 w dr + const. Ties go to the lower index; uint8."""
+    dd = (d * d).sum(axis=axis)
+    dr = (d * r).sum(axis=axis)
+    errs = np.stack([w * w * dd - 2 * w * dr for w in levels])
+    return np.argmin(errs, axis=0).astype(np.uint8)
+
+
+def _per_pixel(index: np.ndarray, levels: tuple[float, ...], block: int, h: int, w: int) -> np.ndarray:
+    """Each block's level (float32) repeated over its pixels, cropped to h x w (the last two axes)."""
+    values = np.asarray(levels, dtype=np.float32)[index]
+    return np.repeat(np.repeat(values, block, axis=-2), block, axis=-1)[..., :h, :w]
+
+
 def choose_weights(pred: np.ndarray, base: np.ndarray, target: np.ndarray, block: int = BLOCK,
                    levels: tuple[float, ...] = LEVELS) -> np.ndarray:
     """Per block, the index into ``levels`` whose blend of ``pred`` and ``base`` is closest to ``target``.
@@ -55,19 +70,13 @@ def choose_weights(pred: np.ndarray, base: np.ndarray, target: np.ndarray, block
     """
     d = _blocks(pred.astype(np.float64) - base, block)
     r = _blocks(target.astype(np.float64) - base, block)
-    dd = (d * d).sum(axis=(0, 2, 4))
-    dr = (d * r).sum(axis=(0, 2, 4))
-    # ||w d - r||^2 = w^2 dd - 2 w dr + const
-    errs = np.stack([w * w * dd - 2 * w * dr for w in levels])
-    return np.argmin(errs, axis=0).astype(np.uint8)
+    return _best_level(d, r, levels, (0, 2, 4))
 
 
 def blend(pred: np.ndarray, base: np.ndarray, index: np.ndarray, block: int = BLOCK,
           levels: tuple[float, ...] = LEVELS) -> np.ndarray:
     """Apply per-block weights: base + w * (pred - base), clipped to [0, 1], float32."""
-    h, w = pred.shape[1:]
-    weights = np.asarray(levels, dtype=np.float32)[index]
-    full = np.repeat(np.repeat(weights, block, axis=0), block, axis=1)[:h, :w]
+    full = _per_pixel(index, levels, block, *pred.shape[1:])
     out = base + full[None] * (pred - base)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
@@ -77,21 +86,14 @@ def choose_gains(x: np.ndarray, target: np.ndarray, block: int = BLOCK,
     """Per block and channel, the index into ``levels`` whose gain brings ``x`` closest to ``target``.
 
     Ties go to the lower index. Returns uint8 C x hb x wb."""
-    xb = _blocks(x.astype(np.float64), block)
-    tb = _blocks(target.astype(np.float64), block)
-    xx = (xb * xb).sum(axis=(2, 4))
-    xt = (xb * tb).sum(axis=(2, 4))
-    errs = np.stack([g * g * xx - 2 * g * xt for g in levels])  # ||g x - t||^2 less a constant
-    return np.argmin(errs, axis=0).astype(np.uint8)
+    return _best_level(_blocks(x.astype(np.float64), block), _blocks(target.astype(np.float64), block), levels,
+                       (2, 4))
 
 
 def apply_gains(x: np.ndarray, index: np.ndarray, block: int = BLOCK,
                 levels: tuple[float, ...] = GAINS) -> np.ndarray:
     """Scale each block's channels by its gain, clipped to [0, 1], float32."""
-    h, w = x.shape[1:]
-    gains = np.asarray(levels, dtype=np.float32)[index]
-    full = np.repeat(np.repeat(gains, block, axis=1), block, axis=2)[:, :h, :w]
-    return np.clip(x * full, 0.0, 1.0).astype(np.float32)
+    return np.clip(x * _per_pixel(index, levels, block, *x.shape[1:]), 0.0, 1.0).astype(np.float32)
 
 
 def refine_frame(pred: np.ndarray, base: np.ndarray, index: np.ndarray) -> np.ndarray:
