@@ -187,11 +187,25 @@ class GlobalFit(Method):
         super().__init__()
         self.map: GlobalMap | None = None
         self.prev_map: GlobalMap | None = None  # the map of the previous frame (per-frame calibration)
+        self._base: tuple | None = None  # (srgb, map, map.apply(srgb)) of the last map application
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         t = time.perf_counter()
         self.map = self.prev_map = fit_global_map(srgb, raw)
+        self._base = None
         self.timings.add("network", time.perf_counter() - t)
+
+    def _apply(self, gmap: GlobalMap, srgb: np.ndarray) -> np.ndarray:
+        """``gmap.apply(srgb)``, reusing the last result when it was for the same frame and map.
+
+        A frame's prediction, its block refinement and the encoder's calibration choice all apply
+        the same map to the same frame (and with the network, each frame's A(t+1) is the next
+        frame's A(t)): one application instead of two or three. Callers must not write into it."""
+        if self._base is not None and self._base[0] is srgb and self._base[1] is gmap:
+            return self._base[2]
+        out = gmap.apply(srgb)
+        self._base = (srgb, gmap, out)
+        return out
 
     def calibrate(self, gmap: GlobalMap) -> None:
         self.prev_map, self.map = self.map, gmap
@@ -206,7 +220,7 @@ class GlobalFit(Method):
     def base(self, srgb: np.ndarray) -> np.ndarray:
         """The global-fit prediction of a frame under the current map (block refinement blends towards it)."""
         assert self.map is not None, "keyframe() first"
-        return self.map.apply(srgb)
+        return self._apply(self.map, srgb)
 
     def predict(self, prev_raw, prev_srgb, srgb):
         t = time.perf_counter()
@@ -256,31 +270,13 @@ class NetworkBase(GlobalFit):
         self.config, self.tile, self.flow_preset = config, tile, flow_preset
         self.key_arrays: dict[str, np.ndarray] = {}
         self._pool: ThreadPoolExecutor | None = None  # the keyframe flow's thread (see _flows)
-        self._base: tuple | None = None  # (srgb, map, map.apply(srgb)) of the last map application
 
     def keyframe(self, raw: np.ndarray, srgb: np.ndarray) -> None:
         super().keyframe(raw, srgb)
-        self._base = None
         if self.config.key_reference:  # the keyframe's sRGB, its residual against A(k), and A(k)
             prior = self.map.apply(srgb)  # type: ignore[union-attr]
             self.key_srgb, self.key_raw = srgb, raw
             self.key_arrays = {"key_srgb": srgb, "key_residual": raw - prior, "key_prior": prior}
-
-    def _apply(self, gmap: GlobalMap, srgb: np.ndarray) -> np.ndarray:
-        """``gmap.apply(srgb)``, reusing the last result when it was for the same frame and map.
-
-        Each frame's A(t+1) is the next frame's A(t) (same sRGB array, same map), and block
-        refinement blends towards it: one map application per frame instead of three."""
-        if self._base is not None and self._base[0] is srgb and self._base[1] is gmap:
-            return self._base[2]
-        out = gmap.apply(srgb)
-        self._base = (srgb, gmap, out)
-        return out
-
-    def base(self, srgb: np.ndarray) -> np.ndarray:
-        """As global-fit's, reusing the prior that :meth:`predict` computed for the same frame."""
-        assert self.map is not None, "keyframe() first"
-        return self._apply(self.map, srgb)
 
     def _forward(self, srgb, prev_srgb, prev_raw, flow, key_flow, priors: dict) -> np.ndarray:
         raise NotImplementedError
