@@ -143,7 +143,7 @@ def _rendered(src: Source, frames: Iterator[SourceFrame], mode: str) -> Iterator
             yield done, f.result()
 
 
-def resolve_calibration(mode: str, src: Source, render_mode: str, layered: bool = False) -> str:
+def resolve_calibration(mode: str, src: Source, layered: bool = False) -> str:
     """The calibration an encode uses: ``auto`` is adaptive where every frame's RAW is known.
 
     Adaptive stores a frame's own global map (230 bytes) where it predicts the frame better than
@@ -252,7 +252,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                               "RAW frame (encode an MLV or a DNG folder)")
         if layer is not None and src.info.bits > 16:
             raise RawvidError(src.path, f"a RAW layer codes up to 16-bit data, not {src.info.bits}-bit")
-        calibration = resolve_calibration(opts.calibration, src, opts.render, layer is not None)
+        calibration = resolve_calibration(opts.calibration, src, layer is not None)
         model = opts.model or DEFAULT_MODEL
         refinement = resolve_refinement(opts.refine, src, model)
         blocks = refinement != "off"
@@ -323,9 +323,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             if calibration != "keyframe" or blocks or layer is not None:
                 calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, calibration=calibration,
                                                method=method, blocks=blocks, gains=refinement == "blocks" and layer is None,
-                                               layer=layer,
-                                               model=model,
-                                               progress=progress, unclip=noise, reuse=reuse)
+                                               layer=layer, model=model, progress=progress, unclip=noise, reuse=reuse)
             side = [d["file"] for d in (calib, refine) if d]
             if st is not None and st.predictor == "chain":
                 side.append(LAYER_MAPS_NAME)
