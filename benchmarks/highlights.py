@@ -31,7 +31,7 @@ from rawvid.codec import network_method, predict_frame
 from rawvid.dataset import RVDLayout
 from rawvid.highlights import MODE as HIGHLIGHTS
 from rawvid.methods import GlobalFit
-from rawvid.sideinfo import ADAPT_GAIN_DB, ADAPT_SAMPLES, own_map_pays
+from rawvid.sideinfo import ADAPT_GAIN_DB, adapt_map
 from rawvid.metrics import psnr
 from rawvid.weights import DEFAULT_MODEL
 
@@ -71,10 +71,8 @@ def run_chain(method, raws, srgbs, truths, masks, info, refine: bool, calibrated
         if calibrated is True:
             gmap = fit_own_map(srgbs[t], raws[t])[0]
         elif calibrated is not False:  # adaptive, at this threshold (dB): the encoder's rule
-            own = fit_own_map(srgbs[t], raws[t], ADAPT_SAMPLES)[0]
-            if own_map_pays(method, own, srgbs[t], raws[t], calibrated):
-                in_force, changes = own, changes + 1
-            gmap = in_force
+            in_force, _, changed = adapt_map(method, in_force, srgbs[t], raws[t], calibrated)
+            gmap, changes = in_force, changes + changed
         planes, out, _ = predict_frame(method, prev_raw, prev_srgb, srgbs[t], info, gmap,
                                        target=raws[t] if refine else None, gains=gains)
         a, b, c, d = region_mse(planes, truths[t], masks[t], info.black, info.white)

@@ -294,10 +294,16 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
     return recon
 
 
-def own_map_pays(method, own_map, srgb: np.ndarray, truth: np.ndarray, gain_db: float = ADAPT_GAIN_DB) -> bool:
-    """Adaptive calibration's rule: does a frame's own map predict it (global fit) more than ``gain_db``
-    better than the map ``method`` holds? ``truth``: the frame's normalised RAW planes."""
-    return psnr(own_map.apply(srgb), truth) - psnr(method.base(srgb), truth) > gain_db
+def adapt_map(method, in_force, srgb: np.ndarray, truth: np.ndarray, gain_db: float = ADAPT_GAIN_DB):
+    """Adaptive calibration for one frame: (the map in force for it, its own map's row, whether that replaced it).
+
+    The frame's own map (fitted on ``truth``, its normalised RAW planes, from ADAPT_SAMPLES pixels)
+    replaces ``in_force`` (None: the keyframe's) when its global fit beats the map ``method`` holds
+    by more than ``gain_db``: exposure steps, zooms, a rendering that drifts."""
+    own_map, row = fit_own_map(srgb, truth, ADAPT_SAMPLES)
+    if psnr(own_map.apply(srgb), truth) - psnr(method.base(srgb), truth) > gain_db:
+        return own_map, row, True
+    return in_force, row, False
 
 
 class ChainPass:
@@ -365,14 +371,10 @@ class ChainPass:
         return self.own_maps[i]
 
     def _adapt(self, i: int, srgb: np.ndarray, truth: np.ndarray):
-        """Adaptive calibration: (the map frame ``i`` is predicted with, its own map's stored row).
-
-        The frame's own map (fitted on its true RAW) replaces the one in force, and is stored, when
-        its global fit beats that map's by more than ADAPT_GAIN_DB: exposure steps, zooms, a
-        rendering that drifts. Otherwise the map in force stays (None: the keyframe's, no bytes)."""
-        own_map, row = fit_own_map(srgb, truth, ADAPT_SAMPLES)
-        if own_map_pays(self.method, own_map, srgb, truth):
-            self.in_force = own_map
+        """Adaptive calibration (:func:`adapt_map`): (the map frame ``i`` is predicted with, its own
+        map's row); a map that replaces the one in force is stored, otherwise nothing is."""
+        self.in_force, row, changed = adapt_map(self.method, self.in_force, srgb, truth)
+        if changed:
             self.changes.append(i)
             self.rows.append(row.astype("<f2"))
         return self.in_force, row
