@@ -358,7 +358,8 @@ class ChainPass:
                                             hi=X265_QP_MAX - qp, qp_hi=X265_QP_MAX - qp)
             if layer.target_psnr is not None and (predictor == "chain" or steered) and not layer.lossless:
                 # an IDR's scale by trial encodes (the pilot's too, so that it foretells the main pass)
-                self.intra_aim, self.bounds = layer.target_psnr + rctl.AIM_DB, (lo, hi)
+                self.intra_aim = layer.target_psnr + rctl.AIM_DB + (rctl.INTRA_BOOST_DB if steered else 0.0)
+                self.bounds = (lo, hi)
         self.last_intra_psnr = -math.inf
         self.prev_raw = self.prev_srgb = None
 
