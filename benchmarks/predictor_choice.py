@@ -7,7 +7,7 @@ points of a `rawvid bench --rd` JSON whose foretold direct / chain ratio lies in
 band, encodes each with the predictor forced both ways (each with the encoder's own sRGB CRF
 choice, every byte counted as the bench counts it) and reports which was cheaper over the clip.
 
-    python benchmarks/predictor_choice.py data/scenarios/stable/test --reference results/rd_scenarios_session15.json
+    cd benchmarks && python predictor_choice.py ../data/scenarios/stable/test --reference results/rd_scenarios_session15.json
         [--band 0.6,1.6] [--frames 12] [--json out.json]
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ and reports each point's RAW part and whole file against the x265-on-Bayer ladde
 Deterministic: the reference's own --target-psnr points (``auto``, boost 0) are reproduced, so
 without that curve in the options they stand for it.
 
-    python benchmarks/rd_targets.py data/scenarios/stable/test --reference results/rd_scenarios_session15.json
+    cd benchmarks && python rd_targets.py ../data/scenarios/stable/test --reference results/rd_scenarios_session15.json
         [--boosts 0,1,2] [--srgb-crfs auto,24] [--targets -6,-3,0,2,4] [--frames 12] [--json out.json]
 """
 from __future__ import annotations
