@@ -34,7 +34,7 @@ IP_GAIN = 2.0
 #: a directly coded (steered) layer's IDR aims this far over the target's aim (dB): a finer IDR is a
 #: better reference for every P-frame after it (x265's own CRF codes it 1-7 dB over its P-frames).
 #: Measured on the 12 scenario clips, 12 frames, 5 targets (benchmarks/rd_targets.py --boosts): it paid on
-#: one clip (clipped 5D Mark III, 15% fewer bytes at floor -6 dB) and cost on the others; 0: off.
+#: one clip (clipped 5D Mark III, 11-14% fewer bytes at floor -6 dB) and cost on the others; 0: off.
 INTRA_BOOST_DB = 0.0
 #: a top-up pass is at least this much finer than the pass before it
 TOP_UP_STEP = 0.9
