@@ -33,13 +33,11 @@ import numpy as np
 
 from clips import load_chain_clip
 from highlights import longest_run_under
-from rawvid.bayer import denormalise, normalise
-from rawvid.codec import network_method
+from rawvid.codec import network_method, predict_frame
 from rawvid.dataset import RVDLayout
 from rawvid.highlights import MODE as HIGHLIGHTS
 from rawvid.methods import GlobalFit
 from rawvid.metrics import psnr
-from rawvid.noise import unclip_mean
 from rawvid.weights import DEFAULT_MODEL
 
 #: a half-resolution sRGB pixel at or above this (any channel) is clipped: left to the network
@@ -94,18 +92,17 @@ def run(method, clip, variant: str) -> list[float]:
         key = denoise_key(raws[0], g.base(srgbs[0]), srgbs[0], clip.noise, kind, float(arg))
     method.keyframe(key, srgbs[0])
     prof = fit_error_profile(raws[0], method.base(srgbs[0]), srgbs[0]) if kind == "clamp" else None
+    if prof is not None:  # the clamp between the network and what decode does with its output
+        predict = method.predict
+        method.predict = lambda prev_raw, prev_srgb, srgb: clamp(
+            np.clip(predict(prev_raw, prev_srgb, srgb), 0.0, 1.0), method.base(srgb), srgb, prof, float(arg))
     prev_raw, prev_srgb, out = key, srgbs[0], []
     span = info.white - info.black
     for t in range(1, len(raws)):
-        pred = np.clip(method.predict(prev_raw, prev_srgb, srgbs[t]), 0.0, 1.0)
-        if prof is not None:
-            pred = clamp(pred, method.base(srgbs[t]), srgbs[t], prof, float(arg))
-        if method.unclip is not None:
-            pred = unclip_mean(pred, method.unclip)
-        planes = denormalise(pred, info.black, info.white, info.bits)
+        planes, prev_raw, _ = predict_frame(method, prev_raw, prev_srgb, srgbs[t], info)
         out.append(psnr((planes.astype(np.float64) - info.black) / span,
                         (clip.truths[t].astype(np.float64) - info.black) / span))
-        prev_raw, prev_srgb = normalise(planes, info.black, info.white), srgbs[t]
+        prev_srgb = srgbs[t]
     return out
 
 
