@@ -96,9 +96,9 @@ def main() -> None:
                       f"{p.extra.get('predictor')}, sRGB CRF {p.extra.get('srgb_crf')}", flush=True)
     rctl.INTRA_BOOST_DB = 0.0
     rows = savings_at_targets(refs + points, floors)
-    files = {(p.clip, p.codec, p.setting): p.bpp for p in refs + points}
-    for r, p in zip(rows, [p for p in refs + points if p.codec.startswith("rawvid-target")]):
-        r["bpp_file"] = files[(p.clip, p.codec, p.setting)]
+    files = {(p.clip, p.codec, p.extra.get("target")): p.bpp for p in refs + points}
+    for r in rows:
+        r["bpp_file"] = files[(r["clip"], r["codec"], r["target"])]
     table = {name: summary(rows, name) for name in dict.fromkeys([label(0.0, 0)] + [label(b, q) for b, q in curves])}
     for name, lines in table.items():
         for s in lines:
