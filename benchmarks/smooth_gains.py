@@ -113,7 +113,7 @@ def main() -> None:
             for k, a in zip(names, (out, piecewise, out * interpolate(LEVELS[gi], h, w),
                                     out * interpolate(nearest, h, w), out * interpolate(ctrl, h, w))):
                 res[k].append(psnr(np.clip(a, 0.0, 1.0), truth))
-            prev_raw, prev_srgb = piecewise, srgb  # the chain continues from what decode writes
+            prev_raw, prev_srgb = piecewise, srgb  # the refined frame (decode also unclips and quantises it)
         row = {"clip": video.name, **{k: float(np.mean(v)) for k, v in res.items()}}
         rows.append(row)
         print(f"{video.name[:32]:32s} " + " ".join(f"{k} {row[k]:6.2f}" for k in names), flush=True)
