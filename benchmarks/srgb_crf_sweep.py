@@ -128,7 +128,8 @@ def main() -> None:
         done["summary"] = summarise(done["rows"], label(*parse_settings(args.baseline)[0]))
         done["command"] = "python benchmarks/srgb_crf_sweep.py " + " ".join(
             [str(p) for p in args.paths] + ["--frames", str(args.frames), f"--targets={args.targets}",
-                                            "--settings", args.settings, "--json", str(args.json)]
+                                            "--settings", args.settings, "--baseline", args.baseline,
+                                            "--json", str(args.json)]
             + (["--match", args.match] if args.match else []))
         tmp = args.json.with_suffix(".tmp")
         tmp.write_text(json.dumps(done, indent=1))
