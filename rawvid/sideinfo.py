@@ -36,6 +36,15 @@ LAYER_NAME = "rawlayer.mkv"
 LAYER_MAPS_NAME = "rawlayer_maps.f16"  # the intra frames' own global maps, in the order of raw_layer.intra
 #: frames the encoder codes both ways to choose a layer's predictor (``predictor auto``)
 PILOT_FRAMES = 4
+#: under a target, where the two predictors' foretold bytes lie within this factor of each other the
+#: main pass's pilot codes both again on PILOT_EXTEND_FRAMES frames, as the main pass would (rate
+#: control and top-ups), and decides on those (0: never). Four frames foretell badly where the cost
+#: per frame drifts: x265's P-frames on the RAW itself got cheaper frame after frame on a slow scenario
+#: clip (1653 -> 603 bytes over 11 frames) while the chain's residual did not (2003, 1467, 593, then
+#: 2000-3100): the pilot foretold 22.7 KB for the chain against 23.0 KB, the clip's layer took 26.0 KB
+#: against 18.9 KB (12 frames, 3 dB under the floor, sRGB CRF 36); on 8 frames it chooses direct.
+PILOT_EXTEND_RATIO = 1.25
+PILOT_EXTEND_FRAMES = 8
 #: adaptive calibration stores a frame's own map where its global fit beats the map in force by
 #: more than this (dB). Measured on the scenario clips (32 frames, default mode): 0.1 dB kept 2.75
 #: maps a clip for 42.32 dB, a map every frame 42.29, 0.5 dB 1.0 map and 42.28, none 41.50.
@@ -475,14 +484,17 @@ def _frames(src, reader, start: int, stop: int):
 def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, predictor: str, crf: float | None,
            qp: int | None, calibration: str, blocks: bool, folder: Path, count: int,
            scale_mult: float = 1.0, intra_hint: dict | None = None,
-           own_maps: dict | None = None) -> tuple[float, list[float], float | None]:
+           own_maps: dict | None = None, control_seed: float | None = None,
+           control: bool = False) -> tuple[float, list[float], float | None]:
     """Code the pilot frames closed loop, exactly as the main pass would at the base scale with no
     top-ups: (the bytes they foretell for ``count`` frames, the black-subtracted PSNR of each frame
     the QP must hold (not an IDR whose scale trial encodes chose), the main pass's seed (below)).
 
     The intra frames' bytes count once per intra frame the clip will have, the others' mean once
     per other frame: a pilot of 4 frames would otherwise weigh the intra frame as a quarter of a
-    clip (measured: it chose the chain where direct coding was 30% cheaper over 16 frames)."""
+    clip (measured: it chose the chain where direct coding was 30% cheaper over 16 frames).
+    ``control``: with the main pass's rate control and top-ups (seeded with ``control_seed``), so
+    that the frames the QP was not chosen on still land on the target."""
     import dataclasses
 
     from .refine import pack
@@ -491,7 +503,11 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
     cp = ChainPass(info, len(frames), keys, method=method if predictor == "chain" else None, calibration=calibration,
                    blocks=blocks and predictor == "chain", layer=fixed, predictor=predictor,
                    layer_path=folder / f"pilot-{predictor}-{crf}-{qp}-{scale_mult:g}.mkv", crf=crf, qp=qp,
-                   scale_mult=scale_mult, control=False, intra_hint=intra_hint, own_maps=own_maps)
+                   scale_mult=scale_mult, control=control, intra_hint=intra_hint, own_maps=own_maps)
+    if cp.oc is not None and control_seed is not None:
+        cp.oc.seed(control_seed)
+    elif cp.rc is not None and control_seed is not None:
+        cp.rc.gain = control_seed
     try:
         for i, rgb, mosaic, prepared in frames:
             cp.step(i, rgb, mosaic, prepared)
@@ -565,7 +581,8 @@ def search_half(reaches: Callable[[int], tuple[bool, object]], top: int, guess: 
 
 def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
           calibration: str, blocks: bool, direct: dict | None = None, direct_seed: float | None = None,
-          hints: dict | None = None, halves: dict | None = None) -> tuple[str, bool, int | None, float, dict]:
+          hints: dict | None = None, halves: dict | None = None,
+          extend: bool = False) -> tuple[str, bool, int | None, float, dict]:
     """Choose the layer's predictor and (for --target-psnr) its constant x265 QP on the clip's first frames.
 
     Each candidate predictor codes PILOT_FRAMES frames closed loop, as the main pass would at the
@@ -587,7 +604,8 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     chose (filled in; see code_layer): the first probe of a predictor runs the trials, the later ones
     code their IDR at that step (the trials, about 0.5 s each at 1600x900, had made the sRGB pilots
     45 s longer). ``halves``: per candidate, the half-step a neighbouring search found (filled in):
-    each search starts there (search_half).
+    each search starts there (search_half). ``extend``: the video holds the clip's every frame (the
+    main pass's pilot), so a close call is coded again on more of them (PILOT_EXTEND_RATIO).
     """
     import tempfile
 
@@ -656,6 +674,9 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
             if "qp" in hints.get(pred, {}):  # a steered layer's IDR: its absolute QP
                 out[pred]["intra_qp"] = round(hints[pred]["qp"], 4)
             seeds[pred] = seed
+        if extend and target and "direct" in candidates and len(candidates) > 1:
+            candidates = _extend(src, video, start, stop, keys, method, layer, calibration, out, seeds, hints,
+                                 own_maps, candidates, Path(td))
     top = max(out[k]["worst_psnr_black"] for k in candidates)
     for k in candidates:
         v = out[k]
@@ -665,6 +686,32 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     out["chosen"] = chosen
     out["seed"] = seeds.get(chosen)  # for chain_pass, which seeds its controller with it (not stored)
     return chosen.split("+")[0], chosen.endswith("+blocks"), out[chosen]["qp"], out[chosen]["scale_mult"], out
+
+
+def _extend(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings,
+            calibration: str, out: dict, seeds: dict, hints: dict, own_maps: dict, candidates: list[str],
+            folder: Path) -> list[str]:
+    """A close call between direct coding and the chain (PILOT_EXTEND_RATIO): both coded again on
+    PILOT_EXTEND_FRAMES frames at the QP their searches found, with the main pass's rate control;
+    their entries in ``out`` take those bytes. Returns the candidates left to choose from."""
+    chain = min((k for k in candidates if k != "direct"), key=lambda k: out[k]["bytes"])
+    ratio = out["direct"]["bytes"] / out[chain]["bytes"]
+    n = min(PILOT_EXTEND_FRAMES, stop - start)
+    if not PILOT_EXTEND_RATIO or n <= out["frames"] or not 1 / PILOT_EXTEND_RATIO <= ratio <= PILOT_EXTEND_RATIO:
+        return candidates
+    with VideoReader(video, src.info.width, src.info.height) as reader:
+        frames = [(i, rgb, mosaic, prepare_frame(rgb, mosaic, src.info))
+                  for i, rgb, mosaic in _frames(src, reader, start, start + n)]
+    for k in ("direct", chain):
+        v, pred = out[k], k.split("+")[0]
+        nbytes, psnrs, _ = _probe(frames, src.info, keys, method, layer, pred, layer.crf, v["qp"], calibration,
+                                  k.endswith("+blocks"), folder, stop - start, v["scale_mult"],
+                                  hints.setdefault(pred, {}), own_maps, control_seed=seeds.get(k), control=True)
+        v["first_bytes"], v["bytes"] = v["bytes"], nbytes
+        v["worst_psnr_black"] = min(p for p in psnrs if math.isfinite(p)) if any(map(math.isfinite, psnrs)) \
+            else math.inf
+    out["extended"] = {"frames": n, "ratio": round(ratio, 4)}
+    return ["direct", chain]
 
 
 def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Path, *, calibration: str,
@@ -696,7 +743,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         if predictor == "auto" or layer.target_psnr is not None or (blocks and predictor == "chain"):
             predictor, blocks, qp, mult, report = pilot(src, video, start, stop, keys, method, layer,
                                                    calibration=calibration, blocks=blocks, hints=hints, direct=direct,
-                                                   direct_seed=direct_seed, halves=halves)
+                                                   direct_seed=direct_seed, halves=halves, extend=True)
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, calibration=calibration,
                    blocks=blocks and predictor == "chain", gains=gains, layer=layer, predictor=predictor,
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))
