@@ -695,7 +695,7 @@ def _extend(src, video: Path, start: int, stop: int, keys: set[int], method, lay
     PILOT_EXTEND_FRAMES frames at the QP their searches found, with the main pass's rate control;
     their entries in ``out`` take those bytes. Returns the candidates left to choose from."""
     chain = min((k for k in candidates if k != "direct"), key=lambda k: out[k]["bytes"])
-    ratio = out["direct"]["bytes"] / out[chain]["bytes"]
+    ratio = out["direct"]["bytes"] / max(out[chain]["bytes"], 1.0)
     n = min(PILOT_EXTEND_FRAMES, stop - start)
     if not PILOT_EXTEND_RATIO or n <= out["frames"] or not 1 / PILOT_EXTEND_RATIO <= ratio <= PILOT_EXTEND_RATIO:
         return candidates
