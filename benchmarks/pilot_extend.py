@@ -1,4 +1,4 @@
-"""Close calls between the layer's predictors coded again on more frames (rawvid.sideinfo.PILOT_EXTEND_RATIO).
+"""Close calls between the layer's predictors coded again on more frames (rawvid.layer_pilot.PILOT_EXTEND_RATIO).
 
 Takes the points of ``predictor_choice.py``'s JSON (both predictors forced, each whole file and RAW
 part known) and encodes each with ``--raw-predictor auto`` (the encoder's own sRGB CRF choice, as
@@ -19,7 +19,7 @@ import math
 import tempfile
 from pathlib import Path
 
-import rawvid.sideinfo as si
+import rawvid.layer_pilot as si
 from rawvid.bench import discover
 from rawvid.codec import EncodeOptions
 from rawvid.rawlayer import LayerSettings

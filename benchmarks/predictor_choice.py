@@ -2,7 +2,7 @@
 
 Under ``--target-psnr`` with ``--raw-predictor auto`` the pilot codes the clip's first 4 frames
 with the chain's residual and with the RAW itself (direct) and keeps the one whose bytes,
-extrapolated to the clip, are fewer (rawvid.sideinfo.pilot). This takes the --target-psnr
+extrapolated to the clip, are fewer (rawvid.layer_pilot.pilot). This takes the --target-psnr
 points of a `rawvid bench --rd` JSON whose foretold direct / chain ratio lies in an ambiguous
 band, encodes each with the predictor forced both ways (each with the encoder's own sRGB CRF
 choice, every byte counted as the bench counts it) and reports which was cheaper over the clip.

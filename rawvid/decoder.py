@@ -20,7 +20,8 @@ from .dng import write_dng
 from .errors import FormatError, RawvidError
 from .weights import DEFAULT_MODEL
 from .pipeline import ReadAhead, WriteBehind, cpu_threads
-from .sideinfo import CALIBRATION_NAME, LAYER_MAPS_NAME, REFINE_NAME
+from .layer_coder import LAYER_MAPS_NAME
+from .sideinfo import CALIBRATION_NAME, REFINE_NAME
 
 #: ``progress(done, total)``
 Progress = Callable[..., None]

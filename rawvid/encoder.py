@@ -32,7 +32,8 @@ from .weights import DEFAULT_MODEL, missing_weights_note, model_label
 from .methods import GlobalFit
 from .noise import NoiseModel, estimate_noise
 from .rawlayer import LayerSettings
-from .sideinfo import LAYER_MAPS_NAME, LAYER_NAME, chain_pass
+from .layer_coder import LAYER_MAPS_NAME, LAYER_NAME
+from .sideinfo import chain_pass
 from .source import Source, SourceFrame, open_source
 from .video import VideoSettings, VideoWriter, ffmpeg_version
 
@@ -385,7 +386,7 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
     half-steps its searches found at the chosen CRF (where the main pass's searches start)."""
     import dataclasses
 
-    from .sideinfo import PILOT_FRAMES
+    from .layer_pilot import PILOT_FRAMES
     from .srgb_pilot import choose_srgb_crf
 
     n = min(PILOT_FRAMES, stop - start)

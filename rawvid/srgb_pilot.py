@@ -6,7 +6,7 @@ sRGB costs, how well it predicts the RAW) and on the target. Measured on the tes
 (``benchmarks/srgb_crf_sweep.py``), the CRF that makes the smallest whole file ranged from 24
 to 36 between clips and targets. So the encoder tries each candidate CRF on the clip's first
 frames: it codes them as the sRGB track would be coded, runs the RAW layer's own pilot
-(:func:`rawvid.sideinfo.pilot`, closed loop, at the target) on what the decoder would see, and
+(:func:`rawvid.layer_pilot.pilot`, closed loop, at the target) on what the decoder would see, and
 keeps the CRF whose foretold whole file (sRGB plus layer, each extrapolated to the clip) is
 smallest. Direct coding of the RAW does not depend on the sRGB: it is probed once.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rawlayer as rl
-from .sideinfo import PILOT_FRAMES, pilot
+from .layer_pilot import PILOT_FRAMES, pilot
 from .video import VideoWriter
 
 #: the CRFs tried when the user gives none (H.265 4:4:4; bench: the best per clip and target was among them)

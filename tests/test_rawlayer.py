@@ -119,7 +119,7 @@ def test_target_holds_when_frames_after_the_pilot_turn_hard(tmp_path):
     cannot: the chain's QP (capped near direct coding's) must still let the layer reach the target."""
     from conftest import make_info, make_mosaic
     from rawvid.mlv import MLVWriter
-    from rawvid.sideinfo import CHAIN_QP_HEADROOM
+    from rawvid.layer_pilot import CHAIN_QP_HEADROOM
 
     info = make_info(width=128, height=96)
     rng = np.random.default_rng(5)
@@ -388,7 +388,7 @@ def test_a_pass_that_codes_nothing_is_followed_by_a_trial_scaled_top_up(tmp_path
     nothing, and a top-up a step finer (0.9x) would gain nothing again. The next scale comes from trial
     encodes of the remaining error: one more pass lands the frame in the band."""
     from conftest import make_info
-    from rawvid.sideinfo import STALL_DB, LayerState, code_layer
+    from rawvid.layer_coder import STALL_DB, LayerState, code_layer
 
     info = make_info(width=128, height=96)
     rng = np.random.default_rng(3)
@@ -416,11 +416,11 @@ def test_idr_trials_start_from_the_last_probes_step(mlv_factory, tmp_path, monke
     """The pilot's probes (a bisection over QPs, per predictor) each code an IDR: the first probe of a
     predictor runs the trial encodes, the later ones code it at the quantiser step they found, and
     the main pass's trials start from it."""
-    from rawvid import sideinfo
+    from rawvid import layer_pilot
 
     path, _, _ = _mlv(mlv_factory)
     calls = {"trial": 0, "probe": 0}
-    trial, probe = rl.LayerWriter.trial, sideinfo._probe
+    trial, probe = rl.LayerWriter.trial, layer_pilot._probe
 
     def counted_trial(self, img, *rest):
         calls["trial"] += 1
@@ -431,7 +431,7 @@ def test_idr_trials_start_from_the_last_probes_step(mlv_factory, tmp_path, monke
         return probe(*a, **kw)
 
     monkeypatch.setattr(rl.LayerWriter, "trial", counted_trial)
-    monkeypatch.setattr(sideinfo, "_probe", counted_probe)
+    monkeypatch.setattr(layer_pilot, "_probe", counted_probe)
     enc = encode(path, tmp_path / "t.rvd", EncodeOptions(raw_layer=LayerSettings(target_psnr=50.0), refine="off"))
     assert calls["probe"] >= 8  # direct and chain, each a bisection
     assert calls["trial"] <= rctl.INTRA_TRIALS * (3 + 1), calls  # direct, chain (+ blocks): once each; main pass
@@ -588,7 +588,7 @@ def test_savings_are_measured_at_the_same_pooled_psnr_and_at_the_same_worst_fram
 def test_the_pilots_half_steps_coarsen_by_scale_past_the_qp_cap():
     """Up to the cap a half-step is QP h // 2 (odd: the scale x 2^(1/12)); past it the QP stays and only
     the chain's base scale grows, so the quantiser keeps its range for frames the prediction misses."""
-    from rawvid.sideinfo import HALF_QP, half_step
+    from rawvid.layer_pilot import HALF_QP, half_step
 
     assert half_step(10, 20) == (5, 1.0) and half_step(11, 20) == (5, HALF_QP)
     assert half_step(20, 20) == (10, 1.0) and half_step(26, 20) == (10, pytest.approx(2 ** 0.5))
@@ -599,21 +599,21 @@ def test_a_close_call_is_coded_again_on_more_frames(mlv_factory, tmp_path, monke
     """Where the predictors' foretold bytes lie within PILOT_EXTEND_RATIO of each other, the main pass's
     pilot codes direct coding and the better chain again on PILOT_EXTEND_FRAMES frames (with the main
     pass's rate control) and chooses on those bytes; the file still decodes to what the encoder made."""
-    from rawvid import sideinfo
+    from rawvid import layer_pilot
 
     path, info, mosaics = _mlv(mlv_factory, n=10)
     layer = LayerSettings(target_psnr=48.0)
-    monkeypatch.setattr(sideinfo, "PILOT_EXTEND_RATIO", 1e9)  # every call is close
+    monkeypatch.setattr(layer_pilot, "PILOT_EXTEND_RATIO", 1e9)  # every call is close
     enc = encode(path, tmp_path / "e.rvd", EncodeOptions(raw_layer=layer, refine="off", srgb_crfs=(16,)))
     pilot = RvdFile(tmp_path / "e.rvd").manifest["raw_layer"]["pilot"]
-    assert pilot["extended"]["frames"] == sideinfo.PILOT_EXTEND_FRAMES
+    assert pilot["extended"]["frames"] == layer_pilot.PILOT_EXTEND_FRAMES
     again = [k for k in ("direct", "chain") if "first_bytes" in pilot[k]]
     assert again == ["direct", "chain"] and pilot["chosen"] in again
     assert pilot[pilot["chosen"]]["bytes"] == min(pilot[k]["bytes"] for k in again)
     decode(tmp_path / "e.rvd", tmp_path / "out")
     got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "out", 10), mosaics)]
     assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6)
-    monkeypatch.setattr(sideinfo, "PILOT_EXTEND_RATIO", 0.0)  # off: the 4-frame pilot decides
+    monkeypatch.setattr(layer_pilot, "PILOT_EXTEND_RATIO", 0.0)  # off: the 4-frame pilot decides
     encode(path, tmp_path / "f.rvd", EncodeOptions(raw_layer=layer, refine="off", srgb_crfs=(16,)))
     pilot = RvdFile(tmp_path / "f.rvd").manifest["raw_layer"]["pilot"]
     assert "extended" not in pilot and not any("first_bytes" in v for v in pilot.values() if isinstance(v, dict))
@@ -623,17 +623,17 @@ def test_the_main_pass_reuses_the_srgb_pilots_direct_coding(mlv_factory, tmp_pat
     """Direct coding codes the RAW alone, whatever the sRGB: choosing the sRGB CRF probes it once and
     the main pass's pilot reuses that entry (and its IDR step) instead of probing it again, with the
     same choice and the same file as a pilot that probes it itself."""
-    from rawvid import sideinfo
+    from rawvid import layer_pilot
 
     path, _, _ = _mlv(mlv_factory)
     probes: list[str] = []
-    probe = sideinfo._probe
+    probe = layer_pilot._probe
 
     def counted_probe(frames, info, keys, method, layer, predictor, *a, **kw):
         probes.append(predictor)
         return probe(frames, info, keys, method, layer, predictor, *a, **kw)
 
-    monkeypatch.setattr(sideinfo, "_probe", counted_probe)
+    monkeypatch.setattr(layer_pilot, "_probe", counted_probe)
     layer = LayerSettings(target_psnr=48.0)
     alone = encode(path, tmp_path / "a.rvd", EncodeOptions(raw_layer=layer, refine="off"))
     direct_alone = probes.count("direct")
@@ -647,7 +647,7 @@ def test_the_main_pass_reuses_the_srgb_pilots_direct_coding(mlv_factory, tmp_pat
 def test_the_pilots_search_finds_the_bisections_answer_from_any_guess():
     """search_half: on a monotone 'reaches' the answer whatever the guess (and none when nothing
     reaches), in 2 probes from the right guess, never more than bisection plus galloping's bracket."""
-    from rawvid.sideinfo import search_half
+    from rawvid.layer_pilot import search_half
 
     top = 54
     for answer in (-1, 0, 7, 30, top):

@@ -129,7 +129,7 @@ def test_raw_under_12_bits_is_spread_over_the_codes_by_direct_coding_and_the_ref
     Bayer planes spread a 10-bit RAW over the 12-bit codes; 12 bits and over are as they were."""
     from conftest import make_info
     from rawvid.rd import ladder
-    from rawvid.sideinfo import scale_bounds
+    from rawvid.layer_coder import scale_bounds
 
     assert scale_bounds(make_info(bits=10), "direct")[1] < 0.26
     assert scale_bounds(make_info(bits=12), "direct")[1] == 1.001 and scale_bounds(make_info(), "direct")[1] == 4.006
