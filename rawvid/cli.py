@@ -835,6 +835,23 @@ def train_cmd(data, output, arch, steps, batch, crop, unroll, tbptt, lr, lr_step
                       f"for machines without PyTorch: rawvid export-onnx {res.weights}", highlight=False)
 
 
+def _pilot_line(pilot) -> str | None:
+    """What the layer's pilot chose and what it foretold each predictor would cost (None: no pilot,
+    or a record that is not one: the manifest is read, not trusted)."""
+    if not isinstance(pilot, dict) or not isinstance(pilot.get("chosen"), str):
+        return None
+    costs = {k: v["bytes"] for k, v in pilot.items()
+             if isinstance(v, dict) and isinstance(v.get("bytes"), (int, float)) and not isinstance(v["bytes"], bool)}
+    frames = pilot.get("frames")
+    line = f"chose {pilot['chosen']} on the first {frames if isinstance(frames, int) else '?'} frames"
+    if costs:
+        line += " (the layer foretold for the clip: " + ", ".join(f"{k} {_human(int(v))}" for k, v in sorted(costs.items())) + ")"
+    ext = pilot.get("extended")
+    if isinstance(ext, dict) and isinstance(ext.get("frames"), int):
+        line += f"; a close call, coded again on {ext['frames']} frames"
+    return line
+
+
 def _human(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -893,6 +910,9 @@ def info(path, as_json, verify):
                   f"(no picture); "
                   f"{_human(sizes['raw_layer_bytes'])}, {sizes['raw_layer_bits_per_pixel']:.4f} bits/sample "
                   f"(RAW part of the file {sizes['raw_part_bits_per_pixel']:.4f})")
+        line = _pilot_line(lay.get("pilot"))
+        if line:
+            t.add_row("pilot", line)
     noise = m.get("noise_profile")
     if noise:
         t.add_row("noise", f"variance {noise[0]:.3g} x + {noise[1]:.3g} (DNG NoiseProfile, measured on frame 0)"

@@ -478,7 +478,10 @@ def test_cli_layered_encode_info_decode(mlv_factory, tmp_path):
     assert res.returncode == 0, res.stderr
     res = run_cli("info", rvd)
     assert res.returncode == 0 and "RAW layer" in res.stdout and "NoiseProfile" in res.stdout, res.stdout
-    assert "CRF chosen by the encoder among 24, 28, 32, 36" in " ".join(res.stdout.replace("│", " ").split())
+    shown = " ".join(res.stdout.replace("│", " ").split())
+    assert "CRF chosen by the encoder among 24, 28, 32, 36" in shown
+    pilot = RvdFile(rvd).manifest["raw_layer"]["pilot"]  # what the pilot chose, and the bytes it foretold
+    assert f"chose {pilot['chosen']} on the first 4 frames (the layer foretold for the clip: chain " in shown
     video = RvdFile(rvd).manifest["video"]
     # with --target-psnr and no --crf the encoder chose the sRGB CRF with the smallest foretold whole file
     from rawvid.srgb_pilot import CANDIDATE_CRFS
@@ -668,3 +671,17 @@ def test_the_pilots_search_finds_the_bisections_answer_from_any_guess():
     probes = []
     capped = search_half(lambda h: (probes.append(h) or h <= 40, h), top, 20, cap=lambda: 31)
     assert capped == 30 and max(probes) <= 31  # a cap lowers the top after a probe
+
+
+def test_info_reads_the_pilots_record_without_trusting_it():
+    """`rawvid info` shows the pilot's choice from the manifest, which it reads but does not trust."""
+    from rawvid.cli import _pilot_line
+
+    good = {"frames": 4, "chosen": "direct", "direct": {"bytes": 2000.0}, "chain": {"bytes": 4000},
+            "extended": {"frames": 8, "ratio": 0.5}}
+    assert _pilot_line(good) == ("chose direct on the first 4 frames (the layer foretold for the clip: chain 4.00 KB, "
+                                 "direct 2.00 KB); a close call, coded again on 8 frames")
+    for bad in (None, [1], {"chosen": 3}, {}):
+        assert _pilot_line(bad) is None
+    odd = {"chosen": "chain", "frames": "4", "chain": {"bytes": "x"}, "direct": {"bytes": True}, "extended": [8]}
+    assert _pilot_line(odd) == "chose chain on the first ? frames"
