@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rawvid import rd
+from rawvid import rd, srgb_pilot
 from rawvid.bench import discover
 from rawvid.codec import EncodeOptions
 from rawvid.pipeline import passive_openmp
@@ -83,8 +83,11 @@ def main() -> None:
     ap.add_argument("--settings", default="24:444,28:444,32:444,36:444,28:420,32:420")
     ap.add_argument("--baseline", default="32:444", help="the setting the others are compared with")
     ap.add_argument("--match", default=None, help="only clips whose name contains one of these (comma-separated)")
+    ap.add_argument("--srgb-pilot-frames", type=int, default=srgb_pilot.SRGB_PILOT_FRAMES,
+                    help="the sRGB frames each candidate CRF codes to foretell the track (auto)")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args()
+    srgb_pilot.SRGB_PILOT_FRAMES = args.srgb_pilot_frames
     passive_openmp()
     settings = parse_settings(args.settings)
     targets = [float(t) for t in args.targets.split(",")]
@@ -129,6 +132,7 @@ def main() -> None:
         done["command"] = "python benchmarks/srgb_crf_sweep.py " + " ".join(
             [str(p) for p in args.paths] + ["--frames", str(args.frames), f"--targets={args.targets}",
                                             "--settings", args.settings, "--baseline", args.baseline,
+                                            "--srgb-pilot-frames", str(args.srgb_pilot_frames),
                                             "--json", str(args.json)]
             + (["--match", args.match] if args.match else []))
         tmp = args.json.with_suffix(".tmp")

@@ -387,9 +387,9 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
     import dataclasses
 
     from .layer_pilot import PILOT_FRAMES
-    from .srgb_pilot import choose_srgb_crf
+    from .srgb_pilot import SRGB_PILOT_FRAMES, choose_srgb_crf
 
-    n = min(PILOT_FRAMES, stop - start)
+    n = min(max(PILOT_FRAMES, SRGB_PILOT_FRAMES), stop - start)
     firsts = list(_rendered(src, src.frames(start, start + n), opts.render))
     noise = estimate_noise(raw_planes(firsts[0][0].mosaic, src.info))
     method.unclip = noise  # as the main pass will run it
