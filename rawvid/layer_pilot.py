@@ -79,10 +79,7 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
                    blocks=blocks and predictor == "chain", layer=fixed, predictor=predictor,
                    layer_path=folder / f"pilot-{predictor}-{crf}-{qp}-{scale_mult:g}.mkv", crf=crf, qp=qp,
                    scale_mult=scale_mult, control=control, intra_hint=intra_hint, own_maps=own_maps)
-    if cp.oc is not None and control_seed is not None:
-        cp.oc.seed(control_seed)
-    elif cp.rc is not None and control_seed is not None:
-        cp.rc.gain = control_seed
+    cp.seed(control_seed)
     try:
         for i, rgb, mosaic, prepared in frames:
             cp.step(i, rgb, mosaic, prepared)
@@ -108,6 +105,11 @@ def _probe(frames: list, info, keys: set[int], method, layer: rl.LayerSettings, 
     else:
         seed = next((g for g in st.gains if g is not None), None)
     return total + side * count / len(frames), steered or st.psnr, seed
+
+
+def _worst(psnrs: list[float]) -> float:
+    """The lowest finite PSNR of a probe's frames (inf: every frame lossless or none)."""
+    return min((p for p in psnrs if math.isfinite(p)), default=math.inf)
 
 
 def search_half(reaches: Callable[[int], tuple[bool, object]], top: int, guess: int | None = None,
@@ -194,8 +196,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
             nbytes, psnrs, seed = _probe(frames, info, keys, method, layer, pred, layer.crf, qp, calibration,
                                          cand.endswith("+blocks"), Path(td), stop - start, mult,
                                          hints.setdefault(pred, {}), own_maps)
-            finite = [p for p in psnrs if math.isfinite(p)]
-            return nbytes, (min(finite) if finite else math.inf), seed
+            return nbytes, _worst(psnrs), seed
 
         for pred in probes:
             if pred == "direct" and direct is not None and target:
@@ -241,7 +242,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
             seeds[pred] = seed
         if extend and target and "direct" in candidates and len(candidates) > 1:
             candidates = _extend(src, video, start, stop, keys, method, layer, calibration, out, seeds, hints,
-                                 own_maps, candidates, Path(td))
+                                 own_maps, candidates, frames, Path(td))
     top = max(out[k]["worst_psnr_black"] for k in candidates)
     for k in candidates:
         v = out[k]
@@ -255,25 +256,25 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
 
 def _extend(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings,
             calibration: str, out: dict, seeds: dict, hints: dict, own_maps: dict, candidates: list[str],
-            folder: Path) -> list[str]:
+            frames: list, folder: Path) -> list[str]:
     """A close call between direct coding and the chain (PILOT_EXTEND_RATIO): both coded again on
     PILOT_EXTEND_FRAMES frames at the QP their searches found, with the main pass's rate control;
-    their entries in ``out`` take those bytes. Returns the candidates left to choose from."""
+    their entries in ``out`` take those bytes. Returns the candidates left to choose from.
+    ``frames``: the pilot's, prepared; the frames after them are read and prepared here."""
     chain = min((k for k in candidates if k != "direct"), key=lambda k: out[k]["bytes"])
     ratio = out["direct"]["bytes"] / max(out[chain]["bytes"], 1.0)
     n = min(PILOT_EXTEND_FRAMES, stop - start)
     if not PILOT_EXTEND_RATIO or n <= out["frames"] or not 1 / PILOT_EXTEND_RATIO <= ratio <= PILOT_EXTEND_RATIO:
         return candidates
     with VideoReader(video, src.info.width, src.info.height) as reader:
-        frames = [(i, rgb, mosaic, prepare_frame(rgb, mosaic, src.info))
-                  for i, rgb, mosaic in read_frames(src, reader, start, start + n)]
+        frames = frames + [(i, rgb, mosaic, prepare_frame(rgb, mosaic, src.info))
+                           for i, rgb, mosaic in read_frames(src, reader, start, start + n) if i >= len(frames)]
     for k in ("direct", chain):
         v, pred = out[k], k.split("+")[0]
         nbytes, psnrs, _ = _probe(frames, src.info, keys, method, layer, pred, layer.crf, v["qp"], calibration,
                                   k.endswith("+blocks"), folder, stop - start, v["scale_mult"],
                                   hints.setdefault(pred, {}), own_maps, control_seed=seeds.get(k), control=True)
         v["first_bytes"], v["bytes"] = v["bytes"], nbytes
-        v["worst_psnr_black"] = min(p for p in psnrs if math.isfinite(p)) if any(map(math.isfinite, psnrs)) \
-            else math.inf
+        v["worst_psnr_black"] = _worst(psnrs)
     out["extended"] = {"frames": n, "ratio": round(ratio, 4)}
     return ["direct", chain]

@@ -200,6 +200,16 @@ class ChainPass:
             self.in_force = None
         self.prev_raw, self.prev_srgb = raw, srgb
 
+    def seed(self, value: float | None) -> None:
+        """Start the rate control where a pilot's probe of the same first P-frame left it: a steered
+        layer's QP offset from that frame's PSNR, otherwise the distortion model's gain (None: as it is)."""
+        if value is None:
+            return
+        if self.oc is not None:
+            self.oc.seed(value)
+        elif self.rc is not None:
+            self.rc.gain = value
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -258,10 +268,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))
     seed = report.pop("seed", None) if report else None
     # the pilot coded the main pass's own first P-frame (the same IDR, the same prediction) at this QP
-    if cp.oc is not None and seed is not None:
-        cp.oc.seed(seed)
-    elif cp.rc is not None and seed is not None:
-        cp.rc.gain = seed
+    cp.seed(seed)
     # the source and the video are read and prepared one to three frames ahead, in a thread (as decode does)
     reader = VideoReader(video, src.info.width, src.info.height)
     ahead = ReadAhead(read_frames(src, reader, start, stop), lambda f: prepare_frame(f[1], f[2], src.info))

@@ -72,7 +72,7 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     n = min(PILOT_FRAMES, count, len(rgbs))
     m = min(SRGB_PILOT_FRAMES, count, len(rgbs))  # coded to foretell the sRGB track
     tries = ["chain", "direct"] if layer.predictor == "auto" else [layer.predictor]
-    report: dict = {"frames": n, "srgb_frames": m, "candidates": {}}
+    report: dict = {"frames": n, "candidates": {}}
     direct: dict | None = None  # the RAW itself: the same whatever the sRGB, probed once
     direct_seed = None
     halves: dict = {}  # per candidate, the half-step its last search found: the next CRF's search starts there
