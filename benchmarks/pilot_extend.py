@@ -19,13 +19,9 @@ import math
 import tempfile
 from pathlib import Path
 
-import rawvid.layer_pilot as si
+import rawvid.layer_pilot as lp
 from rawvid.bench import discover
-from rawvid.codec import EncodeOptions
-from rawvid.rawlayer import LayerSettings
-from rawvid.rd import load_clip, rawvid_point
-from rawvid.srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
-from rawvid.video import VideoSettings
+from rawvid.rd import load_clip, rawvid_point, target_options
 
 
 def main() -> None:
@@ -42,12 +38,8 @@ def main() -> None:
     if (args.choices is None) == (args.fixed_crf is None):
         ap.error("give exactly one of --choices and --fixed-crf")
 
-    def options(target: float, predictor: str = "auto") -> EncodeOptions:
-        if args.fixed_crf is not None:
-            return EncodeOptions(video=VideoSettings.make(crf=args.fixed_crf), srgb_crfs=(),
-                                 raw_layer=LayerSettings(target_psnr=target, predictor=predictor))
-        return EncodeOptions(video=VideoSettings.make(crf=LAYERED_SRGB_CRF), srgb_crfs=CANDIDATE_CRFS,
-                             raw_layer=LayerSettings(target_psnr=target, predictor=predictor))
+    def options(target: float, predictor: str = "auto"):
+        return target_options(target, args.fixed_crf or 0, predictor)
 
     todo: dict[str, list[dict]] = {}
     if args.choices is not None:
@@ -76,7 +68,7 @@ def main() -> None:
                    "forced": {k: {"bpp": r[k]["bpp"], "bpp_raw": r[k]["bpp_raw"]} for k in ("chain", "direct")},
                    "runs": {}}
             for ratio in ratios:
-                si.PILOT_EXTEND_RATIO = ratio
+                lp.PILOT_EXTEND_RATIO = ratio
                 with tempfile.TemporaryDirectory(prefix="rawvid-extend-") as td:
                     q = rawvid_point(data, c.open, "rawvid-target", f"target {r['target']:g}", options(r["target"]),
                                      Path(td))
@@ -90,7 +82,7 @@ def main() -> None:
                       f"({(q.bpp / best - 1) * 100:+.1f}% over the cheaper forced) {q.extra.get('predictor')} "
                       f"extended {'extended' in pilot} enc {q.encode_s:.1f} s", flush=True)
             rows.append(row)
-    si.PILOT_EXTEND_RATIO = ratios[-1]
+    lp.PILOT_EXTEND_RATIO = ratios[-1]
     summary = {}
     for ratio in ratios:
         k = f"{ratio:g}"

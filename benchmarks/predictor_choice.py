@@ -18,11 +18,7 @@ import tempfile
 from pathlib import Path
 
 from rawvid.bench import discover
-from rawvid.codec import EncodeOptions
-from rawvid.rawlayer import LayerSettings
-from rawvid.rd import load_clip, rawvid_point
-from rawvid.srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
-from rawvid.video import VideoSettings
+from rawvid.rd import load_clip, rawvid_point, target_options
 
 
 def foretold_ratio(pilot: dict) -> float:
@@ -57,8 +53,7 @@ def main() -> None:
                    "pilot_choice": p["extra"]["pilot"]["chosen"], "foretold_ratio": foretold_ratio(p["extra"]["pilot"]),
                    "auto_bpp_raw": p["bpp_raw"], "auto_bpp": p["bpp"]}
             for pred in ("chain", "direct"):
-                opts = EncodeOptions(video=VideoSettings.make(crf=LAYERED_SRGB_CRF), srgb_crfs=CANDIDATE_CRFS,
-                                     raw_layer=LayerSettings(target_psnr=t, predictor=pred))
+                opts = target_options(t, predictor=pred)
                 with tempfile.TemporaryDirectory(prefix="rawvid-pred-") as td:
                     q = rawvid_point(data, c.open, f"rawvid-target-{pred}", f"target {t:g}", opts, Path(td))
                 row[pred] = {"bpp_raw": q.bpp_raw, "bpp": q.bpp, "psnr_black": q.psnr_black,

@@ -30,11 +30,7 @@ import numpy as np
 
 import rawvid.ratecontrol as rctl
 from rawvid.bench import discover
-from rawvid.codec import EncodeOptions
-from rawvid.rawlayer import LayerSettings
-from rawvid.rd import RDPoint, load_clip, rawvid_point, savings_at_targets, to_json
-from rawvid.srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
-from rawvid.video import VideoSettings
+from rawvid.rd import RDPoint, load_clip, rawvid_point, savings_at_targets, target_options, to_json
 
 
 def label(boost: float, crf: int) -> str:
@@ -86,8 +82,7 @@ def main() -> None:
             rctl.INTRA_BOOST_DB = b
             for d in offsets:
                 t = round(data.noise_floor + d, 2)
-                opts = EncodeOptions(video=VideoSettings.make(crf=q or LAYERED_SRGB_CRF),
-                                     srgb_crfs=() if q else CANDIDATE_CRFS, raw_layer=LayerSettings(target_psnr=t))
+                opts = target_options(t, q)
                 with tempfile.TemporaryDirectory(prefix="rawvid-targets-") as td:
                     p = rawvid_point(data, c.open, label(b, q), f"target {t:g} dB (floor {d:+g})", opts, Path(td))
                 points.append(p)

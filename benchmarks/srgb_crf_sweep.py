@@ -26,11 +26,7 @@ import numpy as np
 
 from rawvid import rd, srgb_pilot
 from rawvid.bench import discover
-from rawvid.codec import EncodeOptions
 from rawvid.pipeline import passive_openmp
-from rawvid.rawlayer import LayerSettings
-from rawvid.srgb_pilot import CANDIDATE_CRFS
-from rawvid.video import VideoSettings
 
 
 def parse_settings(text: str) -> list[tuple[int, str]]:
@@ -104,8 +100,7 @@ def main() -> None:
         for crf, chroma in settings:
             for d in targets:
                 t = round(data.noise_floor + d, 2)
-                opts = EncodeOptions(video=VideoSettings.make(crf=crf or 32, chroma=chroma),
-                                     raw_layer=LayerSettings(target_psnr=t), srgb_crfs=() if crf else CANDIDATE_CRFS)
+                opts = rd.target_options(t, crf, chroma=chroma)
                 p = rd.rawvid_point(data, c.open, f"rawvid-target-{label(crf, chroma)}", f"target {t:g}", opts, work)
                 p.extra["target"] = t
                 points.append(p)

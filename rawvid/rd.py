@@ -428,6 +428,19 @@ class RDOptions:
     device: str = "auto"
 
 
+def target_options(target: float, srgb_crf: int = 0, predictor: str = "auto", chroma: str = "444"):
+    """EncodeOptions of `rawvid encode --target-psnr TARGET`: the sRGB at ``srgb_crf`` (``--crf``) or,
+    0, chosen by the encoder among rawvid.srgb_pilot.CANDIDATE_CRFS (no ``--crf``)."""
+    from .codec import EncodeOptions
+    from .rawlayer import LayerSettings
+    from .srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
+    from .video import VideoSettings
+
+    return EncodeOptions(video=VideoSettings.make(crf=srgb_crf or LAYERED_SRGB_CRF, chroma=chroma),
+                         srgb_crfs=() if srgb_crf else CANDIDATE_CRFS,
+                         raw_layer=LayerSettings(target_psnr=target, predictor=predictor))
+
+
 def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
     """Every rawvid mode and every reference on every clip; points, BD-rates and target savings."""
     from .codec import EncodeOptions
