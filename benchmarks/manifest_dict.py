@@ -14,6 +14,12 @@ written with it, it never changes (a new dictionary is a new format version, the
 reading). ``--measure`` deflates the manifests of other .rvd files with and without it.
 
     python benchmarks/manifest_dict.py --write            # rebuild (a format change: think first)
+    python benchmarks/manifest_dict.py --write6           # format 6's: format 4's plus the transformed layers
+
+Format 6 (the RAW layer's Hadamard transform, session 19) names its layer's transform, layout and
+mapping in words format 4's dictionary does not hold (about 100 bytes deflated); its dictionary
+(``rawvid/manifest_zdict6.py``) is format 4's followed by the RAW-layer modes' manifests again,
+written by the encoder of format 6 (deflate looks back 32 KB: the two fit).
     python benchmarks/manifest_dict.py --measure a.rvd b.rvd [--json out.json]
 """
 from __future__ import annotations
@@ -25,6 +31,10 @@ import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+try:
+    from rawvid.manifest_zdict import ZDICT as ZDICT4
+except ImportError:  # rebuilding format 4's from scratch
+    ZDICT4 = b""
 EXAMPLE = ROOT / "examples" / "colorchart_pan.MLV"
 
 #: (label, encode options as keyword arguments), least common first
@@ -58,7 +68,11 @@ def _scrub(value):
     return value
 
 
-def build(frames: int = 6) -> bytes:
+#: the modes whose manifests changed in format 6 (least common first)
+MODES6 = [m for m in MODES if "layer" in m[1] and m[1]["layer"].get("codec") != "ffv1"]
+
+
+def build(frames: int = 6, modes=MODES) -> bytes:
     from rawvid.codec import EncodeOptions, encode
     from rawvid.container import RvdFile
     from rawvid.rawlayer import LayerSettings
@@ -68,7 +82,7 @@ def build(frames: int = 6) -> bytes:
 
     texts = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, kw in MODES:
+        for label, kw in modes:
             video = VideoSettings.make(lossless=True) if kw.get("lossless_video") else VideoSettings.make(
                 crf=kw.get("crf", 16))
             opts = EncodeOptions(video=video, stop=frames, keyframe_interval=kw.get("keyframe_interval", 0),
@@ -95,6 +109,17 @@ def write_module(zdict: bytes, path: Path) -> None:
     path.write_text("\n".join(text))
 
 
+def write_module6(zdict: bytes, path: Path) -> None:
+    body = zdict.decode()
+    lines = [body[i: i + 96] for i in range(0, len(body), 96)]
+    text = ['"""The preset dictionary of format 6\'s deflated manifest: format 4\'s (rawvid.manifest_zdict) and then',
+            "the transformed RAW layer's manifests. Written by benchmarks/manifest_dict.py --write6; a format constant.",
+            '"""', "", "import zlib", "", "from .manifest_zdict import ZDICT", "",
+            "ZDICT6 = ZDICT + b\"\\n\" + (", *[f"    {json.dumps(line)}" for line in lines], ").encode()",
+            "ZDICT6_ID = zlib.adler32(ZDICT6)", ""]
+    path.write_text("\n".join(text))
+
+
 def measure(paths: list[Path]) -> list[dict]:
     from rawvid.container import pack_manifest, read_manifest_text
 
@@ -111,6 +136,7 @@ def measure(paths: list[Path]) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="rebuild rawvid/manifest_zdict.py")
+    ap.add_argument("--write6", action="store_true", help="rebuild rawvid/manifest_zdict6.py")
     ap.add_argument("--frames", type=int, default=6)
     ap.add_argument("--measure", nargs="*", type=Path, default=[])
     ap.add_argument("--json", type=Path)
@@ -119,6 +145,10 @@ def main() -> None:
         zdict = build(args.frames)
         write_module(zdict, ROOT / "rawvid" / "manifest_zdict.py")
         print(f"{len(zdict)} bytes, Adler-32 {zlib.adler32(zdict):08x}")
+    if args.write6:
+        zdict = build(args.frames, MODES6)
+        write_module6(zdict, ROOT / "rawvid" / "manifest_zdict6.py")
+        print(f"{len(ZDICT4) + 1 + len(zdict)} bytes")
     if args.measure:
         rows = measure(args.measure)
         if args.json:

@@ -12,8 +12,11 @@ and reports each point's RAW part and whole file against the x265-on-Bayer ladde
   included; x265's own CRF codes its IDR 1-7 dB over its P-frames, and at the same pooled PSNR
   that can cost fewer bytes on short clips (the P-frames predict from a finer picture).
 
-Deterministic: the reference's own --target-psnr points (``auto``, boost 0) are reproduced, so
-without that curve in the options they stand for it.
+* ``--transforms``: the layer's transform of each 2x2 quad (rawvid.rawlayer.TRANSFORMS; ``none``, as
+  before format 6).
+
+Deterministic: a reference from before format 6 has its own --target-psnr points (``auto``, boost
+0, transform ``none``) reproduced, so without that curve in the options they stand for it.
 
     cd benchmarks && python rd_targets.py ../data/scenarios/stable/test --reference results/rd_scenarios_session15.json
         [--boosts 0,1,2] [--srgb-crfs auto,24] [--targets -6,-3,0,2,4] [--frames 12] [--json out.json]
@@ -33,9 +36,11 @@ from rawvid.bench import discover
 from rawvid.rd import RDPoint, load_clip, rawvid_point, savings_at_targets, target_options, to_json
 
 
-def label(boost: float, crf: int) -> str:
-    """A curve's codec name: ``rawvid-target-boost{B}`` with the encoder's sRGB CRF, ``...-srgb{N}`` with a fixed one."""
-    return f"rawvid-target-boost{boost:g}" + (f"-srgb{crf}" if crf else "")
+def label(boost: float, crf: int, transform: str = "hadamard") -> str:
+    """A curve's codec name: ``rawvid-target-boost{B}`` with the encoder's sRGB CRF, ``...-srgb{N}`` with a fixed one,
+    ``...-none`` with the layer's planes untransformed (as before format 6)."""
+    return f"rawvid-target-boost{boost:g}" + (f"-srgb{crf}" if crf else "") + ("" if transform == "hadamard" else
+                                                                             f"-{transform}")
 
 
 def summary(rows: list[dict], codec: str) -> list[dict]:
@@ -62,15 +67,17 @@ def main() -> None:
     ap.add_argument("--srgb-crfs", default="auto", help="auto (the encoder's choice) or CRFs, comma-separated")
     ap.add_argument("--targets", default="-6,-3,0,2,4", help="dB relative to each clip's noise floor")
     ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--transforms", default="hadamard", help="the layer's transforms, comma-separated (none, hadamard)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     ref = json.loads(args.reference.read_text())
     refs = [RDPoint(**p) for p in ref["points"] if p["codec"].startswith("x265-bayer")]
     boosts = [float(b) for b in args.boosts.split(",")]
     crfs = [0 if c == "auto" else int(c) for c in args.srgb_crfs.split(",")]
-    curves = [(b, q) for q in crfs for b in boosts]
-    if (0.0, 0) not in curves:  # the reference's own points stand for the encoder as it is
-        refs += [RDPoint(**dict(p, codec=label(0.0, 0))) for p in ref["points"] if p["codec"] == "rawvid-target"]
+    transforms = args.transforms.split(",")
+    curves = [(b, q, t) for t in transforms for q in crfs for b in boosts]
+    if (0.0, 0, "none") not in curves:  # a reference before format 6: its own points stand for that encoder
+        refs += [RDPoint(**dict(p, codec=label(0.0, 0, "none"))) for p in ref["points"] if p["codec"] == "rawvid-target"]
     offsets = [float(t) for t in args.targets.split(",")]
     points: list[RDPoint] = []
     floors: dict[str, float] = {}
@@ -78,15 +85,15 @@ def main() -> None:
         with c.open() as src:
             data = load_clip(c.name, src, args.frames)
         floors[c.name] = data.noise_floor
-        for b, q in curves:
+        for b, q, tr in curves:
             rctl.INTRA_BOOST_DB = b
             for d in offsets:
                 t = round(data.noise_floor + d, 2)
-                opts = target_options(t, q)
+                opts = target_options(t, q, transform=tr)
                 with tempfile.TemporaryDirectory(prefix="rawvid-targets-") as td:
-                    p = rawvid_point(data, c.open, label(b, q), f"target {t:g} dB (floor {d:+g})", opts, Path(td))
+                    p = rawvid_point(data, c.open, label(b, q, tr), f"target {t:g} dB (floor {d:+g})", opts, Path(td))
                 points.append(p)
-                print(f"{c.name:40s} {label(b, q)} floor {d:+g}: {p.psnr_black:.2f} dB (worst "
+                print(f"{c.name:40s} {label(b, q, tr)} floor {d:+g}: {p.psnr_black:.2f} dB (worst "
                       f"{p.min_frame_psnr_black:.2f}), RAW part {p.bpp_raw:.4f}, file {p.bpp:.4f}, predictor "
                       f"{p.extra.get('predictor')}, sRGB CRF {p.extra.get('srgb_crf')}", flush=True)
     rctl.INTRA_BOOST_DB = 0.0
@@ -94,7 +101,7 @@ def main() -> None:
     files = {(p.clip, p.codec, p.extra.get("target")): p.bpp for p in refs + points}
     for r in rows:
         r["bpp_file"] = files[(r["clip"], r["codec"], r["target"])]
-    table = {name: summary(rows, name) for name in dict.fromkeys([label(0.0, 0)] + [label(b, q) for b, q in curves])}
+    table = {name: summary(rows, name) for name in dict.fromkeys([label(0.0, 0, "none")] + [label(*c) for c in curves])}
     for name, lines in table.items():
         for s in lines:
             print(f"{name} floor {s['target_minus_floor']:+g}: saving {s['saving_mean']:.1f}% mean, {s['saving_min']:.1f}% "
@@ -104,6 +111,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"split": str(args.split), "reference": str(args.reference),
                                          "frames": args.frames, "boosts": boosts, "srgb_crfs": crfs,
+                                         "transforms": transforms,
                                          "targets": offsets,
                                          "summary": table, "target_savings": rows, "points": to_json(points)},
                                         indent=1))

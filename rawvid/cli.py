@@ -611,7 +611,7 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
                   "lossless" if p.lossless else f"{p.min_frame_psnr_black:.2f}", f"{res['floors'][p.clip]:.2f}")
     wide = out if out.is_terminal else Console(width=220)
     wide.print(t)
-    for ref in ("x265_bayer", "x265_bayer_qp"):
+    for ref in ("x265_bayer", "x265_bayer_qp", "x265_hadamard"):
         for codec, row in res["summary"][f"bd_rate_vs_{ref}_percent"].items():
             wide.print(f"BD-rate vs {ref.replace('_', '-')}, {codec}: RAW part {_fmt(row['mean_raw'], 1)}%, whole file "
                        f"{_fmt(row['mean_file'], 1)}%", highlight=False)
@@ -903,7 +903,8 @@ def info(path, as_json, verify):
                 f"{', moved per frame' if lay.get('qp_steered') is True else ''})" if lay.get("target_psnr") else
                 f"x265 crf {lay.get('crf')}")
         pred = lay.get("predictor") or {}
-        t.add_row("RAW layer", f"{what}, predictor {pred.get('mode')} {pred.get('method') or ''}"
+        quads = "Hadamard of 2x2 quads" if layer.transform == "hadamard" else "planes as they are"
+        t.add_row("RAW layer", f"{what} on the {quads}, predictor {pred.get('mode')} {pred.get('method') or ''}"
                   f"{' ' + pred['model'] if pred.get('model') else ''}; "
                   f"{len(lay.get('intra', []))} intra frame(s), IDR at {', '.join(map(str, lay.get('idr', [])[:10]))}; "
                   f"{sum(1 for sc in lay.get('scales', []) if not sc)} frame(s) the prediction alone reaches "

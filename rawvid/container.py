@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import zlib
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import BinaryIO
 
 from .errors import FormatError, UnsupportedError
 from .manifest_zdict import ZDICT, ZDICT_ID
+from .manifest_zdict6 import ZDICT6, ZDICT6_ID
 from .video import ffmpeg_exe
 
 FORMAT_NAME = "rawvid"
@@ -30,9 +32,10 @@ FORMAT_NAME = "rawvid"
 #: manifest says alike (keys, codec names, x265's options, the residual mapping) is no longer stored; the same
 #: clip's manifest 1.9 -> 0.6 KB.
 #: 5: adaptive calibration (the manifest's calibration.changes: the frames that store their own map).
+#: 6: the RAW layer codes the Hadamard transform of each 2x2 quad (raw_layer.transform, rawvid.rawlayer.analyse).
 #: A file is written at the lowest version that describes it (rawvid.manifest.format_version_for):
 #: without adaptive calibration, 4, which rawvid from session 14 on reads.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 MANIFEST_NAME = "manifest.json"  # formats 1 and 2
 MANIFEST_Z_NAME = "manifest.json.zlib"  # format 3 on
 MIME_DNG = "image/x-adobe-dng"
@@ -41,7 +44,7 @@ MIME_ZLIB = "application/zlib"
 MIME_BINARY = "application/octet-stream"  # side information: calibration, refinement
 MAX_MANIFEST_BYTES = 64 << 20
 #: the manifest's preset dictionaries by Adler-32 (format 4 on); one per format, never changed
-ZDICTS = {ZDICT_ID: ZDICT}
+ZDICTS = {ZDICT_ID: ZDICT, ZDICT6_ID: ZDICT6}
 LAYER_TITLE = "rawvid RAW layer"  # the residual to the de-rendered prediction
 
 # Matroska element IDs (with their length-marker bits, as written in the file)
@@ -231,9 +234,16 @@ def scan(f: BinaryIO, path: str) -> RvdLayout:
 
 
 # --------------------------------------------------------------------------- the manifest's bytes
+def _zdict_for(text: bytes) -> bytes:
+    """The dictionary a manifest is deflated against: format 6's from version 6 (a rawvid that reads
+    only up to 5 then refuses the file by its version, not by an unknown dictionary), else format 4's."""
+    m = re.search(rb'"format_version":\s*(\d+)', text[:4096])
+    return ZDICT6 if m and int(m.group(1)) >= 6 else ZDICT
+
+
 def _deflate(text: bytes, level: int = 9) -> bytes:
     """zlib (RFC 1950) against the manifest dictionary: the stream's header names it by its Adler-32."""
-    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, _zdict_for(text))
     return c.compress(text) + c.flush()
 
 

@@ -353,7 +353,6 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             manifest["highlights"] = HIGHLIGHTS  # the decoder's network fuses the keyframe into clipped regions
             manifest["calibration"] = calib or {"mode": "keyframe"}
             manifest["refine"] = refine or {"mode": "off"}
-            manifest["format_version"] = format_version_for(manifest)  # older readers open what they can
             manifest["network_layout"] = layout
             if runtime is not None:
                 manifest["network_runtime"] = runtime
@@ -363,6 +362,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                     predictor.update({"method": "network", "model": model_label(model)} if net else
                                      {"method": "global-fit"})
                 manifest["raw_layer"] = st.to_dict(predictor, LAYER_NAME)
+            manifest["format_version"] = format_version_for(manifest)  # older readers open what they can
             try:  # never write an .rvd that info and decode would refuse
                 validate_manifest(json.loads(json.dumps(manifest)), output, 1 << 62)  # as a reader will see it
             except FormatError as exc:

@@ -49,17 +49,23 @@ class LayerState:
 
     def to_dict(self, predictor: dict, file: str) -> dict:
         """The manifest's ``raw_layer`` (the noise model is the manifest's own ``noise_profile``)."""
-        d = {**self.settings.to_dict(self.crf, self.qp, self.steered), "file": file, "layout": rl.LAYOUT,
+        d = {**self.settings.to_dict(self.crf, self.qp, self.steered), "file": file, "layout": self.settings.layout,
              "predictor": predictor, "scales": self.scales, "intra": self.intra, "idr": self.idr, "crc32": self.crcs,
              "maps_file": LAYER_MAPS_NAME if self.predictor == "chain" else None, "maps_dtype": "float16-le",
              "pilot": self.pilot}
         if self.settings.lossless:
             d["mapping"] = {"code": "(true - pred + 32768) mod 65536", "recon": "(pred + code - 32768) mod 65536",
                             "offset": rl.FFV1_OFFSET, "scale": 1, "clip": None}
-        else:
+        elif self.settings.transform == "none":
             d["mapping"] = {"code": "clip(round((true - pred) / scale) + 2048, 0, 4095)",
                             "recon": "clip(pred + round((code - 2048) * scale), 0, 2^bits - 1), once per pass",
                             "offset": rl.X265_OFFSET, "scale": "per frame and pass: scales", "clip": [0, rl.X265_MAX]}
+        else:  # H: the orthonormal Hadamard of each 2x2 quad (its own inverse), rawvid.rawlayer.analyse
+            d["mapping"] = {"code": "clip(round(H(true - pred) / scale) + 2048, 0, 4095)",
+                            "recon": "clip(pred + round(H((code - 2048) * scale)), 0, 2^bits - 1), once per pass",
+                            "offset": rl.X265_OFFSET, "scale": "per frame and pass: scales", "clip": [0, rl.X265_MAX]}
+        if self.settings.transform != "none":  # format 6 on; absent: none
+            d["transform"] = self.settings.transform
         return d
 
     def stats(self) -> dict:
@@ -104,7 +110,7 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
         st.scales.append([])  # no picture at all: the decoder's reconstruction is the prediction (format 4 on)
         st.gains.append(None)
         return pred
-    res = rl.tile(truth.astype(np.int64) - pred)
+    res = rl.analyse(truth.astype(np.int64) - pred, s_cfg.transform)
 
     if writer.steered:
         return _code_steered(writer, rc, oc, st, i, idr, res, pred, truth, info, max(rl.round_scale(base), min_scale),
@@ -130,7 +136,7 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
         scale = rl.round_scale(base) if rc is None else rc.first_guess(base, spec)
     scale = max(scale, min_scale)
     dec = writer.code(rl.to_code(res, scale), i, idr)
-    recon = _recon(dec, scale, pred, info.bits)
+    recon = _recon(dec, scale, pred, info.bits, s_cfg.transform)
     p = rl.psnr_black(recon, truth, info.black, info.white)
     scales = [scale]
     gain = spec.gain_at(p, scale, info.white - info.black) if spec is not None else None
@@ -142,9 +148,9 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
     return recon
 
 
-def _recon(decoded: np.ndarray, scale: float, onto: np.ndarray, bits: int) -> np.ndarray:
+def _recon(decoded: np.ndarray, scale: float, onto: np.ndarray, bits: int, transform: str) -> np.ndarray:
     """A pass's reconstruction: ``onto`` plus the decoded codes at ``scale``."""
-    return rl.apply_residual(onto, rl.untile(rl.from_code(decoded, scale)), bits)
+    return rl.apply_residual(onto, rl.synthesise(decoded, scale, transform), bits)
 
 
 def _top_up(writer: rl.LayerWriter, rc: rctl.RateController, i: int, truth: np.ndarray, recon: np.ndarray,
@@ -159,13 +165,13 @@ def _top_up(writer: rl.LayerWriter, rc: rctl.RateController, i: int, truth: np.n
     took 7 passes of 0.9x down to 0.36, the first five gaining nothing)."""
     scale = scales[-1]
     while p < rc.target - rctl.TOP_UP_DB and len(scales) < rl.MAX_PASSES:
-        err = rl.tile(truth.astype(np.int64) - recon)
+        err = rl.analyse(truth.astype(np.int64) - recon, writer.settings.transform)
         if p - before < STALL_DB and not writer.steered:
             scale = _trial_scale(writer, err, recon, truth, info, rc.target + rctl.AIM_DB, scale, p)
         else:
             scale = rc.top_up_scale(scale, p, len(scales))  # an error around zero: no range limit
         dec = writer.code(rl.to_code(err, scale), i, False, offset)
-        recon = _recon(dec, scale, recon, info.bits)
+        recon = _recon(dec, scale, recon, info.bits, writer.settings.transform)
         before, p = p, rl.psnr_black(recon, truth, info.black, info.white)
         scales.append(scale)
     return recon
@@ -175,8 +181,8 @@ def _trial_psnr(writer: rl.LayerWriter, residual: np.ndarray, onto: np.ndarray, 
                 info) -> Callable[[float], float]:
     """``scale -> PSNR`` of ``onto`` plus ``residual`` coded at that scale by a trial IDR encode (nothing written)."""
     def psnr_at(s: float) -> float:
-        return rl.psnr_black(_recon(writer.trial(rl.to_code(residual, s)), s, onto, info.bits), truth, info.black,
-                             info.white)
+        return rl.psnr_black(_recon(writer.trial(rl.to_code(residual, s)), s, onto, info.bits,
+                                    writer.settings.transform), truth, info.black, info.white)
 
     return psnr_at
 
@@ -213,8 +219,8 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
     offset = 0.0
     if idr and intra_aim is not None:
         def psnr_at(o: float) -> float:
-            return rl.psnr_black(_recon(writer.trial(code, o), scale, pred, info.bits), truth, info.black,
-                                 info.white)
+            return rl.psnr_black(_recon(writer.trial(code, o), scale, pred, info.bits, writer.settings.transform),
+                                 truth, info.black, info.white)
 
         known = hint is not None and "qp" in hint
         if rc is None and known:  # a pilot probe after the first: the absolute QP its trials found
@@ -229,7 +235,7 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
     if oc is not None and idr:
         oc.after_idr(offset)
     dec = writer.code(code, i, idr, offset)
-    recon = _recon(dec, scale, pred, info.bits)
+    recon = _recon(dec, scale, pred, info.bits, writer.settings.transform)
     p = rl.psnr_black(recon, truth, info.black, info.white)
     st.offsets.append(offset)
     st.gains.append(None)
@@ -242,11 +248,13 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
     return recon
 
 
-def scale_bounds(info, predictor: str) -> tuple[float, float, float]:
+def scale_bounds(info, predictor: str, transform: str = "none") -> tuple[float, float, float]:
     """(lowest, base, highest) scale of a clip: ``direct`` spreads the whole range over the 12-bit codes
-    (around mid-scale: the scale just over rawlayer.full_range_scale)."""
+    (around mid-scale: the scale just over rawlayer.full_range_scale; the transform's coefficients span
+    rawlayer.transform_gain times the RAW's range)."""
     base = rl.base_scale(info.bits)
     lo, hi = base * rl.SCALE_RANGE[0], base * rl.SCALE_RANGE[1]
     if predictor == "direct":
-        lo = base = rl.round_scale(2 ** (info.bits - 1) / (rl.X265_MAX - rl.X265_OFFSET) * 1.001)
+        lo = base = rl.round_scale(2 ** (info.bits - 1) * rl.transform_gain(transform)
+                                   / (rl.X265_MAX - rl.X265_OFFSET) * 1.001)
     return rl.round_scale(lo), rl.round_scale(base), rl.round_scale(hi)

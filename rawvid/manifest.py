@@ -127,6 +127,9 @@ def validate(m: Any, path, file_size: int) -> None:
             raise bad(f"calibration.{key}", "must be an integer in 0..4096")
     if (cal.get("mode") or "keyframe") not in ("keyframe", "per-frame", "adaptive"):  # another: mis-decoded
         raise bad("calibration.mode", "must be keyframe, per-frame or adaptive")
+    lay = m.get("raw_layer")
+    if isinstance(lay, dict) and lay.get("transform", "none") != "none" and m.get("format_version", 1) < 6:
+        raise bad("raw_layer.transform", "needs format version 6")
     if isinstance(m.get("refine"), dict) and m["refine"].get("gains") is not None and m.get("format_version", 1) < 5:
         raise bad("refine.gains", "needs format version 5")
     if cal.get("mode") == "adaptive":
@@ -190,7 +193,9 @@ def _camera(cam: Any, bad) -> None:
 
 
 def format_version_for(m: dict) -> int:
-    """The lowest format version that describes a manifest: 5 with adaptive calibration or block
-    gains, else 4."""
+    """The lowest format version that describes a manifest: 6 with a transformed RAW layer, 5 with
+    adaptive calibration or block gains, else 4."""
+    if (m.get("raw_layer") or {}).get("transform", "none") != "none":
+        return 6
     five = (m.get("calibration") or {}).get("mode") == "adaptive" or (m.get("refine") or {}).get("gains")
     return 5 if five else 4

@@ -1,7 +1,9 @@
 """The RAW layer: a second video track coding what the de-rendering did not predict.
 
-Every frame's Bayer planes [R, Gr, Gb, B] are tiled 2x2 into one grey picture the size
-of the mosaic (R | Gr over Gb | B), and the track codes the residual
+Every frame's Bayer planes [R, Gr, Gb, B] become one grey picture the size of the mosaic:
+from format 6 the orthonormal Hadamard transform of every 2x2 quad, its four outputs tiled
+2x2 (``analyse``); before, and for FFV1, the planes as they are (R | Gr over Gb | B). The
+track codes the residual
 
     true RAW - prediction
 
@@ -14,8 +16,9 @@ Two codecs, each frame by frame in-process through PyAV:
 
 * ``x265``: HEVC Main 12 4:0:0 (``gray12le``), no B-frames, no lookahead, so every
   packet decodes before the next frame is predicted. The residual mapping is
-  ``code = clip(round(residual / scale) + 2048, 0, 4095)`` and
-  ``recon = clip(pred + round((code - 2048) * scale), 0, 2^bits - 1)``; ``scale`` is
+  ``code = clip(round(H(residual) / scale) + 2048, 0, 4095)`` and
+  ``recon = clip(pred + round(H((code - 2048) * scale)), 0, 2^bits - 1)`` (H the quad
+  transform, its own inverse, or the identity before format 6); ``scale`` is
   per frame (and per pass), stored in the manifest: it is the rate controller's knob.
 * ``ffv1``: lossless, ``gray16le``, ``code = (true - pred + 32768) mod 65536``; the
   reconstruction is the source, bit for bit.
@@ -33,6 +36,16 @@ import numpy as np
 from .errors import FormatError
 
 LAYOUT = "planes tiled 2x2: R Gr / Gb B"
+#: The picture the x265 layer codes, by ``transform``: ``none`` tiles the residual's CFA planes as they
+#: are; ``hadamard`` (format 6 on) first takes the orthonormal 4-point Hadamard transform of every 2x2
+#: quad, so the picture's tiles are the quad's mean and its three differences. The four phases of a
+#: Bayer mosaic see nearly the same scene, so most of the energy gathers in the first tile; orthonormal,
+#: so squared error (PSNR) is the same in both domains and x265's RD choices stay right. Measured before
+#: it was taken (x265 at a CRF ladder on the RAW of the 10 test clips, 8 frames, CRF 4-28): -2.6% to
+#: -36% BD-rate on 9 clips, +3.5% on one, mean -19.1% (benchmarks/hadamard.py, results/hadamard_test.json).
+TRANSFORMS = ("none", "hadamard")
+LAYOUTS = {"none": LAYOUT,
+           "hadamard": "Hadamard of each 2x2 quad, (R+Gr+Gb+B, R-Gr+Gb-B, R+Gr-Gb-B, R-Gr-Gb+B)/2, tiled 2x2"}
 X265_OFFSET, X265_MAX = 2048, 4095
 FFV1_OFFSET = 32768
 #: x265 settings of the layer: PSNR-tuned (no psycho-visual or adaptive quantisation), zero
@@ -66,6 +79,61 @@ def untile(img: np.ndarray) -> np.ndarray:
     """Inverse of :func:`tile`."""
     h, w = img.shape[0] // 2, img.shape[1] // 2
     return np.stack([img[:h, :w], img[:h, w:], img[h:, :w], img[h:, w:]])
+
+
+def _hadamard(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The orthonormal 4-point Hadamard transform of four planes (its own inverse), element by element
+    in a fixed order, so that encoder and decoder compute the same floats on every machine (no BLAS)."""
+    s, t, u, v = a + b, a - b, c + d, c - d
+    return np.stack([(s + u) * 0.5, (t + v) * 0.5, (s - u) * 0.5, (t - v) * 0.5])
+
+
+def analyse(planes: np.ndarray, transform: str) -> np.ndarray:
+    """A residual's planes [R, Gr, Gb, B] -> the tiled picture the layer codes (float64 for ``hadamard``)."""
+    if transform == "none":
+        return tile(planes)
+    p = np.asarray(planes, np.float64)
+    return tile(_hadamard(p[0], p[1], p[2], p[3]))
+
+
+def synthesise(codes: np.ndarray, scale: float, transform: str) -> np.ndarray:
+    """Decoded 12-bit codes at ``scale`` -> the residual's planes in DN (integers, float64): the inverse of
+    :func:`analyse` after :func:`to_code`."""
+    if transform == "none":
+        return untile(from_code(codes, scale))
+    q = untile((codes.astype(np.float64) - X265_OFFSET) * scale)
+    return np.rint(_hadamard(q[0], q[1], q[2], q[3]))
+
+
+def transform_gain(transform: str) -> float:
+    """How much wider the coded picture's range is than the residual's (the largest |coefficient| over
+    the largest |residual|): direct coding spreads the RAW over the codes by this much more."""
+    return 2.0 if transform == "hadamard" else 1.0
+
+
+#: x265's finest quantiser (QP 0) on a picture of the Hadamard of a RAW spread over the codes (direct
+#: coding) stops at span / (DIRECT_FLOOR_K x scale) pooled: measured on the 10 test clips (8 frames,
+#: benchmarks/hadamard.py), K = 3.44..4.09 (53.4-54.8 dB, where the planes as they are reach 58.4-59.4).
+DIRECT_FLOOR_K = 4.1
+#: direct coding transforms its planes only for targets this far under that ceiling, where x265 has QP
+#: to spare for every frame: the transform's coefficients span twice the RAW's range (transform_gain),
+#: so its scale is twice as coarse. Short of the ceiling the transform still pays (the same
+#: measurement: at 1 dB under it -15% to +2% bits per sample on 9 clips, +2% to +4% on field016);
+#: past it a target needs top-up passes (a 10-bit clip at 56 dB: 3 passes a frame, as they are 1).
+DIRECT_HADAMARD_MARGIN_DB = 1.5
+
+
+def layer_transform(settings: "LayerSettings", predictor: str, info) -> str:
+    """The transform a layer codes with: the setting's, except direct coding of a target the
+    transformed picture's coarser scale would not reach in one pass (DIRECT_HADAMARD_MARGIN_DB)."""
+    if settings.transform == "none" or settings.lossless:
+        return "none"
+    if predictor == "direct" and settings.target_psnr is not None:
+        scale = 2 ** (info.bits - 1) * transform_gain(settings.transform) / (X265_MAX - X265_OFFSET)
+        ceiling = 20 * np.log10((info.white - info.black) / (DIRECT_FLOOR_K * scale))
+        if settings.target_psnr > ceiling - DIRECT_HADAMARD_MARGIN_DB:
+            return "none"
+    return settings.transform
 
 
 def base_scale(bits: int) -> float:
@@ -141,6 +209,7 @@ class LayerSettings:
     crf: float | None = None  # fixed quality (x265 CRF, fixed scale)
     preset: str = "fast"
     predictor: str = "auto"  # chain (the de-rendering) | direct (x265 on the Bayer planes) | auto (a pilot decides)
+    transform: str = "hadamard"  # of each 2x2 quad before x265 codes it (TRANSFORMS); FFV1 codes the planes as they are
 
     def __post_init__(self) -> None:
         if self.codec not in ("x265", "ffv1"):
@@ -153,6 +222,14 @@ class LayerSettings:
             raise ValueError(f"--raw-crf {self.crf} is outside 0..51")
         if self.predictor not in ("auto", "chain", "direct"):
             raise ValueError(f"unknown RAW layer predictor {self.predictor!r} (auto, chain or direct)")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"unknown RAW layer transform {self.transform!r} ({', '.join(TRANSFORMS)})")
+        if self.lossless:
+            self.transform = "none"
+
+    @property
+    def layout(self) -> str:
+        return LAYOUTS[self.transform]
 
     @property
     def lossless(self) -> bool:
@@ -317,6 +394,7 @@ class LayerInfo:
     idr: list[int]
     crcs: list[int]
     maps: dict[int, np.ndarray] = field(default_factory=dict)  # intra frame -> its global map
+    transform: str = "none"  # of each 2x2 quad (TRANSFORMS); files before format 6 have none
 
     @property
     def passes(self) -> list[int]:
@@ -384,7 +462,11 @@ def parse_layer(m: dict, count: int, path) -> LayerInfo | None:
         raise bad(f"crc32 must list {count} 32-bit values")
     if len(set(intra)) != len(intra) or len(set(idr)) != len(idr):
         raise bad("intra and idr must not repeat a frame")
-    return LayerInfo(codec, lossless, pred["mode"], clean, set(intra), sorted(idr), crcs)
+    transform = lay.get("transform", "none")
+    if transform not in TRANSFORMS or (lossless and transform != "none"):
+        raise bad(f"unknown transform {str(transform)[:40]!r}" if transform not in TRANSFORMS
+                  else "a lossless layer codes the planes untransformed")
+    return LayerInfo(codec, lossless, pred["mode"], clean, set(intra), sorted(idr), crcs, transform=transform)
 
 
 class LayerReader:

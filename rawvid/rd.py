@@ -16,6 +16,8 @@ References:
 * ``x265-bayer``: the four CFA planes tiled 2x2 into one 12-bit grey picture (14-bit
   data shifted to 12 bits, 10-bit data spread over them), x265 with the RAW layer's settings
   (PSNR-tuned, no B-frames), a CRF ladder and a constant-QP one (moved up for depths under 12);
+* ``x265-hadamard``: the same, CRF ladder, on the Hadamard transform of each 2x2 quad, as the RAW layer
+  codes from format 6 (rawvid.rawlayer.analyse): how much of the layer's gain is the transform alone;
 * ``jpegxl``: JPEG XL per frame on the same tiles at the source's bit depth (imagecodecs);
 * ``ffv1-bayer``: FFV1 lossless on the tiles (16-bit grey);
 * ``lj92-dng``: lossless-JPEG DNGs, what MLV and CinemaDNG store.
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rawlayer as rl
-from .bayer import pack
+from .bayer import pack, unpack
 from .noise import estimate_noise
 
 #: --target-psnr ladder, in dB relative to each clip's measured noise floor.
@@ -46,9 +48,14 @@ DEFAULT_X265_CRFS = (30, 27, 24, 21, 18, 15, 12, 10, 8, 6, 4, 2)
 #: Every QP from 27 down: with steps of 2-3 the chord still bent on a test clip near its floor (QP 21 -> 18:
 #: 0.20 -> 0.64 bits per sample for +2.0 dB; the chord put 0.278 at 41.2 dB, where CRF 18 measured 0.336).
 DEFAULT_X265_QPS = (36, 33, 30, *range(27, 0, -1))
-#: the two ladders of direct coding the RAW layer is measured against
+#: the two ladders of direct coding the RAW layer is measured against (the issue's references)
 REFERENCES = ("x265-bayer", "x265-bayer-qp")
+#: direct coding with the layer's transform: a stronger reference, reported beside them
+TRANSFORMED_REFERENCE = "x265-hadamard"
 DEFAULT_JXL_DISTANCES = (2.0, 1.0, 0.5, 0.25)
+#: x265-hadamard's CRFs: its scale is twice as coarse, so its ladder sits 6 lower (QP 0 tops out near
+#: 54-55 dB, rawvid.rawlayer.DIRECT_FLOOR_K)
+DEFAULT_HADAMARD_CRFS = (27, 24, 21, 18, 15, 12, 9, 6, 4, 2, 0)
 
 
 @dataclass
@@ -117,23 +124,27 @@ def _tiles(clip: ClipData) -> list[np.ndarray]:
 
 
 def _untile(clip: ClipData, img: np.ndarray) -> np.ndarray:
-    from .bayer import unpack
-
     return unpack(rl.untile(img), clip.info.cfa)
 
 
-def x265_bayer(clip: ClipData, crf: float | None = None, preset: str = "fast", qp: int | None = None) -> RDPoint:
+def x265_bayer(clip: ClipData, crf: float | None = None, preset: str = "fast", qp: int | None = None,
+               transform: str = "none") -> RDPoint:
     """x265 straight on the tiled Bayer planes (12-bit grey, inter, the RAW layer's settings), at a
-    CRF or at a constant QP (I-frames at the same QP, as the layer codes a target)."""
+    CRF or at a constant QP (I-frames at the same QP, as the layer codes a target); ``hadamard``: on
+    the transform of each 2x2 quad, around mid-scale at twice the scale, as the layer's direct coding."""
     info = clip.info
     shift = rl.full_range_scale(info.bits)  # a RAW under 12 bits spread over the codes, as rawvid's direct coding
+    mid = float(1 << (info.bits - 1))
     h, w = info.height, info.width
     settings = rl.LayerSettings(crf=24.0 if crf is None else crf, preset=preset)
     t0 = time.perf_counter()
     enc = rl._open_encoder(settings, w, h, Fraction(25), crf=crf, qp=qp)
     packets = []
     for i, t in enumerate(_tiles(clip)):
-        code = np.clip(np.rint(t / shift), 0, rl.X265_MAX).astype(np.uint16)
+        if transform == "none":
+            code = np.clip(np.rint(t / shift), 0, rl.X265_MAX).astype(np.uint16)
+        else:
+            code = rl.to_code(rl.analyse(rl.untile(t.astype(np.float64) - mid), transform), 2 * shift)
         packets += enc.encode(rl._frame(code, "gray12le", i, i == 0))
     packets += enc.encode(None)
     enc_s = time.perf_counter() - t0
@@ -144,12 +155,17 @@ def x265_bayer(clip: ClipData, crf: float | None = None, preset: str = "fast", q
     for p in packets:
         out += [f.to_ndarray() for f in dec.decode(p)]
     out += [f.to_ndarray() for f in dec.decode(None)]
-    frames = [_untile(clip, np.clip(np.rint(o.astype(np.float64) * shift), 0, (1 << info.bits) - 1).astype(np.uint16))
-              for o in out]
+    if transform == "none":
+        frames = [_untile(clip, np.clip(np.rint(o.astype(np.float64) * shift), 0, (1 << info.bits) - 1)
+                          .astype(np.uint16)) for o in out]
+    else:
+        frames = [unpack(np.clip(mid + rl.synthesise(o, 2 * shift, transform), 0, (1 << info.bits) - 1)
+                         .astype(np.uint16), info.cfa) for o in out]
     dec_s = time.perf_counter() - t0
     s = score(clip, frames)
     bpp = 8 * nbytes / _samples(clip)
-    return RDPoint("x265-bayer" if qp is None else "x265-bayer-qp", f"crf {crf:g}" if qp is None else f"qp {qp}",
+    name = TRANSFORMED_REFERENCE if transform != "none" else "x265-bayer" if qp is None else "x265-bayer-qp"
+    return RDPoint(name, f"crf {crf:g}" if qp is None else f"qp {qp}",
                    clip.name, bpp, bpp, s["psnr_black"], s["psnr_paper"],
                    s["min_frame_psnr_black"], len(frames), enc_s, dec_s,
                    extra={"frame_psnr_black": s["frame_psnr_black"]})
@@ -269,7 +285,8 @@ def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work:
     if lay:
         extra.update(passes=[len(x) for x in lay["scales"]], intra=lay["intra"], target=lay.get("target_psnr"),
                      predictor=lay["predictor"]["mode"], refine=(manifest.get("refine") or {}).get("mode"),
-                     crf=lay.get("crf"), qp=lay.get("qp"), pilot=lay.get("pilot"))
+                     crf=lay.get("crf"), qp=lay.get("qp"), pilot=lay.get("pilot"),
+                     transform=lay.get("transform", "none"))
     rvd_path.unlink(missing_ok=True)
     return RDPoint(codec, setting, clip.name, sizes["bits_per_pixel"], 8 * raw_part / _samples(clip),
                    s["psnr_black"], s["psnr_paper"], s["min_frame_psnr_black"], len(frames), enc_s, dec_s,
@@ -309,7 +326,7 @@ def summarise(points: list[RDPoint], floors: dict[str, float]) -> dict:
     for p in points:
         by_clip.setdefault(p.clip, {}).setdefault(p.codec, []).append(p)
     out: dict = {"noise_floor_db": floors}
-    for ref_name in REFERENCES:
+    for ref_name in REFERENCES + (TRANSFORMED_REFERENCE,):
         table: dict[str, dict] = {}
         for clip, curves in by_clip.items():
             ref = curves.get(ref_name, [])
@@ -363,7 +380,9 @@ def savings_at_targets(points: list[RDPoint], floors: dict[str, float]) -> list[
                      "x265_bayer_bpp_same_psnr": x_crf, "x265_bayer_qp_bpp_same_psnr": x_qp,
                      "saving_percent": _saving(p.bpp_raw, [x_crf, x_qp]),
                      "x265_bayer_bpp_same_worst_frame": w_crf, "x265_bayer_qp_bpp_same_worst_frame": w_qp,
-                     "saving_same_worst_frame_percent": _saving(p.bpp_raw, [w_crf, w_qp])})
+                     "saving_same_worst_frame_percent": _saving(p.bpp_raw, [w_crf, w_qp]),
+                     "saving_vs_x265_hadamard_percent": _saving(p.bpp_raw, [
+                         _rate_at(points, p.clip, TRANSFORMED_REFERENCE, p.psnr_black)])})
     return rows
 
 
@@ -421,6 +440,7 @@ class RDOptions:
     layer_srgb_crfs: tuple[int, ...] = (0,)
     x265_crfs: tuple[float, ...] = DEFAULT_X265_CRFS
     x265_qps: tuple[int, ...] = DEFAULT_X265_QPS
+    hadamard_crfs: tuple[float, ...] = DEFAULT_HADAMARD_CRFS
     jxl_distances: tuple[float, ...] = DEFAULT_JXL_DISTANCES
     lossless: bool = True
     default_point: bool = True  # the paper's default (sRGB CRF 16, block refinement)
@@ -428,9 +448,11 @@ class RDOptions:
     device: str = "auto"
 
 
-def target_options(target: float, srgb_crf: int = 0, predictor: str = "auto", chroma: str = "444"):
+def target_options(target: float, srgb_crf: int = 0, predictor: str = "auto", chroma: str = "444",
+                   transform: str = "hadamard"):
     """EncodeOptions of `rawvid encode --target-psnr TARGET`: the sRGB at ``srgb_crf`` (``--crf``) or,
-    0, chosen by the encoder among rawvid.srgb_pilot.CANDIDATE_CRFS (no ``--crf``)."""
+    0, chosen by the encoder among rawvid.srgb_pilot.CANDIDATE_CRFS (no ``--crf``); ``transform``:
+    the layer's (rawvid.rawlayer.TRANSFORMS; ``none``: as before format 6)."""
     from .codec import EncodeOptions
     from .rawlayer import LayerSettings
     from .srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
@@ -438,7 +460,7 @@ def target_options(target: float, srgb_crf: int = 0, predictor: str = "auto", ch
 
     return EncodeOptions(video=VideoSettings.make(crf=srgb_crf or LAYERED_SRGB_CRF, chroma=chroma),
                          srgb_crfs=() if srgb_crf else CANDIDATE_CRFS,
-                         raw_layer=LayerSettings(target_psnr=target, predictor=predictor))
+                         raw_layer=LayerSettings(target_psnr=target, predictor=predictor, transform=transform))
 
 
 def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
@@ -457,6 +479,8 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
         jobs = []
         jobs += [("x265-bayer", (lambda q=q: x265_bayer(data, q))) for q in opts.x265_crfs]
         jobs += [("x265-bayer-qp", (lambda q=q: x265_bayer(data, qp=q))) for q in opts.x265_qps]
+        jobs += [(TRANSFORMED_REFERENCE, (lambda q=q: x265_bayer(data, q, transform="hadamard")))
+                 for q in opts.hadamard_crfs]
         jobs += [("jpegxl", (lambda d=d: jpegxl(data, d))) for d in opts.jxl_distances]
         if opts.lossless:
             jobs += [("ffv1-bayer", lambda: ffv1_bayer(data)), ("lj92-dng", lambda: lj92_dng(data))]

@@ -13,6 +13,8 @@ What it produces, all chosen against the true RAW the encoder holds:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from pathlib import Path
 from typing import Callable
@@ -84,13 +86,14 @@ class ChainPass:
         self.intra_aim = self.bounds = None
         self.intra_hint = intra_hint
         if layer is not None:
+            layer = dataclasses.replace(layer, transform=rl.layer_transform(layer, predictor, info))
             # direct coding under a target: its QP steered per frame (its scale cannot move, see below)
             steered = predictor == "direct" and layer.target_psnr is not None and not layer.lossless \
                 and qp is not None
             self.st = LayerState(layer, predictor, crf=crf, qp=qp, steered=steered)
             self.writer = rl.LayerWriter(layer_path, info.width, info.height, info.fps, info.bits, layer, crf, qp,
                                          steered)
-            lo, self.base_scale, hi = scale_bounds(info, predictor)
+            lo, self.base_scale, hi = scale_bounds(info, predictor, layer.transform)
             self.base_scale = rl.round_scale(self.base_scale * scale_mult)
             if predictor == "direct":  # the whole range around mid-scale must fit the 12-bit codes
                 self.min_scale = lo
@@ -263,6 +266,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
             predictor, blocks, qp, mult, report = pilot(src, video, start, stop, keys, method, layer,
                                                    calibration=calibration, blocks=blocks, hints=hints, direct=direct,
                                                    direct_seed=direct_seed, halves=halves, extend=True)
+            layer = dataclasses.replace(layer, transform=report.get("transform", layer.transform))
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, calibration=calibration,
                    blocks=blocks and predictor == "chain", gains=gains, layer=layer, predictor=predictor,
                    layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))

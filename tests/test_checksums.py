@@ -49,7 +49,7 @@ def test_the_recorded_crcs_are_the_muxed_packets(files):
     for path in (plain, layered):
         rvd = RvdFile(path)
         m = rvd.manifest
-        assert m["format_version"] in (4, 5) and len(m["manifest_sha256"]) == 64
+        assert m["format_version"] in (4, 5, 6) and len(m["manifest_sha256"]) == 64
         recorded = m["track_crc32"]["tracks"]
         actual = {k: [c for c, _ in v] for k, v in block_crcs(path).items()}
         assert recorded == actual and set(recorded) >= {"video", "audio"}

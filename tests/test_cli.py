@@ -182,8 +182,8 @@ def test_bad_rvd_checksum_and_version(mlv_factory, tmp_path):
     assert run_cli("encode", path, "-o", out, "--force").returncode == 0
     data = out.read_bytes()
     text = read_manifest_text(data)
-    assert len(re.findall(rb'"format_version":[45],', text)) == 1  # the manifest is compact JSON
-    with_manifest_text(out, out, re.sub(rb'"format_version":[45],', b'"format_version":7,', text))
+    assert len(re.findall(rb'"format_version":[456],', text)) == 1  # the manifest is compact JSON
+    with_manifest_text(out, out, re.sub(rb'"format_version":[456],', b'"format_version":7,', text))
     assert_clean_error(run_cli("info", out), "c.rvd", "format version 7 is newer")
 
 

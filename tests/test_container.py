@@ -28,8 +28,8 @@ def test_encode_writes_a_complete_rvd(clip, tmp_path):
     rvd = RvdFile(res.output)
     m = rvd.manifest
     # written at the lowest version that describes the file: 5 only with adaptive calibration's changes
-    # or block gains (the default refinement)
-    assert m["format"] == "rawvid" and FORMAT_VERSION == 5
+    # or block gains (the default refinement); 6 only with a transformed RAW layer
+    assert m["format"] == "rawvid" and FORMAT_VERSION == 6
     assert m["format_version"] == (5 if m["calibration"]["mode"] == "adaptive" or m["refine"].get("gains") else 4)
     assert m["frame_count"] == 6 and (m["width"], m["height"], m["bits"], m["cfa"]) == (128, 96, 14, "RGGB")
     assert (m["black"], m["white"]) == (info.black, info.white)
@@ -206,6 +206,13 @@ def test_the_manifest_is_deflated_against_format_4s_frozen_dictionary(tmp_path):
     assert stored[1] & 0x20 and int.from_bytes(stored[2:6], "big") == ZDICT_ID
     assert len(stored) < len(zlib.compress(good, 9)) and unpack_manifest(stored, "x") == good
     assert RvdFile(_rvd_with_stored_manifest(tmp_path, stored)).manifest["format_version"] == 4
+    # format 6 deflates against its own dictionary (format 4's plus the transformed layer's words), also frozen
+    from rawvid.manifest_zdict6 import ZDICT6, ZDICT6_ID
+
+    assert ZDICT6_ID == zlib.adler32(ZDICT6) == 0x601DAD68 and ZDICT6.startswith(ZDICT)
+    six = good.replace(b'"format_version":4', b'"format_version":6')
+    stored6 = pack_manifest(six)
+    assert int.from_bytes(stored6[2:6], "big") == ZDICT6_ID and unpack_manifest(stored6, "x") == six
     other = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, b'{"format":"other"}')
     with pytest.raises(FormatError, match=r"z\.rvd: manifest\.json\.zlib needs an unknown dictionary"):
         RvdFile(_rvd_with_stored_manifest(tmp_path, other.compress(good) + other.flush()))

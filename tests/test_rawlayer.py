@@ -32,6 +32,53 @@ def test_tile_and_mappings_are_exact_where_they_must_be():
     assert code.tolist() == [rl.X265_MAX, 0]
 
 
+def test_the_hadamard_transform_is_orthonormal_and_inverted_within_a_step():
+    """The layer's picture is the Hadamard of each 2x2 quad: energy (squared error, PSNR) is the same in
+    both domains, and codes decode back to the residual within the scale's step."""
+    rng = np.random.default_rng(1)
+    res = np.rint(rng.normal(0, 300, size=(4, 6, 10)))
+    pic = rl.analyse(res, "hadamard")
+    assert pic.shape == (12, 20) and np.isclose(np.sum(pic ** 2), np.sum(res ** 2))
+    flat = np.full((4, 6, 10), 7.0)  # a flat quad is all mean: three tiles of zeros
+    assert np.allclose(rl.untile(rl.analyse(flat, "hadamard"))[1:], 0)
+    for scale in (0.5, 1.0, 2.7):
+        back = rl.synthesise(rl.to_code(pic, scale), scale, "hadamard")
+        assert back.shape == res.shape and np.abs(back - res).max() <= scale + 0.5
+        assert np.array_equal(rl.synthesise(rl.to_code(rl.analyse(res, "none"), scale), scale, "none"),
+                              rl.untile(rl.from_code(rl.to_code(rl.tile(res), scale), scale)))
+
+
+def test_direct_coding_transforms_only_targets_its_scale_reaches():
+    """The transform doubles direct coding's scale: a target near x265's finest step on it codes the
+    planes as they are; the chain's small residuals always transform; lossless never does."""
+    from conftest import make_info
+
+    info = make_info(bits=14)
+    low, high = LayerSettings(target_psnr=45.0), LayerSettings(target_psnr=58.0)
+    assert rl.layer_transform(low, "direct", info) == "hadamard"
+    assert rl.layer_transform(high, "direct", info) == "none"
+    assert rl.layer_transform(high, "chain", info) == "hadamard"
+    assert rl.layer_transform(LayerSettings(crf=4), "direct", info) == "hadamard"
+    assert LayerSettings(codec="ffv1").transform == "none"
+    assert rl.layer_transform(LayerSettings(target_psnr=45.0, transform="none"), "chain", info) == "none"
+
+
+@pytest.mark.parametrize("transform", ["hadamard", "none"])
+def test_both_transforms_round_trip_and_write_their_format(mlv_factory, tmp_path, transform):
+    """A transformed layer is format 6 and says so; an untransformed one is still written at the
+    version before (older readers open it) and both decode to the encoder's reconstructions."""
+    path, info, mosaics = _mlv(mlv_factory, n=4)
+    rvd = tmp_path / "t.rvd"
+    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=48.0, predictor="chain",
+                                                                  transform=transform), refine="off"))
+    m = RvdFile(rvd).manifest
+    assert m["raw_layer"].get("transform", "none") == transform
+    assert (m["format_version"] == 6) == (transform == "hadamard")
+    res = decode(rvd, tmp_path / "out")
+    got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "out", 4), mosaics)]
+    assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6) and not any("CRC" in n for n in res.notes)
+
+
 def _mlv(mlv_factory, n=8, **kw):
     return mlv_factory(n=n, width=128, height=96, **kw)
 
@@ -109,6 +156,13 @@ def test_direct_and_auto_predictors_round_trip(mlv_factory, tmp_path, predictor)
         assert pilot["chosen"] == enc.layer["predictor"]
         assert pilot[pilot["chosen"]]["cost"] <= min(pilot["chain"]["cost"], pilot["direct"]["cost"])
         assert all(pilot[k]["worst_psnr_black"] >= 48.0 or pilot[k]["crf"] == 0 for k in ("chain", "direct"))
+        # the layer codes with the transform the pilot kept: the chain's residual was also coded without
+        # it, and kept so only where that cost less at the target
+        assert lay.get("transform", "none") == pilot["transform"]
+        if pilot["chosen"] == "chain":
+            alt = pilot["chain"]["untransformed"]
+            assert (pilot["transform"] == "none") == (alt["bytes"] == pilot["chain"]["bytes"] and alt["worst_psnr_black"]
+                                                      >= 48.0 + rctl.AIM_DB)
     res = decode(rvd, tmp_path / "out")
     got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "out", 6), mosaics)]
     assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6) and not res.notes
@@ -248,7 +302,11 @@ def test_layer_manifest_is_checked():
              ("scales", [[1.0] * (rl.MAX_PASSES + 1), [1.0]]), ("scales", "4"), ("predictor", None),
              ("predictor", {"mode": "x"}),
              ("predictor", {"mode": "chain", "method": "network", "model": 3}),
-             ("scales", [[], [4.0]])]
+             ("scales", [[], [4.0]]), ("transform", "dct"), ("transform", ["hadamard"])]
+    assert rl.parse_layer({"raw_layer": {**good, "transform": "hadamard"}}, 2, "f.rvd").transform == "hadamard"
+    with pytest.raises(FormatError, match="lossless"):
+        rl.parse_layer({"raw_layer": {**good, "codec": "ffv1", "scales": [[1.0], [1.0]], "transform": "hadamard"}},
+                       2, "f.rvd")
     for key, value in cases:
         with pytest.raises(FormatError, match="f.rvd"):
             rl.parse_layer({"raw_layer": {**good, key: value}}, 2, "f.rvd")
@@ -548,10 +606,15 @@ def test_rd_sweep_measures_every_curve_against_direct_coding(mlv_factory, tmp_pa
         for i, m in enumerate(mosaics):
             w.write_frame(m, number=i)
     opts = RDOptions(targets=(-3.0,), paper_crfs=(32,), x265_crfs=(24, 12), x265_qps=(24, 12, 4),
-                     jxl_distances=(1.0,), lossless=False, default_point=False)
+                     jxl_distances=(1.0,), lossless=False, default_point=False, hadamard_crfs=(18, 6))
     res = run_rd(discover([path]), opts, tmp_path)
     points = res["_points"]
-    assert {p.codec for p in points} == {"x265-bayer", "x265-bayer-qp", "jpegxl", "rawvid-paper", "rawvid-target"}
+    assert {p.codec for p in points} == {"x265-bayer", "x265-bayer-qp", "x265-hadamard", "jpegxl", "rawvid-paper",
+                                         "rawvid-target"}
+    coarse, fine = sorted((p for p in points if p.codec == "x265-hadamard"), key=lambda p: p.bpp)
+    assert 40 < coarse.psnr_black < fine.psnr_black  # decoded through the inverse transform, finer for more bits
+    assert "x265-hadamard" in res["summary"]["bd_rate_vs_x265_bayer_percent"]
+    assert "rawvid-target" in res["summary"]["bd_rate_vs_x265_hadamard_percent"]
     target = next(p for p in points if p.codec == "rawvid-target")
     assert target.extra["srgb_crf"] in CANDIDATE_CRFS and 0 < target.bpp_raw < target.bpp
     assert target.min_frame_psnr_black >= target.extra["target"] - 0.5
