@@ -31,7 +31,10 @@ PILOT_EXTEND_FRAMES = 8
 #: half an x265 QP step, as a factor on the scale
 HALF_QP = 2 ** (1 / 12)
 #: under --target-psnr the chain's QP is at most this many QP above the one at which coding the RAW
-#: itself (direct) reaches the target. Where the first frames' prediction alone reaches it, any QP
+#: itself (direct) reaches the target (as an untransformed picture's QP: direct coding's Hadamard picture
+#: reaches a step 6 QP lower; left as its own QP, the cap was 6 QP tighter in session 19's first runs
+#: and the chain on field016 4 dB over its floor took QP 4 with block refinement, 0.703 bits per sample,
+#: where QP 10 over had made 0.628). Where the first frames' prediction alone reaches it, any QP
 #: does there, and the bisection went to 51; a later frame the prediction misses could then not be
 #: lifted by any scale or top-up (measured: a test clip's frames 9-15 fell 5 dB under a target whose
 #: first 8 frames were predicted; capped, every frame held it, for 33 more bytes on an easy clip).
@@ -215,6 +218,9 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                     # steered, direct coding's IDR took its own QP (finer: its P-frames then reach the
                     # target at a coarser one): the cap is over the finer of the two
                     anchor = min(d["qp"], math.floor(d.get("intra_qp", d["qp"])))
+                    # in the QP of an untransformed picture: the transform's twice-as-coarse scale
+                    # reaches the same quantiser step 6 QP lower (rl.transform_gain)
+                    anchor += round(6 * math.log2(rl.transform_gain(d.get("transform", "none"))))
                     qtop = min(top, 2 * anchor + (d["scale_mult"] > 1) + 2 * CHAIN_QP_HEADROOM)
                     top = min(top, qtop + 2 * CHAIN_SCALE_HEADROOM)
                 else:
@@ -238,12 +244,14 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                 halves[pred] = half
                 qp, mult = half_step(half, qtop)
             out[pred] = {"qp": qp, "scale_mult": mult, "bytes": nbytes, "worst_psnr_black": worst}
+            if pred == "direct":
+                out[pred]["transform"] = rl.layer_transform(layer, pred, info)
             if "qp" in hints.get(pred, {}):  # a steered layer's IDR: its absolute QP
                 out[pred]["intra_qp"] = round(hints[pred]["qp"], 4)
             seeds[pred] = seed
         if extend and target and "direct" in candidates and len(candidates) > 1:
-            candidates = _extend(src, video, start, stop, keys, method, layer, calibration, out, seeds, hints,
-                                 own_maps, candidates, frames, Path(td))
+            candidates, coded = _extend(src, video, start, stop, keys, method, layer, calibration, out, seeds,
+                                        hints, own_maps, candidates, frames, Path(td))
         top = max(out[k]["worst_psnr_black"] for k in candidates)
         for k in candidates:
             v = out[k]
@@ -252,8 +260,21 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
         chosen = min(candidates, key=lambda k: out[k]["cost"])
         out["transform"] = rl.layer_transform(layer, chosen.split("+")[0], info)
         if chosen != "direct" and out["transform"] != "none" and not layer.lossless:
-            _untransformed(out, chosen, seeds, layer, target, lambda lay: probe(chosen, out[chosen]["qp"],
-                                                                                out[chosen]["scale_mult"], lay))
+            v = out[chosen]
+
+            def again(lay: rl.LayerSettings) -> tuple:
+                """The chosen candidate coded as it was, with ``lay``'s transform: a close call's entry, as
+                _extend coded it (its frames, with rate control, seeded by the 4-frame probe's own)."""
+                nbytes, worst, seed = probe(chosen, v["qp"], v["scale_mult"], lay)
+                if "first_bytes" not in v:
+                    return nbytes, worst, seed
+                nbytes, psnrs, _ = _probe(coded, info, keys, method, lay, chosen.split("+")[0], lay.crf, v["qp"],
+                                          calibration, chosen.endswith("+blocks"), Path(td), stop - start,
+                                          v["scale_mult"], hints.setdefault(chosen.split("+")[0], {}), own_maps,
+                                          control_seed=seed, control=True)
+                return nbytes, _worst(psnrs), seed
+
+            _untransformed(out, chosen, seeds, layer, target, again)
     out["chosen"] = chosen
     out["seed"] = seeds.get(chosen)  # for chain_pass, which seeds its controller with it (not stored)
     return chosen.split("+")[0], chosen.endswith("+blocks"), out[chosen]["qp"], out[chosen]["scale_mult"], out
@@ -262,16 +283,17 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
 def _untransformed(out: dict, chosen: str, seeds: dict, layer: rl.LayerSettings, target: bool,
                    probe: Callable) -> None:
     """The chain's residual coded again without the quad transform, at the QP and scale its search
-    found; kept (``out["transform"] = "none"``, the chosen entry taking its bytes) where it costs less
-    for the same quality. The transform compacts the Bayer phases' shared signal; a residual that is
+    found (a close call's entry as _extend coded it); kept (``out["transform"] = "none"``, the chosen
+    entry taking its bytes) where it costs less for the same quality. The transform compacts the Bayer phases' shared signal; a residual that is
     mostly noise, or whose phases' errors differ, it can spread instead: measured with the preview at
     CRF 28 on the 10 test clips, 16 frames, 5 targets, the chain's layer with it 0.7-45.6% smaller on
     most points but 12-24% larger on imx135 field016 at 0 to +4 dB over its floor (4 frames at QP 10:
     56.4 KB transformed, 41.5 KB as they are at QP 11)."""
     v = out[chosen]
     nbytes, worst, seed = probe(dataclasses.replace(layer, transform="none"))
-    if target:
-        cost = nbytes if worst >= layer.target_psnr + rctl.AIM_DB else math.inf
+    if target:  # at the QP's aim; a close call's entries with rate control: within the top-ups' band
+        floor = layer.target_psnr - rctl.TOP_UP_DB if "first_bytes" in v else layer.target_psnr + rctl.AIM_DB
+        cost = nbytes if worst >= floor else math.inf
     else:  # the same quality: bytes x 2^(PSNR short of the transformed / 6), as the predictors are compared
         gap = min(max(v["worst_psnr_black"] - worst, -12.0), 12.0)
         cost = v["cost"] / max(v["bytes"], 1.0) * nbytes * 2 ** (gap / 6)
@@ -287,13 +309,13 @@ def _extend(src, video: Path, start: int, stop: int, keys: set[int], method, lay
             frames: list, folder: Path) -> list[str]:
     """A close call between direct coding and the chain (PILOT_EXTEND_RATIO): both coded again on
     PILOT_EXTEND_FRAMES frames at the QP their searches found, with the main pass's rate control;
-    their entries in ``out`` take those bytes. Returns the candidates left to choose from.
-    ``frames``: the pilot's, prepared; the frames after them are read and prepared here."""
+    their entries in ``out`` take those bytes. Returns the candidates left to choose from and the
+    frames coded. ``frames``: the pilot's, prepared; the frames after them are read and prepared here."""
     chain = min((k for k in candidates if k != "direct"), key=lambda k: out[k]["bytes"])
     ratio = out["direct"]["bytes"] / max(out[chain]["bytes"], 1.0)
     n = min(PILOT_EXTEND_FRAMES, stop - start)
     if not PILOT_EXTEND_RATIO or n <= out["frames"] or not 1 / PILOT_EXTEND_RATIO <= ratio <= PILOT_EXTEND_RATIO:
-        return candidates
+        return candidates, frames
     with VideoReader(video, src.info.width, src.info.height) as reader:
         frames = frames + [(i, rgb, mosaic, prepare_frame(rgb, mosaic, src.info))
                            for i, rgb, mosaic in read_frames(src, reader, start, start + n) if i >= len(frames)]
@@ -305,4 +327,4 @@ def _extend(src, video: Path, start: int, stop: int, keys: set[int], method, lay
         v["first_bytes"], v["bytes"] = v["bytes"], nbytes
         v["worst_psnr_black"] = _worst(psnrs)
     out["extended"] = {"frames": n, "ratio": round(ratio, 4)}
-    return ["direct", chain]
+    return ["direct", chain], frames
