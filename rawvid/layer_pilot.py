@@ -31,10 +31,11 @@ PILOT_EXTEND_FRAMES = 8
 #: half an x265 QP step, as a factor on the scale
 HALF_QP = 2 ** (1 / 12)
 #: under --target-psnr the chain's QP is at most this many QP above the one at which coding the RAW
-#: itself (direct) reaches the target (as an untransformed picture's QP: direct coding's Hadamard picture
-#: reaches a step 6 QP lower; left as its own QP, the cap was 6 QP tighter in session 19's first runs
-#: and the chain on field016 4 dB over its floor took QP 4 with block refinement, 0.703 bits per sample,
-#: where QP 10 over had made 0.628). Where the first frames' prediction alone reaches it, any QP
+#: itself (direct) reaches the target, both QPs of pictures of the same kind (a Hadamard picture spans
+#: twice the range: 6 QP lower holds as many steps across it). Counted as an untransformed picture's QP
+#: for a transformed chain (6 QP looser, session 19, 2eea435), the rotating and zooming 10-bit scenario
+#: clip below fell 0.7-1.5 dB under its target on frames 28-31 of 120 after 8 passes (6 dB under its
+#: floor, sRGB CRF 32), as it had at a headroom of 6 in session 12. Where the first frames' prediction alone reaches it, any QP
 #: does there, and the bisection went to 51; a later frame the prediction misses could then not be
 #: lifted by any scale or top-up (measured: a test clip's frames 9-15 fell 5 dB under a target whose
 #: first 8 frames were predicted; capped, every frame held it, for 33 more bytes on an easy clip).
@@ -218,9 +219,10 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                     # steered, direct coding's IDR took its own QP (finer: its P-frames then reach the
                     # target at a coarser one): the cap is over the finer of the two
                     anchor = min(d["qp"], math.floor(d.get("intra_qp", d["qp"])))
-                    # in the QP of an untransformed picture: the transform's twice-as-coarse scale
-                    # reaches the same quantiser step 6 QP lower (rl.transform_gain)
-                    anchor += round(6 * math.log2(rl.transform_gain(d.get("transform", "none"))))
+                    # in the chain's own picture's QP: a transformed picture spans twice the range
+                    # (rl.transform_gain), so the same number of steps across it lies 6 QP lower
+                    anchor += round(6 * math.log2(rl.transform_gain(d.get("transform", "none"))
+                                                  / rl.transform_gain(rl.layer_transform(layer, "chain", info))))
                     qtop = min(top, 2 * anchor + (d["scale_mult"] > 1) + 2 * CHAIN_QP_HEADROOM)
                     top = min(top, qtop + 2 * CHAIN_SCALE_HEADROOM)
                 else:
