@@ -223,7 +223,9 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
                     # (rl.transform_gain), so the same number of steps across it lies 6 QP lower
                     anchor += round(6 * math.log2(rl.transform_gain(d.get("transform", "none"))
                                                   / rl.transform_gain(rl.layer_transform(layer, "chain", info))))
-                    qtop = min(top, 2 * anchor + (d["scale_mult"] > 1) + 2 * CHAIN_QP_HEADROOM)
+                    # never under QP 0 (x265 crashed on a negative QP: direct coding at QP 1, untransformed,
+                    # anchored a transformed chain at -5)
+                    qtop = max(0, min(top, 2 * anchor + (d["scale_mult"] > 1) + 2 * CHAIN_QP_HEADROOM))
                     top = min(top, qtop + 2 * CHAIN_SCALE_HEADROOM)
                 else:
                     qtop = top

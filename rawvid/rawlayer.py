@@ -239,6 +239,8 @@ class LayerSettings:
                       steered: bool = False) -> tuple[str, str, dict]:
         """(libavcodec encoder, pixel format, options); ``qp``: the constant QP the encoder chose for a target;
         ``steered``: that QP moved per frame by region-of-interest offsets (rawvid.steering)."""
+        if qp is not None and not 0 <= qp <= 51:  # x265 does not check it (a negative QP crashed the encoder)
+            raise ValueError(f"x265 QP {qp} is outside 0..51")
         if self.lossless:
             return "ffv1", "gray16le", {"level": "3", "coder": "range_tab", "context": "0", "g": "1",
                                         "slices": "4", "slicecrc": "1"}

@@ -61,6 +61,8 @@ def test_direct_coding_transforms_only_targets_its_scale_reaches():
     assert rl.layer_transform(LayerSettings(crf=4), "direct", info) == "hadamard"
     assert LayerSettings(codec="ffv1").transform == "none"
     assert rl.layer_transform(LayerSettings(target_psnr=45.0, transform="none"), "chain", info) == "none"
+    with pytest.raises(ValueError, match="QP -2"):  # x265 would not check it: a negative QP crashed it
+        LayerSettings(target_psnr=45.0).codec_options(qp=-2)
 
 
 @pytest.mark.parametrize("transform", ["hadamard", "none"])
