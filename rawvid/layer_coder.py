@@ -255,6 +255,5 @@ def scale_bounds(info, predictor: str, transform: str = "none") -> tuple[float, 
     base = rl.base_scale(info.bits)
     lo, hi = base * rl.SCALE_RANGE[0], base * rl.SCALE_RANGE[1]
     if predictor == "direct":
-        lo = base = rl.round_scale(2 ** (info.bits - 1) * rl.transform_gain(transform)
-                                   / (rl.X265_MAX - rl.X265_OFFSET) * 1.001)
+        lo = base = rl.round_scale(rl.direct_scale(info.bits, transform) * 1.001)
     return rl.round_scale(lo), rl.round_scale(base), rl.round_scale(hi)

@@ -123,13 +123,18 @@ DIRECT_FLOOR_K = 4.1
 DIRECT_HADAMARD_MARGIN_DB = 1.5
 
 
+def direct_scale(bits: int, transform: str) -> float:
+    """The scale that fits a ``bits``-deep RAW around mid-scale into the 12-bit codes, once transformed."""
+    return 2 ** (bits - 1) * transform_gain(transform) / (X265_MAX - X265_OFFSET)
+
+
 def layer_transform(settings: "LayerSettings", predictor: str, info) -> str:
     """The transform a layer codes with: the setting's, except direct coding of a target the
     transformed picture's coarser scale would not reach in one pass (DIRECT_HADAMARD_MARGIN_DB)."""
     if settings.transform == "none" or settings.lossless:
         return "none"
     if predictor == "direct" and settings.target_psnr is not None:
-        scale = 2 ** (info.bits - 1) * transform_gain(settings.transform) / (X265_MAX - X265_OFFSET)
+        scale = direct_scale(info.bits, settings.transform)
         ceiling = 20 * np.log10((info.white - info.black) / (DIRECT_FLOOR_K * scale))
         if settings.target_psnr > ceiling - DIRECT_HADAMARD_MARGIN_DB:
             return "none"
