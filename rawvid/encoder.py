@@ -399,6 +399,9 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
     compact = {"frames": report["frames"], "chosen": crf,
                "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"]}
                                   for k, v in report["candidates"].items()}}
+    for k, tr in report["candidates_transform"].items():  # the chain's residual, cheaper as it is (srgb_pilot)
+        if tr == "none":
+            compact["foretold_bytes"][k]["transform"] = tr
     return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, noise, report["reuse"]
 
 

@@ -281,6 +281,8 @@ def rawvid_point(clip: ClipData, open_src, codec: str, setting: str, opts, work:
     shutil.rmtree(out, ignore_errors=True)
     extra = {"frame_psnr_black": s["frame_psnr_black"], "srgb_bpp": sizes["video_bits_per_pixel"],
              "srgb_crf": manifest["video"].get("crf")}
+    if manifest["video"].get("crf_pilot"):
+        extra["srgb_pilot"] = manifest["video"]["crf_pilot"]
     lay = manifest.get("raw_layer")
     if lay:
         extra.update(passes=[len(x) for x in lay["scales"]], intra=lay["intra"], target=lay.get("target_psnr"),

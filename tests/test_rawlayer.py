@@ -375,6 +375,27 @@ def test_rate_controller_model_lands_the_next_frame():
     assert rc.first_guess(4.0, rctl.Spectrum.of(rng.normal(0, 0.01, (128, 128)))) == 64.0  # nothing to code
 
 
+def test_rate_controller_smooths_a_gain_that_swings():
+    """A gain that alternates between frames (x265's dead zone at coarse scales) is followed at
+    GAIN_WEIGHT: the guess lands between the two, not on the last frame's, so it cannot swing with it."""
+    rng = np.random.default_rng(2)
+    peak = 4000.0
+    spec = rctl.Spectrum.of(rng.normal(0, 30, (128, 128)))
+
+    def coded_psnr(scale, gain):
+        return 10 * np.log10(peak ** 2 / spec.mse(gain * scale ** 2))
+
+    rc = rctl.RateController(45.0, lo=0.25, hi=64.0, peak=peak)
+    for gain in (1.0, 4.0, 1.0, 4.0):
+        rc.observe(4.0, coded_psnr(4.0, gain), inter=True, gain=spec.gain_at(coded_psnr(4.0, gain), 4.0, peak))
+    assert 1.0 < rc.gain < 4.0
+    want = 1.0 ** (1 - rctl.GAIN_WEIGHT) * 4.0 ** rctl.GAIN_WEIGHT  # after 1 then 4, at the weight
+    rc = rctl.RateController(45.0, lo=0.25, hi=64.0, peak=peak)
+    for gain in (1.0, 4.0):
+        rc.observe(4.0, coded_psnr(4.0, gain), inter=True, gain=spec.gain_at(coded_psnr(4.0, gain), 4.0, peak))
+    assert rc.gain == pytest.approx(want, rel=1e-3)
+
+
 def test_intra_scale_keeps_the_largest_trial_that_reaches_the_aim():
     rng = np.random.default_rng(2)
     res = rng.normal(0, 40, (64, 64))
@@ -554,6 +575,8 @@ def test_cli_layered_encode_info_decode(mlv_factory, tmp_path):
     foretold = {int(k): v["srgb"] + v["layer"] for k, v in video["crf_pilot"]["foretold_bytes"].items()}
     assert sorted(foretold) == sorted(CANDIDATE_CRFS) and video["crf"] == video["crf_pilot"]["chosen"]
     assert foretold[video["crf"]] == min(foretold.values())
+    # where the chain's residual cost less without the quad transform, the candidate says so
+    assert all(v.get("transform", "none") == "none" for v in video["crf_pilot"]["foretold_bytes"].values())
     res = run_cli("decode", rvd, "-o", tmp_path / "f")
     assert res.returncode == 0, res.stderr
     got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "f", 4), mosaics)]
