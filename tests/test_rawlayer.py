@@ -240,6 +240,27 @@ def test_lossless_raw_is_bit_exact_through_libraw(mlv_factory, tmp_path):
     assert RvdFile(rvd).sizes()["raw_layer_bytes"] < lj92
 
 
+def test_lossless_layer_decodes_from_a_keyframe_inside_ffv1s_group(mlv_factory, tmp_path):
+    """FFV1 carries its coder's states across pictures (rawlayer.FFV1_GOP): decoding from a RAW keyframe
+    that is not an FFV1 keyframe reads the packets before it, and every frame comes out bit-exact."""
+    import av
+
+    from rawvid.rawlayer import FFV1_GOP
+
+    path, info, mosaics = _mlv(mlv_factory, n=7)
+    rvd = tmp_path / "g.rvd"
+    encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(codec="ffv1", predictor="chain"), keyframe_interval=3,
+                                    refine="off"))
+    assert RvdFile(rvd).manifest["raw_layer"]["intra"] == [0, 3, 6]
+    with av.open(str(rvd)) as c:
+        keys = [p.is_keyframe for p in c.demux(c.streams.video[1]) if p.size]
+    assert keys == [i % FFV1_GOP == 0 for i in range(7)]  # one FFV1 keyframe: frames 3 and 6 lean on 0-2
+    res = decode(rvd, tmp_path / "part", DecodeOptions(start=4, stop=7))
+    assert res.frames == 3 and not res.notes
+    for i in range(4, 7):
+        assert np.array_equal(read_dng(tmp_path / "part" / frame_name("clip", i))[0], mosaics[i])
+
+
 def test_ffprobe_style_listing_shows_both_tracks(mlv_factory, tmp_path):
     import av
 
