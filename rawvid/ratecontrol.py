@@ -40,12 +40,15 @@ INTRA_BOOST_DB = 0.0
 TOP_UP_STEP = 0.9
 #: the scale only grows when a frame lands this far above the aim
 GROW_DB = 0.5
-#: the model's gain after a P-frame: the geometric mean of the last one's and the frame's, this much of it
-#: the frame's. Where x265 codes the residual coarsely the gain itself moves with the scale (its dead zone
-#: and skipped blocks), and taken whole it swung: on an unseen camera (Blackmagic Pocket 4K, 16-bit) 6 dB
-#: under its floor it alternated 470 / 2,150 between frames coded at scales 15 / 37, each frame's guess
-#: off by 1-1.6 dB the other way (7 of 15 frames over the band, 3 top-ups)
-GAIN_WEIGHT = 0.5
+#: the model's gain after a P-frame: the geometric mean of the last gain and the frame's, this much of it
+#: the frame's. Where x265 codes the residual coarsely the gain itself rises and falls with the scale
+#: (its dead zone and skipped blocks) and from frame to frame, and taken whole it swung: on an unseen
+#: camera (Blackmagic Pocket 4K, 16-bit) 6 dB under its floor it alternated 470 / 2,150 between frames,
+#: each frame's guess off by 1-1.6 dB the other way (7 of 15 frames over the band, 3 top-ups). A gain
+#: that moved against a scale that moved GAIN_MOVED times or more is new content and is taken whole:
+#: smoothed there too, the frame after an exposure step (scenario field022, 3 dB under its floor: scale
+#: 4 -> 0.71, gain 144 -> 1,600) fell short, took two top-ups and landed 1.1 dB over (layer +38%)
+GAIN_WEIGHT, GAIN_MOVED = 0.5, 1.5
 #: the QP offsets a directly coded frame may take (a factor 16 finer, 4 coarser on the quantiser step)
 OFFSET_RANGE = (-24.0, 12.0)
 #: dB lost per QP of offset until measured (0.5-0.8 on a test clip)
@@ -130,7 +133,8 @@ class RateController:
 
     A distortion model (:class:`Spectrum`) foretells a frame's MSE at a scale from its residual's
     DCT energies and one number learnt on the previous P-frames: the quantiser's noise power per
-    scale squared (x265's QP is constant, so it only drifts with content; smoothed, GAIN_WEIGHT). Measured on the test
+    scale squared (x265's QP is constant, so it only drifts with content; smoothed where the scale
+    moved, GAIN_WEIGHT). Measured on the test
     split it foretells a frame's PSNR with 0.075 dB RMS error, where "the last frame's PSNR, moved
     20 log10 dB per factor of scale" missed by 0.25 (max 1.6). Until a P-frame has been seen (and
     without a spectrum) each frame starts from the last one's scale corrected by its miss, the
@@ -146,6 +150,7 @@ class RateController:
     #: the model's quantiser noise power per scale squared (None: no P-frame learnt yet)
     gain: float | None = None
     intra_gain: float | None = None  # the same, of the last IDR (x265 codes I-pictures finer)
+    gain_scale: float | None = None  # the scale of the P-frame the gain was last learnt on
     #: dB lost per 20 log10 of scale: 1 at high rates, lower where x265 skips most of the residual
     slope: float = 0.8
     last: tuple | None = None  # the last frame's (scale, PSNR, inter), to measure the slope
@@ -166,7 +171,12 @@ class RateController:
 
         ``gain``: the model's gain the frame showed (:meth:`Spectrum.gain_at`), None where unknown."""
         if gain is not None and inter:
-            self.gain = gain if self.gain is None else self.gain ** (1 - GAIN_WEIGHT) * gain ** GAIN_WEIGHT
+            s0 = self.gain_scale
+            # a gain that moved against a scale that moved: new content (an exposure step), taken whole
+            new = self.gain is None or s0 is None or (max(scale / s0, s0 / scale) >= GAIN_MOVED
+                                                      and (scale > s0) != (gain > self.gain))
+            self.gain = gain if new else self.gain ** (1 - GAIN_WEIGHT) * gain ** GAIN_WEIGHT
+            self.gain_scale = scale
         elif gain is not None:
             self.intra_gain = gain
         if inter and self.last is not None and self.last[2]:

@@ -415,6 +415,10 @@ def test_rate_controller_smooths_a_gain_that_swings():
     for gain in (1.0, 4.0):
         rc.observe(4.0, coded_psnr(4.0, gain), inter=True, gain=spec.gain_at(coded_psnr(4.0, gain), 4.0, peak))
     assert rc.gain == pytest.approx(want, rel=1e-3)
+    # a gain that moved against a scale that moved (new content: an exposure step) is taken whole
+    s = 4.0 / rctl.GAIN_MOVED
+    rc.observe(s, coded_psnr(s, 40.0), inter=True, gain=spec.gain_at(coded_psnr(s, 40.0), s, peak))
+    assert rc.gain == pytest.approx(40.0, rel=1e-3)
 
 
 def test_intra_scale_keeps_the_largest_trial_that_reaches_the_aim():
