@@ -309,7 +309,7 @@ def test_the_manifest_schema_refuses_bad_fields_before_allocating(tmp_path, edit
 
 
 def test_a_deeply_nested_manifest_is_a_clean_error(tmp_path):
-    path = _rvd_with_manifest(tmp_path, {})
+    _rvd_with_manifest(tmp_path, {})  # for its v.mkv, the video the deep manifest is muxed with
     deep = "[" * 200_000 + "]" * 200_000
     (tmp_path / "manifest.json").write_text(deep)
     mux(tmp_path / "v.mkv", tmp_path / "deep.rvd", [(tmp_path / "manifest.json", MIME_JSON)])
