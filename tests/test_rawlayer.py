@@ -240,13 +240,18 @@ def test_lossless_raw_is_bit_exact_through_libraw(mlv_factory, tmp_path):
     assert RvdFile(rvd).sizes()["raw_layer_bytes"] < lj92
 
 
-def test_lossless_layer_decodes_from_a_keyframe_inside_ffv1s_group(mlv_factory, tmp_path):
+@pytest.mark.parametrize("gop", [None, 1])
+def test_lossless_layer_decodes_from_a_keyframe_inside_ffv1s_group(mlv_factory, tmp_path, monkeypatch, gop):
     """FFV1 carries its coder's states across pictures (rawlayer.FFV1_GOP): decoding from a RAW keyframe
-    that is not an FFV1 keyframe reads the packets before it, and every frame comes out bit-exact."""
+    that is not an FFV1 keyframe reads the packets before it, and every frame comes out bit-exact; a
+    layer written before session 20 (every picture an FFV1 keyframe, ``gop`` 1) decodes alike."""
     import av
 
-    from rawvid.rawlayer import FFV1_GOP
+    import rawvid.rawlayer as rl_mod
 
+    if gop is not None:
+        monkeypatch.setattr(rl_mod, "FFV1_GOP", gop)
+    FFV1_GOP = rl_mod.FFV1_GOP
     path, info, mosaics = _mlv(mlv_factory, n=7)
     rvd = tmp_path / "g.rvd"
     encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(codec="ffv1", predictor="chain"), keyframe_interval=3,
