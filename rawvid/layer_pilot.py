@@ -154,7 +154,8 @@ def search_half(reaches: Callable[[int], tuple[bool, object]], top: int, guess: 
 def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer: rl.LayerSettings, *,
           calibration: str, blocks: bool, direct: dict | None = None, direct_seed: float | None = None,
           hints: dict | None = None, halves: dict | None = None,
-          extend: bool = False, untransformed: bool | None = None) -> tuple[str, bool, int | None, float, dict]:
+          extend: bool = False, untransformed: bool | Callable[[float], bool] | None = None
+          ) -> tuple[str, bool, int | None, float, dict]:
     """Choose the layer's predictor and (for --target-psnr) its constant x265 QP on the clip's first frames.
 
     Each candidate predictor codes PILOT_FRAMES frames closed loop, as the main pass would at the
@@ -179,7 +180,8 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
     each search starts there (search_half). ``extend``: the video holds the clip's every frame (the
     main pass's pilot), so a close call is coded again on more of them (PILOT_EXTEND_RATIO).
     ``untransformed``: a chosen chain coded with the quad transform is coded again without it
-    (_untransformed); by default in the main pass's pilot only (``extend``).
+    (_untransformed); by default in the main pass's pilot only (``extend``); a callable: where it
+    says so of the chosen entry's bytes.
     """
     import tempfile
 
@@ -269,6 +271,8 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
         # CRF, and the probe at each cost 23% of the encode (1600x900, 24 frames, target 45 dB: 0.671 -> 0.516
         # frames/s); it asks for it at its first CRF only (srgb_pilot.choose_srgb_crf)
         again_untransformed = extend if untransformed is None else untransformed
+        if callable(again_untransformed):
+            again_untransformed = again_untransformed(out[chosen]["bytes"])
         if again_untransformed and chosen != "direct" and out["transform"] != "none" and not layer.lossless:
             v = out[chosen]
 

@@ -26,6 +26,11 @@ from .video import VideoWriter
 CANDIDATE_CRFS = (24, 28, 32, 36)
 #: the sRGB CRF of the other RAW layers (--raw-crf, --lossless-raw): the layer carries the fidelity
 LAYERED_SRGB_CRF = 32
+#: a candidate CRF's chain is coded again without the quad transform only where its layer is at least this
+#: share of the foretold file (the transform moves the layer by 0-25%: under a fifth of the file, a few
+#: percent of it). At every CRF, each of the four probes cost the default encode 3-6% (1600x900, 24
+#: frames, target 45 dB, a layer 2-20% of the file: 0.537 -> 0.464 frames/s allowing for the VM)
+UNTRANSFORMED_SHARE = 0.2
 
 
 def packet_sizes(path: Path) -> list[int]:
@@ -78,15 +83,14 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     halves: dict = {}  # per candidate, the half-step its last search found: the next CRF's search starts there
     found: dict = {}  # per CRF, those half-steps after its pilots
     hints: dict = {}  # the IDR's quantiser step, per predictor: each CRF's trials start from the last one's
-    # the chain's residual is coded with the quad transform and again without it (layer_pilot._untransformed)
-    # at the first CRF, and at every CRF if that cost less there: a residual of noise the transform spreads
-    # (imx135 field016 at 2 and 4 dB over its floor, costed transformed only, went to direct coding behind a
-    # coarser preview, the file 5% larger than with the chain untransformed behind CRF 24). The verdict moves
-    # with the preview (infiniteisp outdoor1 3 dB under: as they are behind CRF 24, transformed behind 36),
-    # so it is not carried from one CRF to the next; every CRF costs its own untransformed probe only
-    # where the first found one worth it (each of the four, 23% of the encode)
+    # the chain's residual is coded with the quad transform and, where the layer weighs in the file
+    # (UNTRANSFORMED_SHARE), again without it (layer_pilot._untransformed): a residual of noise the
+    # transform spreads (imx135 field016 at 2 and 4 dB over its floor, costed transformed only, went to
+    # direct coding behind a coarser preview, the file 3-4% larger than with the chain untransformed
+    # behind CRF 24). The verdict moves with the preview (infiniteisp outdoor1 3 dB under: as they are
+    # behind CRF 24, transformed behind 36), so each CRF has its own
     chain = dataclasses.replace(layer, predictor="chain")
-    both = chain.transform != "none" and not chain.lossless
+    may_untransform = chain.transform != "none" and not chain.lossless
     report["candidates_transform"] = {}
     for k, crf in enumerate(candidates):
         if progress:
@@ -102,11 +106,11 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
             direct, direct_seed = rep["direct"], rep.get("seed")
         costs = {"direct": direct["bytes"]} if "direct" in tries else {}
         if "chain" in tries:
+            weighs = (lambda b, s=srgb: b >= UNTRANSFORMED_SHARE * (s + b)) if may_untransform else False
             rep = pilot(src, path, start, stop, keys, method, chain, calibration=calibration, blocks=blocks,
-                        direct=direct, hints=hints, halves=halves, untransformed=both)[4]
+                        direct=direct, hints=hints, halves=halves, untransformed=weighs)[4]
             costs["chain"] = rep[rep["chosen"]]["bytes"]
             report["candidates_transform"][str(crf)] = rep["transform"]
-            both = both and (k > 0 or rep["transform"] == "none")
         found[crf] = dict(halves)
         best = min(costs, key=costs.get)
         report["candidates"][str(crf)] = {"srgb_bytes": round(srgb), "layer_bytes": round(costs[best]),
