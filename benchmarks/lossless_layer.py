@@ -17,7 +17,6 @@ from pathlib import Path
 from rawvid.bench import discover
 from rawvid.codec import EncodeOptions
 import rawvid.rawlayer as rl
-from rawvid.rawlayer import LayerSettings
 from rawvid.rd import ffv1_bayer, lj92_dng, load_clip, rawvid_point
 from rawvid.srgb_pilot import LAYERED_SRGB_CRF
 from rawvid.video import VideoSettings
@@ -34,7 +33,7 @@ def main() -> None:
         with c.open() as src:
             data = load_clip(c.name, src, args.frames)
         lj, ff = lj92_dng(data), ffv1_bayer(data)
-        opts = EncodeOptions(video=VideoSettings.make(crf=LAYERED_SRGB_CRF), raw_layer=LayerSettings(codec="ffv1"))
+        opts = EncodeOptions(video=VideoSettings.make(crf=LAYERED_SRGB_CRF), raw_layer=rl.LayerSettings(codec="ffv1"))
         with tempfile.TemporaryDirectory(prefix="rawvid-lossless-") as td:
             p = rawvid_point(data, c.open, "rawvid-lossless", "lossless", opts, Path(td))
         if not math.isinf(p.psnr_black):

@@ -396,12 +396,11 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
     crf, report = choose_srgb_crf(src, [rgb for _, rgb in firsts], opts.video, start, stop, keys, method, layer,
                                   calibration=calibration, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work,
                                   progress=progress)
+    # a candidate's ``transform: none``: the chain's residual cost less as it is there (srgb_pilot)
     compact = {"frames": report["frames"], "chosen": crf,
-               "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"]}
+               "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"],
+                                      **({"transform": "none"} if v["chain_transform"] == "none" else {})}
                                   for k, v in report["candidates"].items()}}
-    for k, tr in report["candidates_transform"].items():  # the chain's residual, cheaper as it is (srgb_pilot)
-        if tr == "none":
-            compact["foretold_bytes"][k]["transform"] = tr
     return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, noise, report["reuse"]
 
 

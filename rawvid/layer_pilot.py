@@ -269,7 +269,7 @@ def pilot(src, video: Path, start: int, stop: int, keys: set[int], method, layer
         out["transform"] = rl.layer_transform(layer, chosen.split("+")[0], info)
         # by default the main pass's pilot only (``extend``): the sRGB pilot runs this one for every candidate
         # CRF, and the probe at each cost 23% of the encode (1600x900, 24 frames, target 45 dB: 0.671 -> 0.516
-        # frames/s); it asks for it at its first CRF only (srgb_pilot.choose_srgb_crf)
+        # frames/s); it asks for it where the layer weighs in the file (srgb_pilot.UNTRANSFORMED_SHARE)
         again_untransformed = extend if untransformed is None else untransformed
         if callable(again_untransformed):
             again_untransformed = again_untransformed(out[chosen]["bytes"])

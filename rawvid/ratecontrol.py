@@ -133,8 +133,8 @@ class RateController:
 
     A distortion model (:class:`Spectrum`) foretells a frame's MSE at a scale from its residual's
     DCT energies and one number learnt on the previous P-frames: the quantiser's noise power per
-    scale squared (x265's QP is constant, so it only drifts with content; smoothed where the scale
-    moved, GAIN_WEIGHT). Measured on the test
+    scale squared (x265's QP is constant, so it only drifts with content; smoothed, GAIN_WEIGHT, but
+    for a gain that moved against a scale that moved). Measured on the test
     split it foretells a frame's PSNR with 0.075 dB RMS error, where "the last frame's PSNR, moved
     20 log10 dB per factor of scale" missed by 0.25 (max 1.6). Until a P-frame has been seen (and
     without a spectrum) each frame starts from the last one's scale corrected by its miss, the

@@ -90,8 +90,6 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
     # behind CRF 24). The verdict moves with the preview (infiniteisp outdoor1 3 dB under: as they are
     # behind CRF 24, transformed behind 36), so each CRF has its own
     chain = dataclasses.replace(layer, predictor="chain")
-    may_untransform = chain.transform != "none" and not chain.lossless
-    report["candidates_transform"] = {}
     for k, crf in enumerate(candidates):
         if progress:
             progress(k, len(candidates), "choosing the sRGB CRF")
@@ -105,16 +103,17 @@ def choose_srgb_crf(src, rgbs: list[np.ndarray], video, start: int, stop: int, k
                         calibration=calibration, blocks=False, hints=hints, halves=halves)[4]
             direct, direct_seed = rep["direct"], rep.get("seed")
         costs = {"direct": direct["bytes"]} if "direct" in tries else {}
-        if "chain" in tries:
-            weighs = (lambda b, s=srgb: b >= UNTRANSFORMED_SHARE * (s + b)) if may_untransform else False
+        chain_transform = None
+        if "chain" in tries:  # (the pilot codes nothing again where the chain is untransformed or lossless)
             rep = pilot(src, path, start, stop, keys, method, chain, calibration=calibration, blocks=blocks,
-                        direct=direct, hints=hints, halves=halves, untransformed=weighs)[4]
+                        direct=direct, hints=hints, halves=halves,
+                        untransformed=lambda b, s=srgb: b >= UNTRANSFORMED_SHARE * (s + b))[4]
             costs["chain"] = rep[rep["chosen"]]["bytes"]
-            report["candidates_transform"][str(crf)] = rep["transform"]
+            chain_transform = rep["transform"]
         found[crf] = dict(halves)
         best = min(costs, key=costs.get)
         report["candidates"][str(crf)] = {"srgb_bytes": round(srgb), "layer_bytes": round(costs[best]),
-                                          "predictor": best}
+                                          "predictor": best, "chain_transform": chain_transform}
         path.unlink(missing_ok=True)
     if progress:
         progress(len(candidates), len(candidates), "choosing the sRGB CRF")
