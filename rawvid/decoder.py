@@ -339,7 +339,7 @@ def decode(rvd_path: str | os.PathLike, output: str | os.PathLike, options: Deco
     if layer is not None:
         from .rawlayer import LayerReader
 
-        lreader = LayerReader(rvd.path, info.width, info.height, layer.codec)
+        lreader = LayerReader(rvd.path, info.width, info.height, layer.codec, layer.gop)
     try:
         for i in range(stop):
             item = ahead.next()

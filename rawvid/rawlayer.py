@@ -59,6 +59,9 @@ FFV1_OFFSET = 32768
 #: session 20, when the Blackmagic clip's lossless .rvd came out 1.7% over its DNGs. The large
 #: context model (``context 1``) cost 10-15% on these frame sizes.
 FFV1_GOP = 16
+#: The longest FFV1 keyframe interval a file may declare (``options.g`` in its manifest): the decoder keeps
+#: the packets since the last FFV1 keyframe, so a hostile file must not make that list grow with the clip.
+MAX_FFV1_GOP = 256
 #: x265 settings of the layer: PSNR-tuned (no psycho-visual or adaptive quantisation), zero
 #: latency (no B-frames, no lookahead, one frame thread), no scene-cut I-frames (the encoder
 #: places IDRs itself), no version SEI (2 KB a frame with repeated headers).
@@ -413,6 +416,7 @@ class LayerInfo:
     crcs: list[int]
     maps: dict[int, np.ndarray] = field(default_factory=dict)  # intra frame -> its global map
     transform: str = "none"  # of each 2x2 quad (TRANSFORMS); files before format 6 have none
+    gop: int = 1  # FFV1: its keyframe interval in pictures (x265 layers: 1, every picture stands alone here)
 
     @property
     def passes(self) -> list[int]:
@@ -484,13 +488,20 @@ def parse_layer(m: dict, count: int, path) -> LayerInfo | None:
     if transform not in TRANSFORMS or (lossless and transform != "none"):
         raise bad(f"unknown transform {str(transform)[:40]!r}" if transform not in TRANSFORMS
                   else "a lossless layer codes the planes untransformed")
-    return LayerInfo(codec, lossless, pred["mode"], clean, set(intra), sorted(idr), crcs, transform=transform)
+    gop = 1
+    if lossless:
+        opts = lay.get("options", {})
+        g = opts.get("g", "1") if isinstance(opts, dict) else None
+        if not (isinstance(g, str) and g.isascii() and g.isdigit() and len(g) <= 4 and 1 <= int(g) <= MAX_FFV1_GOP):
+            raise bad(f"FFV1 keyframe interval (options.g) must be 1 to {MAX_FFV1_GOP}")
+        gop = int(g)
+    return LayerInfo(codec, lossless, pred["mode"], clean, set(intra), sorted(idr), crcs, transform=transform, gop=gop)
 
 
 class LayerReader:
     """The RAW layer track of an .rvd, decoded picture by picture (one per pass, in file order)."""
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, codec: str):
+    def __init__(self, path: str | os.PathLike, width: int, height: int, codec: str, gop: int = 1):
         import av
 
         self.path, self.width, self.height = Path(path), width, height
@@ -512,8 +523,10 @@ class LayerReader:
         self._packets = (p for p in self._in.demux(self.stream) if p.size)
         self.read = 0
         # FFV1 carries its coder's states from picture to picture (FFV1_GOP): the packets stepped over
-        # since its last keyframe, decoded before the next picture read
+        # since its last keyframe (at most ``gop`` - 1 of them in a sound file), decoded before the next
+        # picture read
         self._carried = codec == "ffv1"
+        self._gop = gop
         self._since_key: list = []
 
     def next(self, frame: int) -> np.ndarray:
@@ -548,6 +561,9 @@ class LayerReader:
             if self._carried:
                 if p.is_keyframe:
                     self._since_key = []
+                elif len(self._since_key) >= self._gop:
+                    raise FormatError(self.path, f"RAW layer has no FFV1 keyframe in the {self._gop} pictures "
+                                      f"before frame {frame}, as its manifest declares")
                 self._since_key.append(p)
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """The RAW layer: residual mappings, closed-loop round trips, rate control, lossless, bad layers, RD helpers."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -264,6 +265,16 @@ def test_lossless_layer_decodes_from_a_keyframe_inside_ffv1s_group(mlv_factory, 
     assert res.frames == 3 and not res.notes
     for i in range(4, 7):
         assert np.array_equal(read_dng(tmp_path / "part" / frame_name("clip", i))[0], mosaics[i])
+    if FFV1_GOP > 2:  # a manifest that understates the interval: refused, not a list grown with the clip
+        from conftest import with_manifest_text
+
+        from rawvid.checksums import sealed_json
+
+        m = copy.deepcopy(RvdFile(rvd).manifest)
+        m["raw_layer"]["options"]["g"] = "2"
+        with_manifest_text(rvd, tmp_path / "short.rvd", sealed_json(m))
+        with pytest.raises(FormatError, match="no FFV1 keyframe in the 2 pictures before frame 2"):
+            decode(tmp_path / "short.rvd", tmp_path / "short", DecodeOptions(start=4, stop=7))
 
 
 def test_ffprobe_style_listing_shows_both_tracks(mlv_factory, tmp_path):
@@ -341,6 +352,12 @@ def test_layer_manifest_is_checked():
     for key, value in cases:
         with pytest.raises(FormatError, match="f.rvd"):
             rl.parse_layer({"raw_layer": {**good, key: value}}, 2, "f.rvd")
+    ffv1 = {**good, "codec": "ffv1", "scales": [[1.0], [1.0]]}
+    assert rl.parse_layer({"raw_layer": {**ffv1, "options": {"g": "16"}}}, 2, "f.rvd").gop == 16
+    assert rl.parse_layer({"raw_layer": ffv1}, 2, "f.rvd").gop == 1  # as every layer before session 20
+    for g in ("0", "-1", 16, "1e3", str(rl.MAX_FFV1_GOP + 1), "٣"):
+        with pytest.raises(FormatError, match="options.g"):
+            rl.parse_layer({"raw_layer": {**ffv1, "options": {"g": g}}}, 2, "f.rvd")
 
 
 def test_layer_needs_every_raw_frame(camera_pair, tmp_path):
