@@ -163,6 +163,10 @@ ENCODE_OPTIONS = [
                       "black-subtracted PSNR (aiming 0.1 dB above it; never 0.5 dB under)."),
     click.option("--raw-crf", type=click.FloatRange(0, 51), default=None, help="RAW layer at a fixed x265 CRF."),
     click.option("--lossless-raw", is_flag=True, help="RAW layer, lossless (FFV1): every decoded DNG is bit-exact."),
+    click.option("--keyframe-psnr", default=None, metavar="DB|auto",
+                 help="The paper's mode with lossy keyframes: the RAW keyframes coded with x265 (predicted from "
+                      "their own sRGB) at this black-subtracted PSNR instead of lossless DNGs, nothing else coded; "
+                      "auto: 8 dB over the clip's measured noise floor."),
     click.option("--raw-preset", default="fast", show_default=True, help="x265 preset of the RAW layer."),
     click.option("--raw-predictor", default="auto", show_default=True,
                  type=click.Choice(["auto", "chain", "direct"]),
@@ -172,19 +176,20 @@ ENCODE_OPTIONS = [
 
 
 def encode_options(keyframe_interval, render_mode, codec, crf, preset, lossless, frame_range, fps, calibration,
-                   refine, model, device, runtime, target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor):
+                   refine, model, device, runtime, target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor,
+                   keyframe_psnr=None):
     """EncodeOptions from the command line's values."""
     from .codec import EncodeOptions, parse_range
     from .video import VideoSettings
 
     start, stop = parse_range(frame_range)
-    layer = layer_settings(target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor)
+    layer = layer_settings(target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor, keyframe_psnr)
     from .srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
 
     srgb_crfs: tuple[int, ...] = ()
-    if crf is None:
-        crf = LAYERED_SRGB_CRF if layer is not None else 16
-        if layer is not None and layer.target_psnr is not None:  # the encoder chooses, on the first frames
+    if crf is None:  # lossy keyframes keep the paper's mode's sRGB: its de-rendering is all there is between them
+        crf = LAYERED_SRGB_CRF if layer is not None and not layer.keyframes_only else 16
+        if layer is not None and layer.target_psnr is not None and not layer.keyframes_only:  # the encoder chooses
             srgb_crfs = CANDIDATE_CRFS
     return EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
@@ -387,19 +392,31 @@ def _print_batch(rep: dict) -> None:
 
 
 def layer_settings(target_psnr: float | None, raw_crf: float | None, lossless_raw: bool, preset: str = "fast",
-                   predictor: str = "auto"):
+                   predictor: str = "auto", keyframe_psnr: float | None = None):
     """The RAW layer an encode asks for (None: none, the paper's design)."""
     from .rawlayer import LayerSettings
 
-    chosen = [n for n, v in (("--target-psnr", target_psnr), ("--raw-crf", raw_crf), ("--lossless-raw", lossless_raw))
-              if v not in (None, False)]
+    chosen = [n for n, v in (("--target-psnr", target_psnr), ("--raw-crf", raw_crf), ("--lossless-raw", lossless_raw),
+                             ("--keyframe-psnr", keyframe_psnr)) if v not in (None, False)]
     if len(chosen) > 1:
         raise ValueError(f"choose one of {' and '.join(chosen)}")
     if not chosen:
         return None
     if lossless_raw:
         return LayerSettings(codec="ffv1", predictor=predictor)
+    if keyframe_psnr is not None:
+        if predictor == "direct":
+            raise ValueError("--keyframe-psnr codes keyframes against their own sRGB: not with --raw-predictor direct")
+        db = None if str(keyframe_psnr).strip().lower() == "auto" else _keyframe_db(keyframe_psnr)
+        return LayerSettings(target_psnr=db, preset=preset, keyframes_only=True)
     return LayerSettings(target_psnr=target_psnr, crf=raw_crf, preset=preset, predictor=predictor)
+
+
+def _keyframe_db(text) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--keyframe-psnr takes a PSNR in dB or auto, not {text!r}") from None
 
 
 def _int_list(text: str | None) -> list[int] | None:
@@ -442,6 +459,9 @@ def _fmt(v, digits: int = 2) -> str:
                                          "lossless RAW) against x265, JPEG XL, FFV1 and lossless-JPEG DNG on the Bayer planes.")
 @click.option("--targets", default="-6,-3,0,2,4", show_default=True,
               help="--rd: the --target-psnr ladder, in dB relative to each clip's measured noise floor.")
+@click.option("--keyframe-targets", default="4,8,12", show_default=True,
+              help="--rd: the paper's mode with lossy keyframes (encode --keyframe-psnr), the keyframes' PSNR in dB "
+                   "relative to each clip's noise floor ('' for none).")
 @click.option("--x265-crf", "x265_crfs", default=None,
               help="--rd: the CRF ladder of x265 on the Bayer planes (default: rawvid.rd.DEFAULT_X265_CRFS, "
                    "30 ... 2 in 12 steps, dense near the noise floor).")
@@ -450,7 +470,7 @@ def _fmt(v, digits: int = 2) -> str:
                    "choice, as rawvid encode --target-psnr; the first number also for lossless, else 32).")
 @handle_errors
 def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, frame_range,
-          device, json_path, plots_dir, wide, rd, targets, x265_crfs, layer_crfs):
+          device, json_path, plots_dir, wide, rd, targets, keyframe_targets, x265_crfs, layer_crfs):
     """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
 
     PATHS: RVD-layout folders (data.json, RAW/, sRGB/), MLV files, DNG folders, or folders of those
@@ -469,7 +489,8 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
     if not paths:
         paths = (MODELS_DIR.parent / "examples",)
     if rd:
-        return _bench_rd(list(paths), targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs)
+        return _bench_rd(list(paths), targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs,
+                         keyframe_targets)
     names = [m.strip() for m in methods.split(",")] if methods else None
     for n in names or []:
         if n not in ("network", "global-fit", "warp"):
@@ -577,16 +598,18 @@ def _check_outputs(json_path: Path | None, plots_dir: Path | None) -> None:
             raise RawvidError(plots_dir, "--plots: the folder cannot be created or written")
 
 
-def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs) -> None:
+def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs,
+              keyframe_targets: str = "4,8,12") -> None:
     """``rawvid bench --rd``: the rate-distortion table, BD-rates, JSON and plots."""
     import tempfile
 
     from .atomic import atomic_write
     from .bench import discover, versions
-    from .rd import DEFAULT_X265_CRFS, RDOptions, plot, run_rd
+    from .rd import DEFAULT_X265_CRFS, RDOptions, plot, plot_savings, run_rd
 
     clips = discover(paths)
     opts = RDOptions(targets=_floats(targets), x265_crfs=_floats(x265_crfs) if x265_crfs else DEFAULT_X265_CRFS,
+                     keyframe_targets=_floats(keyframe_targets),
                      max_frames=max_frames, device=device,
                      paper_crfs=tuple(_int_list(crf) or (16, 24, 32)),
                      layer_srgb_crfs=tuple(_int_list(layer_crfs.replace("auto", "0")) or (0,)))
@@ -631,6 +654,8 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
             p = plot(points, res["floors"], Path(plots_dir) / f"rd_{'raw_part' if rate == 'bpp_raw' else 'file'}.png",
                      rate)
             console.print(f"wrote {p}")
+        if res.get("target_savings"):
+            console.print(f"wrote {plot_savings(res['target_savings'], Path(plots_dir) / 'savings.png')}")
 
 
 @main.group()
@@ -898,7 +923,10 @@ def info(path, as_json, verify):
     t.add_row("geometry", f"{m['width']}x{m['height']} {m['cfa']} {m['bits']}-bit, black {m['black']}, white {m['white']}")
     lay = m.get("raw_layer")
     if lay:
+        keyframes_only = lay.get("keyframes_only") is True
         what = ("FFV1 lossless" if lay.get("lossless") else
+                f"lossy keyframes (the paper's mode), x265 at {lay.get('target_psnr')} dB (QP {lay.get('qp')})"
+                if keyframes_only else
                 f"x265 target {lay.get('target_psnr')} dB (QP {lay.get('qp')}"
                 f"{', moved per frame' if lay.get('qp_steered') is True else ''})" if lay.get("target_psnr") else
                 f"x265 crf {lay.get('crf')}")
@@ -907,8 +935,8 @@ def info(path, as_json, verify):
         t.add_row("RAW layer", f"{what} on the {quads}, predictor {pred.get('mode')} {pred.get('method') or ''}"
                   f"{' ' + pred['model'] if pred.get('model') else ''}; "
                   f"{len(lay.get('intra', []))} intra frame(s), IDR at {', '.join(map(str, lay.get('idr', [])[:10]))}; "
-                  f"{sum(1 for sc in lay.get('scales', []) if not sc)} frame(s) the prediction alone reaches "
-                  f"(no picture); "
+                  f"{sum(1 for sc in lay.get('scales', []) if not sc)} frame(s) "
+                  f"{'de-rendered alone' if keyframes_only else 'the prediction alone reaches'} (no picture); "
                   f"{_human(sizes['raw_layer_bytes'])}, {sizes['raw_layer_bits_per_pixel']:.4f} bits/sample "
                   f"(RAW part of the file {sizes['raw_part_bits_per_pixel']:.4f})")
         line = _pilot_line(lay.get("pilot"))

@@ -144,6 +144,24 @@ def _rendered(src: Source, frames: Iterator[SourceFrame], mode: str) -> Iterator
             yield done, f.result()
 
 
+#: ``--keyframe-psnr auto``: the keyframes this many dB above the clip's noise floor (measured on the first
+#: frame). Measured (benchmarks/lossy_keyframes.py, the 10 test clips, 16 frames, the paper's mode at CRF
+#: 16, against its lossless DNG keyframes): at floor +4 dB the pooled PSNR fell 0.05-0.69 dB (the chain
+#: predicts from a coarser reference; worst where the de-rendering sits well above the floor: field016,
+#: outdoor1), at +8 dB 0.00-0.36, for RAW parts 72-96% and files 22-46% smaller; the README's "Lossy
+#: keyframes" has the table.
+KEYFRAME_FLOOR_DB = 8.0
+#: and never finer than this (a noise-free source has an infinite floor)
+KEYFRAME_PSNR_MAX = 70.0
+
+
+def auto_keyframe_layer(layer: LayerSettings, floor_db: float) -> LayerSettings:
+    """A keyframes-only layer whose PSNR is ``auto``, aimed KEYFRAME_FLOOR_DB over the clip's noise floor."""
+    import dataclasses
+
+    return dataclasses.replace(layer, target_psnr=round(min(floor_db + KEYFRAME_FLOOR_DB, KEYFRAME_PSNR_MAX), 2))
+
+
 def resolve_calibration(mode: str, src: Source, layered: bool = False) -> str:
     """The calibration an encode uses: ``auto`` is adaptive where every frame's RAW is known.
 
@@ -253,7 +271,9 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                               "RAW frame (encode an MLV or a DNG folder)")
         if layer is not None and src.info.bits > 16:
             raise RawvidError(src.path, f"a RAW layer codes up to 16-bit data, not {src.info.bits}-bit")
-        calibration = resolve_calibration(opts.calibration, src, layer is not None)
+        # lossy keyframes code nothing between the keyframes: calibration and block gains stay as without a layer
+        keyframes_only = layer is not None and layer.keyframes_only
+        calibration = resolve_calibration(opts.calibration, src, layer is not None and not keyframes_only)
         model = opts.model or DEFAULT_MODEL
         refinement = resolve_refinement(opts.refine, src, model)
         blocks = refinement != "off"
@@ -292,7 +312,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             if method is not None:  # as the decoder will run it (the file records it below)
                 method.highlights = HIGHLIGHTS
             srgb_pilot = noise = reuse = None
-            if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless:
+            if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless \
+                    and not keyframes_only:
                 opts, srgb_pilot, noise, reuse = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, calibration,
                                                            blocks, tdir, progress)
             timestamps: list[int] = []
@@ -304,6 +325,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                     i = fr.index - start
                     if fr.mosaic is not None and noise is None:
                         noise = estimate_noise(raw_planes(fr.mosaic, info))
+                    if fr.mosaic is not None and i == 0 and keyframes_only and layer.target_psnr is None:
+                        layer = auto_keyframe_layer(layer, noise.floor_psnr(raw_planes(fr.mosaic, info)))
                     if fr.mosaic is not None and i in keys and layer is None:
                         name = f"key_{i:06d}.dng"
                         write_dng(tdir / name, fr.mosaic, info, compress=True, frame_index=i)
@@ -323,7 +346,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             calib = refine = st = None
             if calibration != "keyframe" or blocks or layer is not None:
                 calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, calibration=calibration,
-                                               method=method, blocks=blocks, gains=refinement == "blocks" and layer is None,
+                                               method=method, blocks=blocks,
+                                               gains=refinement == "blocks" and (layer is None or keyframes_only),
                                                layer=layer, model=model, progress=progress, unclip=noise, reuse=reuse)
             side = [d["file"] for d in (calib, refine) if d]
             if st is not None and st.predictor == "chain":

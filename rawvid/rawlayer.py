@@ -229,14 +229,26 @@ class LayerSettings:
     preset: str = "fast"
     predictor: str = "auto"  # chain (the de-rendering) | direct (x265 on the Bayer planes) | auto (a pilot decides)
     transform: str = "hadamard"  # of each 2x2 quad before x265 codes it (TRANSFORMS); FFV1 codes the planes as they are
+    #: the paper's mode with lossy keyframes (--keyframe-psnr): only the intra frames are coded, to
+    #: ``target_psnr`` (None: auto, the encoder's: rawvid.encoder.KEYFRAME_FLOOR_DB over the clip's
+    #: noise floor); every other frame is the de-rendering alone, as without a layer
+    keyframes_only: bool = False
 
     def __post_init__(self) -> None:
         if self.codec not in ("x265", "ffv1"):
             raise ValueError(f"unknown RAW layer codec {self.codec!r}")
-        if self.codec == "x265" and (self.target_psnr is None) == (self.crf is None):
+        if self.keyframes_only:
+            if self.codec != "x265":
+                raise ValueError("lossy keyframes are coded with x265")
+            if self.predictor == "direct":
+                raise ValueError("lossy keyframes are predicted from their own sRGB, not coded directly")
+            self.predictor = "chain"
+        if self.codec == "x265" and (self.target_psnr is None) == (self.crf is None) and not (
+                self.keyframes_only and self.crf is None):  # lossy keyframes: no target is auto (the encoder's)
             raise ValueError("an x265 RAW layer needs exactly one of target_psnr and crf")
         if self.target_psnr is not None and not 20.0 <= self.target_psnr <= 90.0:
-            raise ValueError(f"--target-psnr {self.target_psnr} is outside 20..90 dB")
+            raise ValueError(f"{'--keyframe-psnr' if self.keyframes_only else '--target-psnr'} {self.target_psnr} "
+                             "is outside 20..90 dB")
         if self.crf is not None and not 0 <= self.crf <= 51:
             raise ValueError(f"--raw-crf {self.crf} is outside 0..51")
         if self.predictor not in ("auto", "chain", "direct"):
@@ -282,7 +294,8 @@ class LayerSettings:
         return {"codec": "hevc" if enc == "libx265" else "ffv1", "encoder": enc, "pix_fmt": fmt, "options": opts,
                 "target_psnr": self.target_psnr, "crf": self.crf if crf is None else crf, "qp": qp,
                 "qp_steered": steered,
-                "lossless": self.lossless, "predictor_setting": self.predictor}
+                "lossless": self.lossless, "predictor_setting": self.predictor,
+                **({"keyframes_only": True} if self.keyframes_only else {})}
 
 
 def _open_encoder(settings: LayerSettings, width: int, height: int, rate: Fraction, ctx=None,
@@ -384,10 +397,8 @@ class LayerWriter:
     def trial(self, img: np.ndarray, offset: float = 0.0) -> np.ndarray:
         """What this layer's encoder makes of ``img`` coded as an IDR, from a fresh encoder (nothing is
         written): an IDR references nothing, so the layer's own encoder would code it alike."""
-        ctx = _open_encoder(self.settings, self.width, self.height, self.rate, None, self.crf, self.qp, self.steered)
-        packets = list(ctx.encode(self._picture(img, 0, True, offset))) + list(ctx.encode(None))
-        dec = _decoder("hevc", ctx.extradata, self.width, self.height)
-        return _decode_one(dec, packets, self.path, "trial picture")
+        return trial_idr(self.settings, img, self.width, self.height, self.rate, self.crf, self.qp, self.steered,
+                         offset, self.path)
 
     def close(self) -> None:
         rest = self.stream.encode(None)
@@ -400,6 +411,18 @@ class LayerWriter:
             self._out.close()
         except Exception:  # noqa: BLE001 - already failing; the temp folder goes with it
             pass
+
+
+def trial_idr(settings: LayerSettings, img: np.ndarray, width: int, height: int, rate: Fraction,
+              crf: float | None = None, qp: int | None = None, steered: bool = False, offset: float = 0.0,
+              path: str | os.PathLike = "RAW layer") -> np.ndarray:
+    """``img`` coded as an IDR by a fresh x265 encoder of these settings and decoded back (nothing written)."""
+    ctx = _open_encoder(settings, width, height, rate, None, crf, qp, steered)
+    _, fmt, _ = settings.codec_options(crf, qp, steered)
+    frame = _frame(img, fmt, 0, True, offset if steered and qp is not None else None, 1 / rate)
+    packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+    dec = _decoder("hevc", ctx.extradata, width, height)
+    return _decode_one(dec, packets, path, "trial picture")
 
 
 # --------------------------------------------------------------------------- reading

@@ -52,6 +52,10 @@ DEFAULT_X265_QPS = (36, 33, 30, *range(27, 0, -1))
 REFERENCES = ("x265-bayer", "x265-bayer-qp")
 #: direct coding with the layer's transform: a stronger reference, reported beside them
 TRANSFORMED_REFERENCE = "x265-hadamard"
+#: the paper's mode with lossy keyframes (rawvid encode --keyframe-psnr), and its keyframes' PSNR ladder
+#: relative to each clip's noise floor
+LOSSY_KEY_CURVE = "rawvid-paper-lossykey"
+DEFAULT_KEYFRAME_TARGETS = (4.0, 8.0, 12.0)
 DEFAULT_JXL_DISTANCES = (2.0, 1.0, 0.5, 0.25)
 #: x265-hadamard's CRFs: its scale is twice as coarse, so its ladder sits 6 lower (QP 0 tops out near
 #: 54-55 dB, rawvid.rawlayer.DIRECT_FLOOR_K)
@@ -431,6 +435,46 @@ def plot(points: list[RDPoint], floors: dict[str, float], path: Path, rate: str 
     return path
 
 
+def plot_savings(savings: list[dict], path: Path) -> Path:
+    """The RAW part's saving against x265 on the Bayer planes per clip, against target - noise floor.
+
+    Two panels: at the same pooled PSNR and at the same worst frame; the 30% and 0 lines are the
+    bars of a layered codec (30% or more well under the floor, never larger above it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, key, title in ((axes[0], "saving_percent", "at the same pooled PSNR"),
+                           (axes[1], "saving_same_worst_frame_percent", "at the same worst frame")):
+        curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for r in savings:
+            if r.get(key) is not None:
+                curves.setdefault((r["codec"], r["clip"]), []).append((r["target_minus_floor"], r[key]))
+        codecs = sorted({c for c, _ in curves})
+        for (codec, clip), xy in sorted(curves.items()):
+            xy.sort()
+            label = clip.split("/")[-1] + (f" ({codec})" if len(codecs) > 1 else "")
+            ax.plot([x for x, _ in xy], [y for _, y in xy], "o-", ms=3.5, lw=1, label=label)
+        ax.axhline(30, ls="--", c="grey", lw=0.8)
+        ax.axhline(0, c="k", lw=0.8)
+        ax.axvline(0, ls=":", c="grey", lw=0.8)
+        ax.set_title(f"RAW part's saving against x265 on the Bayer planes, {title}", fontsize=9)
+        ax.set_xlabel("target - the clip's noise floor (dB)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("saving (%)")
+    for ax in axes[::-1]:  # on the worst-frame panel, or the other where no ladder reaches a worst frame
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6.5, ncol=2)
+            break
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 # --------------------------------------------------------------------------- the sweep
 @dataclass
 class RDOptions:
@@ -444,6 +488,9 @@ class RDOptions:
     x265_qps: tuple[int, ...] = DEFAULT_X265_QPS
     hadamard_crfs: tuple[float, ...] = DEFAULT_HADAMARD_CRFS
     jxl_distances: tuple[float, ...] = DEFAULT_JXL_DISTANCES
+    #: the paper's mode with lossy keyframes (``rawvid encode --keyframe-psnr``), the keyframes' PSNR relative
+    #: to each clip's noise floor, at the paper's sRGB CRF (the first of paper_crfs)
+    keyframe_targets: tuple[float, ...] = DEFAULT_KEYFRAME_TARGETS
     lossless: bool = True
     default_point: bool = True  # the paper's default (sRGB CRF 16, block refinement)
     max_frames: int | None = None
@@ -463,6 +510,17 @@ def target_options(target: float, srgb_crf: int = 0, predictor: str = "auto", ch
     return EncodeOptions(video=VideoSettings.make(crf=srgb_crf or LAYERED_SRGB_CRF, chroma=chroma),
                          srgb_crfs=() if srgb_crf else CANDIDATE_CRFS,
                          raw_layer=LayerSettings(target_psnr=target, predictor=predictor, transform=transform))
+
+
+def lossy_key_options(keyframe_psnr: float, srgb_crf: int = 16, device: str = "auto"):
+    """EncodeOptions of the paper's mode (no refinement, keyframe calibration) with lossy keyframes:
+    `rawvid encode --keyframe-psnr DB --refine off --calibration keyframe --crf N`."""
+    from .codec import EncodeOptions
+    from .rawlayer import LayerSettings
+    from .video import VideoSettings
+
+    return EncodeOptions(video=VideoSettings.make(crf=srgb_crf), calibration="keyframe", refine="off", device=device,
+                         raw_layer=LayerSettings(target_psnr=keyframe_psnr, keyframes_only=True))
 
 
 def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
@@ -495,6 +553,12 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
 
         jobs += [mode("rawvid-paper", f"srgb crf {q}", crf=q, calibration="keyframe", refine="off")
                  for q in opts.paper_crfs]
+        q = opts.paper_crfs[0] if opts.paper_crfs else opts.srgb_crf
+        for d in opts.keyframe_targets:
+            t = round(data.noise_floor + d, 2)
+            jobs.append((LOSSY_KEY_CURVE, lambda t=t, d=d: rawvid_point(
+                data, c.open, LOSSY_KEY_CURVE, f"keyframes {t:g} dB (floor {d:+g}), srgb crf {q}",
+                lossy_key_options(t, q, opts.device), work, opts.device)))
         if opts.default_point:
             jobs.append(mode("rawvid-default", f"srgb crf {opts.srgb_crf}"))
         for q in opts.layer_srgb_crfs:

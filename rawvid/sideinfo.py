@@ -114,6 +114,8 @@ class ChainPass:
                 self.bounds = (lo, hi)
         self.last_intra_psnr = -math.inf
         self.prev_raw = self.prev_srgb = None
+        #: lossy keyframes in the paper's mode: only the IDRs have pictures, the rest is the chain alone
+        self.keyframes_only = layer is not None and layer.keyframes_only
 
     def _own(self, i: int, srgb: np.ndarray, truth: np.ndarray):
         """Frame ``i``'s own global map (fit_own_map), from the probes' shared cache when there is one."""
@@ -174,7 +176,7 @@ class ChainPass:
             if idx is not None:
                 self.maps[i] = idx
             p_pred = rl.psnr_black(pred, true_int, info.black, info.white)
-            if p_pred < self.last_intra_psnr - INTRA_GAIN_DB:  # the chain has drifted far: a fresh start?
+            if p_pred < self.last_intra_psnr - INTRA_GAIN_DB and not self.keyframes_only:  # drifted: a fresh start?
                 own = self._own(i, srgb, truth)[1] if own is None else own
                 pred_own = own_prediction(own, srgb, info)
                 p_own = rl.psnr_black(pred_own, true_int, info.black, info.white)
@@ -189,8 +191,14 @@ class ChainPass:
         if intra:
             self.last_intra_psnr = p_pred
         before = self.writer.bytes
-        recon = code_layer(self.writer, self.rc, st, i, idr, pred, true_int, info, self.min_scale, self.base_scale,
-                           p_pred, self.intra_aim, self.bounds, self.intra_hint, self.oc, fresh=intra and not idr)
+        if self.keyframes_only and not idr:  # no picture: the decoder's frame is the prediction, as here
+            st.scales.append([])
+            st.gains.append(None)
+            recon = pred
+        else:
+            recon = code_layer(self.writer, self.rc, st, i, idr, pred, true_int, info, self.min_scale,
+                               self.base_scale, p_pred, self.intra_aim, self.bounds, self.intra_hint, self.oc,
+                               fresh=intra and not idr)
         st.frame_bytes.append(self.writer.bytes - before)
         st.pred_psnr.append(p_pred)
         st.psnr.append(rl.psnr_black(recon, true_int, info.black, info.white))
@@ -258,7 +266,12 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         hints["direct"] = dict(reuse["hint"])
     if method is not None:
         method.unclip = unclip
-    if layer is not None:
+    if layer is not None and layer.keyframes_only:  # lossy keyframes: one QP for the intra pictures, no pilot
+        from .layer_pilot import keyframe_qp
+
+        predictor = "chain"
+        qp, report = keyframe_qp(src, video, start, layer)
+    elif layer is not None:
         predictor, crf = layer.predictor, layer.crf
         if predictor == "auto" or layer.target_psnr is not None or (blocks and predictor == "chain"):
             from .layer_pilot import pilot  # (it runs this module's ChainPass)

@@ -114,6 +114,64 @@ def test_target_psnr_round_trip_is_closed_loop(mlv_factory, tmp_path):
         assert target - 0.3 <= got[0] <= target + 0.6, got
 
 
+@pytest.mark.parametrize("refine", ["off", "blocks"])
+def test_lossy_keyframes_code_only_the_keyframes_and_decode_closed_loop(mlv_factory, tmp_path, refine):
+    """``--keyframe-psnr``: the paper's mode (``refine off``) or the default (block refinement with gains,
+    adaptive calibration) with its keyframes coded by x265 instead of lossless DNGs: a picture for each
+    keyframe only, each at its target, the rest the chain alone; encoder and decoder rebuild the same
+    frames (CRCs), also from a later keyframe, and the RAW part is smaller than the lossless keyframes'."""
+    import av
+
+    path, info, mosaics = _mlv(mlv_factory, n=7)
+    target = 50.0
+    calibration = "keyframe" if refine == "off" else "auto"
+    rvd = tmp_path / "k.rvd"
+    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=target, keyframes_only=True),
+                                          keyframe_interval=3, refine=refine, calibration=calibration))
+    f = RvdFile(rvd)
+    m, lay = f.manifest, f.manifest["raw_layer"]
+    assert lay["keyframes_only"] is True and lay["intra"] == lay["idr"] == [0, 3, 6]
+    assert [bool(sc) for sc in lay["scales"]] == [i % 3 == 0 for i in range(7)]
+    assert m["keyframes"] == [] and f.sizes()["keyframe_bytes"] == 0
+    if refine == "blocks":  # nothing is coded between the keyframes: the side information stays as without a layer
+        assert m["refine"].get("gains") and m["calibration"]["mode"] in ("keyframe", "adaptive")
+    with av.open(str(rvd)) as c:
+        assert sum(1 for p in c.demux(c.streams.video[1]) if p.size) == sum(len(sc) for sc in lay["scales"])
+    res = decode(rvd, tmp_path / "out")
+    assert not any("CRC" in n for n in res.notes), res.notes
+    got = [psnr_black(d, t, info.cfa, info.black, info.white) for d, t in zip(_decoded(tmp_path / "out", 7), mosaics)]
+    assert np.allclose(got, enc.layer["psnr_black"], atol=1e-6)
+    assert all(got[k] >= target - 0.5 for k in (0, 3, 6)), got
+    part = decode(rvd, tmp_path / "part", DecodeOptions(start=4, stop=6))  # from the keyframe at 3
+    assert part.frames == 2 and not any("CRC" in n for n in part.notes)
+    for i in (4, 5):
+        assert (tmp_path / "part" / frame_name("clip", i)).read_bytes() == \
+            (tmp_path / "out" / frame_name("clip", i)).read_bytes()
+    paper = tmp_path / "p.rvd"
+    encode(path, paper, EncodeOptions(keyframe_interval=3, refine=refine, calibration=calibration))
+    lossless = RvdFile(paper).sizes()
+    assert f.sizes()["raw_part_bits_per_pixel"] < lossless["raw_part_bits_per_pixel"] / 2
+
+
+def test_lossy_keyframes_auto_aim_over_the_measured_noise_floor(mlv_factory, tmp_path):
+    from rawvid.bayer import raw_planes
+    from rawvid.encoder import KEYFRAME_FLOOR_DB, KEYFRAME_PSNR_MAX
+    from rawvid.noise import NoiseModel
+
+    path, info, mosaics = _mlv(mlv_factory, n=3)
+    rvd = tmp_path / "a.rvd"
+    res = run_cli("encode", path, "-o", rvd, "--keyframe-psnr", "auto", "--refine", "off")
+    assert res.returncode == 0, res.stderr
+    m = RvdFile(rvd).manifest
+    floor = NoiseModel(*m["noise_profile"]).floor_psnr(raw_planes(mosaics[0], info))
+    assert m["raw_layer"]["target_psnr"] == round(min(floor + KEYFRAME_FLOOR_DB, KEYFRAME_PSNR_MAX), 2)
+    assert m["video"]["crf"] == 16  # the paper's mode's sRGB: no preview pilot
+    for args, message in ((("--keyframe-psnr", "45", "--target-psnr", "45"), "choose one of"),
+                          (("--keyframe-psnr", "loud"), "takes a PSNR in dB or auto"),
+                          (("--keyframe-psnr", "500"), "--keyframe-psnr 500.0 is outside")):
+        assert_clean_error_text(run_cli("encode", path, "-o", tmp_path / "x.rvd", *args), message)
+
+
 def test_frames_the_prediction_reaches_have_no_picture_and_decode_alike(tmp_path):
     """A P-frame whose prediction alone clears the aim costs no picture in the layer track (format 4):
     the decoder's reconstruction is its own prediction, the encoder's too, so the closed loop holds
@@ -656,6 +714,8 @@ def test_srgb_crf_is_chosen_only_when_the_user_gives_none():
     given = encode_options(crf=28, target_psnr=45.0, **kw)
     assert given.srgb_crfs == () and given.video.crf == 28
     assert encode_options(crf=None, target_psnr=None, **kw).srgb_crfs == ()  # no layer: CRF 16, nothing to choose
+    lossy_keys = encode_options(crf=None, target_psnr=None, keyframe_psnr="auto", **kw)  # the paper's mode's sRGB
+    assert lossy_keys.srgb_crfs == () and lossy_keys.video.crf == 16 and lossy_keys.raw_layer.target_psnr is None
     # a clip's bytes from its first packets: the intra picture once, the rest's mean per other frame
     assert foretell([1000, 100, 300], 10) == 1000 + 200 * 9 and foretell([500], 1) == 500
     assert foretell([1000, 100, 300], 600) == 3 * 1000 + 200 * 597  # an intra picture every 250 frames
@@ -683,11 +743,15 @@ def test_rd_sweep_measures_every_curve_against_direct_coding(mlv_factory, tmp_pa
         for i, m in enumerate(mosaics):
             w.write_frame(m, number=i)
     opts = RDOptions(targets=(-3.0,), paper_crfs=(32,), x265_crfs=(24, 12), x265_qps=(24, 12, 4),
-                     jxl_distances=(1.0,), lossless=False, default_point=False, hadamard_crfs=(18, 6))
+                     jxl_distances=(1.0,), lossless=False, default_point=False, hadamard_crfs=(18, 6),
+                     keyframe_targets=(4.0,))
     res = run_rd(discover([path]), opts, tmp_path)
     points = res["_points"]
     assert {p.codec for p in points} == {"x265-bayer", "x265-bayer-qp", "x265-hadamard", "jpegxl", "rawvid-paper",
-                                         "rawvid-target"}
+                                         "rawvid-target", "rawvid-paper-lossykey"}
+    (paper,), (lossy,) = ([p for p in points if p.codec == c] for c in ("rawvid-paper", "rawvid-paper-lossykey"))
+    assert lossy.bpp_raw < paper.bpp_raw / 2 and lossy.extra["intra"] == [0] and lossy.extra["passes"][1:] == [0] * 3
+    assert lossy.extra["frame_psnr_black"][0] >= lossy.extra["target"] - 0.5  # the keyframe at its target
     coarse, fine = sorted((p for p in points if p.codec == "x265-hadamard"), key=lambda p: p.bpp)
     assert 40 < coarse.psnr_black < fine.psnr_black  # decoded through the inverse transform, finer for more bits
     assert "x265-hadamard" in res["summary"]["bd_rate_vs_x265_bayer_percent"]
@@ -700,6 +764,13 @@ def test_rd_sweep_measures_every_curve_against_direct_coding(mlv_factory, tmp_pa
     (row,) = res["target_savings"]
     assert row["target_minus_floor"] == -3.0 and row["bpp_raw"] == target.bpp_raw
     assert 44 < res["floors"][target.clip] < 52  # the 0.4% noise put in: 48 dB
+    import cv2
+
+    from rawvid.rd import plot_savings
+
+    png = plot_savings(res["target_savings"], tmp_path / "plots" / "savings.png")  # what --plots adds
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[1] > img.shape[0] > 300 and img.std() > 5
 
 
 def test_savings_are_measured_at_the_same_pooled_psnr_and_at_the_same_worst_frame():
