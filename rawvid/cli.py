@@ -158,9 +158,10 @@ ENCODE_OPTIONS = [
     click.option("--runtime", default="auto", show_default=True, type=click.Choice(["auto", "torch", "onnxruntime"]),
                  help="What runs the network: PyTorch or ONNX Runtime (the same predictions to float rounding); "
                       "auto: PyTorch when installed, else ONNX Runtime (decode: the runtime the file was coded with)."),
-    click.option("--target-psnr", type=float, default=None, metavar="DB",
+    click.option("--target-psnr", default=None, metavar="DB|floor[+-N]",
                  help="RAW layer: code the residual so that every frame lands within 0.3 dB of this "
-                      "black-subtracted PSNR (aiming 0.1 dB above it; never 0.5 dB under)."),
+                      "black-subtracted PSNR (aiming 0.1 dB above it; never 0.5 dB under); floor-3: 3 dB under "
+                      "the clip's noise floor, measured on the first frame."),
     click.option("--raw-crf", type=click.FloatRange(0, 51), default=None, help="RAW layer at a fixed x265 CRF."),
     click.option("--lossless-raw", is_flag=True, help="RAW layer, lossless (FFV1): every decoded DNG is bit-exact."),
     click.option("--keyframe-psnr", default=None, metavar="DB|auto",
@@ -189,7 +190,8 @@ def encode_options(keyframe_interval, render_mode, codec, crf, preset, lossless,
     srgb_crfs: tuple[int, ...] = ()
     if crf is None:  # lossy keyframes keep the paper's mode's sRGB: its de-rendering is all there is between them
         crf = LAYERED_SRGB_CRF if layer is not None and not layer.keyframes_only else 16
-        if layer is not None and layer.target_psnr is not None and not layer.keyframes_only:  # the encoder chooses
+        if layer is not None and layer.codec == "x265" and layer.crf is None and not layer.keyframes_only:
+            # a target (in dB or from the floor): the encoder chooses
             srgb_crfs = CANDIDATE_CRFS
     return EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
@@ -391,8 +393,8 @@ def _print_batch(rep: dict) -> None:
               f"{where}: {rate}", highlight=False)
 
 
-def layer_settings(target_psnr: float | None, raw_crf: float | None, lossless_raw: bool, preset: str = "fast",
-                   predictor: str = "auto", keyframe_psnr: float | None = None):
+def layer_settings(target_psnr: float | str | None, raw_crf: float | None, lossless_raw: bool, preset: str = "fast",
+                   predictor: str = "auto", keyframe_psnr: float | str | None = None):
     """The RAW layer an encode asks for (None: none, the paper's design)."""
     from .rawlayer import LayerSettings
 
@@ -407,16 +409,24 @@ def layer_settings(target_psnr: float | None, raw_crf: float | None, lossless_ra
     if keyframe_psnr is not None:
         if predictor == "direct":
             raise ValueError("--keyframe-psnr codes keyframes against their own sRGB: not with --raw-predictor direct")
-        db = None if str(keyframe_psnr).strip().lower() == "auto" else _keyframe_db(keyframe_psnr)
-        return LayerSettings(target_psnr=db, preset=preset, keyframes_only=True)
-    return LayerSettings(target_psnr=target_psnr, crf=raw_crf, preset=preset, predictor=predictor)
+        db, offset = (None, None) if str(keyframe_psnr).strip().lower() == "auto" else \
+            _psnr_spec(keyframe_psnr, "--keyframe-psnr")
+        return LayerSettings(target_psnr=db, floor_offset=offset, preset=preset, keyframes_only=True)
+    db, offset = _psnr_spec(target_psnr, "--target-psnr") if target_psnr is not None else (None, None)
+    return LayerSettings(target_psnr=db, floor_offset=offset, crf=raw_crf, preset=preset, predictor=predictor)
 
 
-def _keyframe_db(text) -> float:
+def _psnr_spec(text, option: str) -> tuple[float | None, float | None]:
+    """A PSNR option's value: (dB, None) for a number, (None, offset) for ``floor``, ``floor-3``, ``floor+2``
+    (relative to the clip's noise floor, which the encoder measures on the first frame)."""
+    t = str(text).strip().lower().replace(" ", "")
     try:
-        return float(text)
+        if t.startswith("floor"):
+            return None, float(t[5:] or 0)
+        return float(t), None
     except ValueError:
-        raise ValueError(f"--keyframe-psnr takes a PSNR in dB or auto, not {text!r}") from None
+        raise ValueError(f"{option} takes a PSNR in dB or floor[+-N] (dB from the clip's noise floor)"
+                         f"{' or auto' if option == '--keyframe-psnr' else ''}, not {str(text)[:40]!r}") from None
 
 
 def _int_list(text: str | None) -> list[int] | None:
@@ -924,10 +934,12 @@ def info(path, as_json, verify):
     lay = m.get("raw_layer")
     if lay:
         keyframes_only = lay.get("keyframes_only") is True
+        off = lay.get("target_floor_offset")
+        off = f"the noise floor {off:+g} dB, " if isinstance(off, (int, float)) and not isinstance(off, bool) else ""
         what = ("FFV1 lossless" if lay.get("lossless") else
-                f"lossy keyframes (the paper's mode), x265 at {lay.get('target_psnr')} dB (QP {lay.get('qp')})"
+                f"lossy keyframes (the paper's mode), x265 at {lay.get('target_psnr')} dB ({off}QP {lay.get('qp')})"
                 if keyframes_only else
-                f"x265 target {lay.get('target_psnr')} dB (QP {lay.get('qp')}"
+                f"x265 target {lay.get('target_psnr')} dB ({off}QP {lay.get('qp')}"
                 f"{', moved per frame' if lay.get('qp_steered') is True else ''})" if lay.get("target_psnr") else
                 f"x265 crf {lay.get('crf')}")
         pred = lay.get("predictor") or {}

@@ -30,8 +30,8 @@ from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
 from .weights import DEFAULT_MODEL, missing_weights_note, model_label
 from .methods import GlobalFit
-from .noise import NoiseModel, estimate_noise
-from .rawlayer import LayerSettings
+from .noise import NoiseModel, estimate_noise, measure_clip_noise
+from .rawlayer import LayerSettings, resolve_floor_target
 from .layer_coder import LAYER_MAPS_NAME, LAYER_NAME
 from .sideinfo import chain_pass
 from .source import Source, SourceFrame, open_source
@@ -142,24 +142,6 @@ def _rendered(src: Source, frames: Iterator[SourceFrame], mode: str) -> Iterator
         while pending:
             done, f = pending.popleft()
             yield done, f.result()
-
-
-#: ``--keyframe-psnr auto``: the keyframes this many dB above the clip's noise floor (measured on the first
-#: frame). Measured (benchmarks/lossy_keyframes.py, the 10 test clips, 16 frames, the paper's mode at CRF
-#: 16, against its lossless DNG keyframes): at floor +4 dB the pooled PSNR fell 0.05-0.69 dB (the chain
-#: predicts from a coarser reference; worst where the de-rendering sits well above the floor: field016,
-#: outdoor1), at +8 dB 0.00-0.36, for RAW parts 72-96% and files 22-46% smaller; the README's "Lossy
-#: keyframes" has the table.
-KEYFRAME_FLOOR_DB = 8.0
-#: and never finer than this (a noise-free source has an infinite floor)
-KEYFRAME_PSNR_MAX = 70.0
-
-
-def auto_keyframe_layer(layer: LayerSettings, floor_db: float) -> LayerSettings:
-    """A keyframes-only layer whose PSNR is ``auto``, aimed KEYFRAME_FLOOR_DB over the clip's noise floor."""
-    import dataclasses
-
-    return dataclasses.replace(layer, target_psnr=round(min(floor_db + KEYFRAME_FLOOR_DB, KEYFRAME_PSNR_MAX), 2))
 
 
 def resolve_calibration(mode: str, src: Source, layered: bool = False) -> str:
@@ -273,6 +255,12 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             raise RawvidError(src.path, f"a RAW layer codes up to 16-bit data, not {src.info.bits}-bit")
         # lossy keyframes code nothing between the keyframes: calibration and block gains stay as without a layer
         keyframes_only = layer is not None and layer.keyframes_only
+        if layer is not None and layer.floor_offset is not None and opts.start < src.frame_count:
+            # --target-psnr floor-3, --keyframe-psnr auto: measured on the first frame, as the noise profile
+            first = next(iter(src.frames(opts.start, opts.start + 1)), None)
+            if first is None or first.mosaic is None:
+                raise RawvidError(src.path, "a target relative to the noise floor needs the first frame's RAW")
+            layer = resolve_floor_target(layer, measure_clip_noise(first.mosaic, src.info)[1])
         calibration = resolve_calibration(opts.calibration, src, layer is not None and not keyframes_only)
         model = opts.model or DEFAULT_MODEL
         refinement = resolve_refinement(opts.refine, src, model)
@@ -325,8 +313,6 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                     i = fr.index - start
                     if fr.mosaic is not None and noise is None:
                         noise = estimate_noise(raw_planes(fr.mosaic, info))
-                    if fr.mosaic is not None and i == 0 and keyframes_only and layer.target_psnr is None:
-                        layer = auto_keyframe_layer(layer, noise.floor_psnr(raw_planes(fr.mosaic, info)))
                     if fr.mosaic is not None and i in keys and layer is None:
                         name = f"key_{i:06d}.dng"
                         write_dng(tdir / name, fr.mosaic, info, compress=True, frame_index=i)

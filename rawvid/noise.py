@@ -131,3 +131,15 @@ def estimate_noise(planes_norm: np.ndarray) -> NoiseModel:
     if s < 0:
         s, o = 0.0, float(np.average(y, weights=w))
     return NoiseModel(float(s), float(max(o, 1e-12)))
+
+
+def measure_clip_noise(mosaic: np.ndarray, info) -> tuple[NoiseModel, float]:
+    """The clip's noise model and noise floor (dB), measured on one frame (its first, by convention):
+    what the encoder stores (the DNG NoiseProfile), what ``--target-psnr floor-N`` is relative to, and
+    what bench reports beside every PSNR."""
+    from .bayer import raw_planes
+
+    planes = raw_planes(mosaic, info)
+    model = estimate_noise(planes)
+    return model, model.floor_psnr(planes)
+

@@ -62,6 +62,14 @@ FFV1_GOP = 16
 #: The longest FFV1 keyframe interval a file may declare (``options.g`` in its manifest): the decoder keeps
 #: the packets since the last FFV1 keyframe, so a hostile file must not make that list grow with the clip.
 MAX_FFV1_GOP = 256
+#: ``--keyframe-psnr auto``: lossy keyframes this many dB over the clip's noise floor. Measured
+#: (benchmarks/lossy_keyframes.py, the 10 test clips, 16 frames, the paper's mode at CRF 16, against its
+#: lossless DNG keyframes): at floor +4 dB the pooled PSNR fell 0.05-0.69 dB (the chain predicts from a
+#: coarser reference; worst where the de-rendering sits well above the floor: field016, outdoor1), at
+#: +8 dB 0.00-0.36, for RAW parts 72-96% and files 22-46% smaller (README, "Lossy keyframes").
+KEYFRAME_FLOOR_DB = 8.0
+#: a target set from the floor stays within these (a noise-free source has an infinite floor)
+FLOOR_TARGET_RANGE = (20.0, 70.0)
 #: x265 settings of the layer: PSNR-tuned (no psycho-visual or adaptive quantisation), zero
 #: latency (no B-frames, no lookahead, one frame thread), no scene-cut I-frames (the encoder
 #: places IDRs itself), no version SEI (2 KB a frame with repeated headers).
@@ -233,6 +241,9 @@ class LayerSettings:
     #: ``target_psnr`` (None: auto, the encoder's: rawvid.encoder.KEYFRAME_FLOOR_DB over the clip's
     #: noise floor); every other frame is the de-rendering alone, as without a layer
     keyframes_only: bool = False
+    #: ``target_psnr`` given relative to the clip's noise floor (``--target-psnr floor-3``, ``--keyframe-psnr
+    #: auto``): the encoder measures the floor on the first frame and sets ``target_psnr`` from it
+    floor_offset: float | None = None
 
     def __post_init__(self) -> None:
         if self.codec not in ("x265", "ffv1"):
@@ -243,8 +254,13 @@ class LayerSettings:
             if self.predictor == "direct":
                 raise ValueError("lossy keyframes are predicted from their own sRGB, not coded directly")
             self.predictor = "chain"
-        if self.codec == "x265" and (self.target_psnr is None) == (self.crf is None) and not (
-                self.keyframes_only and self.crf is None):  # lossy keyframes: no target is auto (the encoder's)
+        if self.keyframes_only and self.target_psnr is None and self.floor_offset is None:
+            self.floor_offset = KEYFRAME_FLOOR_DB  # auto
+        if self.floor_offset is not None and (self.crf is not None or self.codec != "x265"
+                                              or not -40.0 <= self.floor_offset <= 40.0):
+            raise ValueError(f"a target relative to the noise floor ({self.floor_offset:+g} dB) needs an x265 layer "
+                             "without a CRF, within 40 dB of the floor")
+        if self.codec == "x265" and (self.target_psnr is None and self.floor_offset is None) == (self.crf is None):
             raise ValueError("an x265 RAW layer needs exactly one of target_psnr and crf")
         if self.target_psnr is not None and not 20.0 <= self.target_psnr <= 90.0:
             raise ValueError(f"{'--keyframe-psnr' if self.keyframes_only else '--target-psnr'} {self.target_psnr} "
@@ -295,7 +311,8 @@ class LayerSettings:
                 "target_psnr": self.target_psnr, "crf": self.crf if crf is None else crf, "qp": qp,
                 "qp_steered": steered,
                 "lossless": self.lossless, "predictor_setting": self.predictor,
-                **({"keyframes_only": True} if self.keyframes_only else {})}
+                **({"keyframes_only": True} if self.keyframes_only else {}),
+                **({"target_floor_offset": self.floor_offset} if self.floor_offset is not None else {})}
 
 
 def _open_encoder(settings: LayerSettings, width: int, height: int, rate: Fraction, ctx=None,
@@ -591,4 +608,15 @@ class LayerReader:
 
     def close(self) -> None:
         self._in.close()
+
+
+def resolve_floor_target(settings: LayerSettings, floor_db: float) -> LayerSettings:
+    """``settings`` with a target given relative to the noise floor made absolute (``floor_db``: the clip's,
+    rawvid.noise.measure_clip_noise), within FLOOR_TARGET_RANGE; others as they are."""
+    import dataclasses
+
+    if settings.floor_offset is None:
+        return settings
+    lo, hi = FLOOR_TARGET_RANGE
+    return dataclasses.replace(settings, target_psnr=round(min(max(floor_db + settings.floor_offset, lo), hi), 2))
 

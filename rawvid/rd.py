@@ -35,7 +35,7 @@ import numpy as np
 
 from . import rawlayer as rl
 from .bayer import pack, unpack
-from .noise import estimate_noise
+from .noise import measure_clip_noise
 
 #: --target-psnr ladder, in dB relative to each clip's measured noise floor.
 DEFAULT_TARGETS = (-6.0, -3.0, 0.0, 2.0, 4.0)
@@ -93,11 +93,8 @@ class ClipData:
 def load_clip(name: str, src, max_frames: int | None) -> ClipData:
     stop = src.frame_count if max_frames is None else min(max_frames, src.frame_count)
     mosaics = [fr.mosaic.copy() for fr in src.frames(0, stop)]
-    info = src.info
-    planes = pack(mosaics[0], info.cfa).astype(np.float64)
-    norm = np.clip((planes - info.black) / (info.white - info.black), 0, 1)
-    model = estimate_noise(norm)
-    return ClipData(name, info, mosaics, model.floor_psnr(norm), model.to_dict())
+    model, floor = measure_clip_noise(mosaics[0], src.info)  # as the encoder measures it
+    return ClipData(name, src.info, mosaics, floor, model.to_dict())
 
 
 def score(clip: ClipData, frames: list[np.ndarray]) -> dict:

@@ -153,21 +153,28 @@ def test_lossy_keyframes_code_only_the_keyframes_and_decode_closed_loop(mlv_fact
     assert f.sizes()["raw_part_bits_per_pixel"] < lossless["raw_part_bits_per_pixel"] / 2
 
 
-def test_lossy_keyframes_auto_aim_over_the_measured_noise_floor(mlv_factory, tmp_path):
-    from rawvid.bayer import raw_planes
-    from rawvid.encoder import KEYFRAME_FLOOR_DB, KEYFRAME_PSNR_MAX
-    from rawvid.noise import NoiseModel
+def test_targets_relative_to_the_measured_noise_floor(mlv_factory, tmp_path):
+    """``--keyframe-psnr auto`` and ``--target-psnr floor-N``: the encoder measures the floor on the first
+    frame (as bench does) and records the absolute target beside the offset it came from."""
+    from rawvid.noise import measure_clip_noise
+    from rawvid.rawlayer import FLOOR_TARGET_RANGE, KEYFRAME_FLOOR_DB
 
     path, info, mosaics = _mlv(mlv_factory, n=3)
-    rvd = tmp_path / "a.rvd"
-    res = run_cli("encode", path, "-o", rvd, "--keyframe-psnr", "auto", "--refine", "off")
-    assert res.returncode == 0, res.stderr
-    m = RvdFile(rvd).manifest
-    floor = NoiseModel(*m["noise_profile"]).floor_psnr(raw_planes(mosaics[0], info))
-    assert m["raw_layer"]["target_psnr"] == round(min(floor + KEYFRAME_FLOOR_DB, KEYFRAME_PSNR_MAX), 2)
-    assert m["video"]["crf"] == 16  # the paper's mode's sRGB: no preview pilot
+    floor = measure_clip_noise(mosaics[0], info)[1]
+    assert 30 < floor < 70
+    for args, offset in ((("--keyframe-psnr", "auto"), KEYFRAME_FLOOR_DB), (("--target-psnr", "floor-3"), -3.0)):
+        rvd = tmp_path / "a.rvd"
+        res = run_cli("encode", path, "-o", rvd, "--refine", "off", "-f", *args)
+        assert res.returncode == 0, res.stderr
+        m = RvdFile(rvd).manifest
+        want = round(min(max(floor + offset, FLOOR_TARGET_RANGE[0]), FLOOR_TARGET_RANGE[1]), 2)
+        assert m["raw_layer"]["target_psnr"] == want and m["raw_layer"]["target_floor_offset"] == offset
+        assert (m["video"]["crf"] == 16) == (args[0] == "--keyframe-psnr")  # lossy keyframes: the paper's sRGB
+        assert ("crf_pilot" in m["video"]) == (args[0] == "--target-psnr")  # a target: the encoder chose it
     for args, message in ((("--keyframe-psnr", "45", "--target-psnr", "45"), "choose one of"),
-                          (("--keyframe-psnr", "loud"), "takes a PSNR in dB or auto"),
+                          (("--keyframe-psnr", "loud"), "takes a PSNR in dB or floor[+-N]"),
+                          (("--target-psnr", "floor*3"), "takes a PSNR in dB or floor[+-N]"),
+                          (("--target-psnr", "floor+90"), "within 40 dB of the floor"),
                           (("--keyframe-psnr", "500"), "--keyframe-psnr 500.0 is outside")):
         assert_clean_error_text(run_cli("encode", path, "-o", tmp_path / "x.rvd", *args), message)
 
