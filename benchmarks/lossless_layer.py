@@ -1,7 +1,8 @@
 """`--lossless-raw` against lossless-JPEG DNGs and FFV1 on the Bayer planes, clip by clip.
 
-What `rawvid bench --rd` measures for its lossless points, alone (no lossy ladders): the whole
-.rvd (preview included) and its RAW part, bit-exactness checked on every decoded frame.
+`rawvid bench --rd --curves rawvid-lossless,ffv1-bayer,lj92-dng` (rawvid.rd.run_rd, the same jobs),
+tabulated per clip: the whole .rvd (preview included) and its RAW part, bit-exactness checked on
+every decoded frame (a lossless point's PSNR is infinite only if every frame is).
 
     cd benchmarks && python lossless_layer.py ../data/synth/stable/test --frames 16 \\
         --json results/lossless_layer_test.json
@@ -14,12 +15,11 @@ import math
 import tempfile
 from pathlib import Path
 
-from rawvid.bench import discover
-from rawvid.codec import EncodeOptions
 import rawvid.rawlayer as rl
-from rawvid.rd import ffv1_bayer, lj92_dng, load_clip, rawvid_point
-from rawvid.srgb_pilot import LAYERED_SRGB_CRF
-from rawvid.video import VideoSettings
+from rawvid.bench import discover
+from rawvid.rd import RDOptions, run_rd
+
+CURVES = ("lj92-dng", "ffv1-bayer", "rawvid-lossless")
 
 
 def main() -> None:
@@ -28,18 +28,19 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args()
+    clips = discover(args.paths)
+    with tempfile.TemporaryDirectory(prefix="rawvid-lossless-") as td:
+        res = run_rd(clips, RDOptions(curves=CURVES, max_frames=args.frames, targets=(), keyframe_targets=()), Path(td))
     rows = []
-    for c in discover(args.paths):
-        with c.open() as src:
-            data = load_clip(c.name, src, args.frames)
-        lj, ff = lj92_dng(data), ffv1_bayer(data)
-        opts = EncodeOptions(video=VideoSettings.make(crf=LAYERED_SRGB_CRF), raw_layer=rl.LayerSettings(codec="ffv1"))
-        with tempfile.TemporaryDirectory(prefix="rawvid-lossless-") as td:
-            p = rawvid_point(data, c.open, "rawvid-lossless", "lossless", opts, Path(td))
+    for c in clips:
+        pts = {p.codec: p for p in res["_points"] if p.clip == c.name}
+        p = pts["rawvid-lossless"]
         if not math.isinf(p.psnr_black):
             raise SystemExit(f"{c.name}: the lossless layer did not decode bit-exactly")
-        rows.append({"clip": c.name, "bits": data.info.bits, "size": f"{data.info.width}x{data.info.height}",
-                     "frames": len(data.mosaics), "lj92_dng_bpp": lj.bpp, "ffv1_bayer_bpp": ff.bpp,
+        with c.open() as src:
+            info = src.info
+        rows.append({"clip": c.name, "bits": info.bits, "size": f"{info.width}x{info.height}", "frames": p.frames,
+                     "lj92_dng_bpp": pts["lj92-dng"].bpp, "ffv1_bayer_bpp": pts["ffv1-bayer"].bpp,
                      "rvd_bpp": p.bpp, "raw_part_bpp": p.bpp_raw})
         r = rows[-1]
         print(f"{c.name:36s} {r['bits']}-bit: .rvd {r['rvd_bpp']:.3f} (RAW part {r['raw_part_bpp']:.3f}) bits per "

@@ -469,6 +469,9 @@ def _fmt(v, digits: int = 2) -> str:
                                          "lossless RAW) against x265, JPEG XL, FFV1 and lossless-JPEG DNG on the Bayer planes.")
 @click.option("--targets", default="-6,-3,0,2,4", show_default=True,
               help="--rd: the --target-psnr ladder, in dB relative to each clip's measured noise floor.")
+@click.option("--curves", default=None, metavar="NAMES",
+              help="--rd: only these curves, comma-separated (e.g. rawvid-lossless,ffv1-bayer,lj92-dng; "
+                   "rawvid.rd.CURVES lists them; default: every one).")
 @click.option("--keyframe-targets", default="4,8,12", show_default=True,
               help="--rd: the paper's mode with lossy keyframes (encode --keyframe-psnr), the keyframes' PSNR in dB "
                    "relative to each clip's noise floor ('' for none).")
@@ -480,7 +483,7 @@ def _fmt(v, digits: int = 2) -> str:
                    "choice, as rawvid encode --target-psnr; the first number also for lossless, else 32).")
 @handle_errors
 def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibrations, refines, reencode, frame_range,
-          device, json_path, plots_dir, wide, rd, targets, keyframe_targets, x265_crfs, layer_crfs):
+          device, json_path, plots_dir, wide, rd, targets, curves, keyframe_targets, x265_crfs, layer_crfs):
     """Quality (PSNR, SSIM), rate (bits per pixel) and speed of every method, side by side.
 
     PATHS: RVD-layout folders (data.json, RAW/, sRGB/), MLV files, DNG folders, or folders of those
@@ -500,7 +503,7 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
         paths = (MODELS_DIR.parent / "examples",)
     if rd:
         return _bench_rd(list(paths), targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs,
-                         keyframe_targets)
+                         keyframe_targets, curves)
     names = [m.strip() for m in methods.split(",")] if methods else None
     for n in names or []:
         if n not in ("network", "global-fit", "warp"):
@@ -609,17 +612,23 @@ def _check_outputs(json_path: Path | None, plots_dir: Path | None) -> None:
 
 
 def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs,
-              keyframe_targets: str = "4,8,12") -> None:
+              keyframe_targets: str = "4,8,12", curves: str | None = None) -> None:
     """``rawvid bench --rd``: the rate-distortion table, BD-rates, JSON and plots."""
     import tempfile
 
     from .atomic import atomic_write
     from .bench import discover, versions
-    from .rd import DEFAULT_X265_CRFS, RDOptions, plot, plot_savings, run_rd
+    from .rd import CURVES, DEFAULT_X265_CRFS, RDOptions, plot, plot_savings, run_rd
 
+    chosen = None
+    if curves is not None:
+        chosen = tuple(c.strip() for c in curves.split(",") if c.strip())
+        unknown = [c for c in chosen if c not in CURVES]
+        if unknown or not chosen:
+            raise ValueError(f"--curves: unknown curve {', '.join(unknown) or repr(curves)} (one of {', '.join(CURVES)})")
     clips = discover(paths)
     opts = RDOptions(targets=_floats(targets), x265_crfs=_floats(x265_crfs) if x265_crfs else DEFAULT_X265_CRFS,
-                     keyframe_targets=_floats(keyframe_targets),
+                     keyframe_targets=_floats(keyframe_targets), curves=chosen,
                      max_frames=max_frames, device=device,
                      paper_crfs=tuple(_int_list(crf) or (16, 24, 32)),
                      layer_srgb_crfs=tuple(_int_list(layer_crfs.replace("auto", "0")) or (0,)))
@@ -646,6 +655,8 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
     wide.print(t)
     for ref in ("x265_bayer", "x265_bayer_qp", "x265_hadamard"):
         for codec, row in res["summary"][f"bd_rate_vs_{ref}_percent"].items():
+            if row["mean_raw"] is None and row["mean_file"] is None:  # no such reference among --curves
+                continue
             wide.print(f"BD-rate vs {ref.replace('_', '-')}, {codec}: RAW part {_fmt(row['mean_raw'], 1)}%, whole file "
                        f"{_fmt(row['mean_file'], 1)}%", highlight=False)
     for r in res["target_savings"]:

@@ -492,6 +492,13 @@ class RDOptions:
     default_point: bool = True  # the paper's default (sRGB CRF 16, block refinement)
     max_frames: int | None = None
     device: str = "auto"
+    #: only these curves (codec names: x265-bayer, rawvid-lossless, ...); None: every one
+    curves: tuple[str, ...] | None = None
+
+
+#: every curve run_rd can draw, by codec name
+CURVES = ("x265-bayer", "x265-bayer-qp", "x265-hadamard", "jpegxl", "ffv1-bayer", "lj92-dng", "rawvid-paper",
+          "rawvid-paper-lossykey", "rawvid-default", "rawvid-target", "rawvid-lossless")
 
 
 def target_options(target: float, srgb_crf: int = 0, predictor: str = "auto", chroma: str = "444",
@@ -569,6 +576,9 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
             q = next((q for q in opts.layer_srgb_crfs if q), LAYERED_SRGB_CRF)
             jobs.append(mode("rawvid-lossless", f"lossless raw, srgb crf {q}", crf=q,
                              raw_layer=LayerSettings(codec="ffv1")))
+        if opts.curves is not None:  # rawvid-target-srgbN curves go with rawvid-target
+            jobs = [(codec, job) for codec, job in jobs if codec in opts.curves
+                    or (codec.startswith("rawvid-target-") and "rawvid-target" in opts.curves)]
         for k, (codec, job) in enumerate(jobs):
             if progress:
                 progress(f"{c.name}: {codec}", k, len(jobs), n, len(clips))

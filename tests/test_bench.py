@@ -170,3 +170,14 @@ def test_cli_bench_checks_its_outputs_and_frames_before_running(rvd_split, tmp_p
                         (("--frames", "9"), ("not START:END",))):
         res = run_cli("bench", rvd_split, "--methods", "global-fit", *args)
         assert_clean_error_text(res, *words)
+
+
+def test_cli_bench_rd_runs_only_the_curves_asked_for(rvd_split, tmp_path):
+    res = run_cli("bench", rvd_split, "--rd", "--curves", "lj92-dng,ffv1-bayer", "--frames", ":3",
+                  "--json", tmp_path / "rd.json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads((tmp_path / "rd.json").read_text())
+    assert {p["codec"] for p in data["points"]} == {"lj92-dng", "ffv1-bayer"}
+    assert all(p["lossless"] and p["frames"] == 3 and p["bpp"] > 0 for p in data["points"])
+    bad = run_cli("bench", rvd_split, "--rd", "--curves", "x266")
+    assert_clean_error_text(bad, "unknown curve x266")
