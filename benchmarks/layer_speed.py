@@ -26,6 +26,8 @@ from rawvid.video import VideoSettings
 
 MODES = {
     "paper-default (no layer, sRGB CRF 16)": EncodeOptions(),
+    "paper-default, lossy keyframes (--keyframe-psnr auto)": EncodeOptions(
+        raw_layer=LayerSettings(keyframes_only=True)),
     "target 45 dB (auto predictor, sRGB CRF 32)": EncodeOptions(video=VideoSettings.make(crf=32),
                                                                  raw_layer=LayerSettings(target_psnr=45.0)),
     "target 45 dB (auto predictor, sRGB CRF chosen: rawvid encode's default)": EncodeOptions(
