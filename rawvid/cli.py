@@ -967,7 +967,10 @@ def info(path, as_json, verify):
             t.add_row("pilot", line)
     noise = m.get("noise_profile")
     if noise:
-        t.add_row("noise", f"variance {noise[0]:.3g} x + {noise[1]:.3g} (DNG NoiseProfile, measured on frame 0)"
+        fl = m.get("noise_floor_db")
+        fl = f"; noise floor {fl:.2f} dB black-subtracted (--target-psnr floor-N)" if isinstance(fl, (int, float)) \
+            and not isinstance(fl, bool) else ""
+        t.add_row("noise", f"variance {noise[0]:.3g} x + {noise[1]:.3g} (DNG NoiseProfile, measured on frame 0){fl}"
                   + ("; shadows unclipped at black" if m.get("shadows") == "unclipped" else ""))
     t.add_row("keyframes", f"{len(keys)} RAW ({'first frame only' if not m.get('keyframe_interval') else 'every ' + str(m['keyframe_interval'])}): "
               f"{', '.join(map(str, keys[:10]))}{' ...' if len(keys) > 10 else ''}")

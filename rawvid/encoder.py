@@ -5,6 +5,7 @@ import collections
 import contextlib
 import datetime as _dt
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,6 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_path, remove_stale, temp_dir
-from .bayer import raw_planes
 from .chain import NETWORK_LAYOUT, network_layout, network_method, select_runtime
 from .chain import select_device as _select_device
 from .checksums import TRACKS_KEY, sealed_json, track_crc_record, track_file_crcs
@@ -30,7 +30,7 @@ from .isp import libraw_version, render, render_params
 from .meta import CALIBRATIONS, REFINEMENTS
 from .weights import DEFAULT_MODEL, missing_weights_note, model_label
 from .methods import GlobalFit
-from .noise import NoiseModel, estimate_noise, measure_clip_noise
+from .noise import NoiseModel, measure_clip_noise
 from .rawlayer import LayerSettings, resolve_floor_target
 from .layer_coder import LAYER_MAPS_NAME, LAYER_NAME
 from .sideinfo import chain_pass
@@ -299,7 +299,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 GlobalFit() if layer is not None or calibration == "adaptive" else None
             if method is not None:  # as the decoder will run it (the file records it below)
                 method.highlights = HIGHLIGHTS
-            srgb_pilot = noise = reuse = None
+            srgb_pilot = noise = reuse = floor = None
             if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless \
                     and not keyframes_only:
                 opts, srgb_pilot, noise, reuse = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, calibration,
@@ -311,8 +311,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             with VideoWriter(tdir / "video.mkv", info.width, info.height, info.fps, opts.video) as writer:
                 for fr, rgb in _rendered(src, src.frames(start, stop), opts.render):
                     i = fr.index - start
-                    if fr.mosaic is not None and noise is None:
-                        noise = estimate_noise(raw_planes(fr.mosaic, info))
+                    if fr.mosaic is not None and floor is None:  # the first frame's, as the pilot's
+                        noise, floor = measure_clip_noise(fr.mosaic, info)
                     if fr.mosaic is not None and i in keys and layer is None:
                         name = f"key_{i:06d}.dng"
                         write_dng(tdir / name, fr.mosaic, info, compress=True, frame_index=i)
@@ -358,6 +358,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 manifest["video"]["crf_pilot"] = srgb_pilot
             manifest[TRACKS_KEY] = track_crc_record(track_file_crcs(tracks))
             manifest["noise_profile"] = None if noise is None else [noise.scale, noise.offset]
+            if floor is not None and math.isfinite(floor):  # what --target-psnr floor-N is relative to
+                manifest["noise_floor_db"] = round(floor, 3)
             if noise is not None:  # predictions are the shadows' mean, under black where it lies there
                 manifest["shadows"] = "unclipped"
             manifest["highlights"] = HIGHLIGHTS  # the decoder's network fuses the keyframe into clipped regions
@@ -401,7 +403,7 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
 
     n = min(max(PILOT_FRAMES, SRGB_PILOT_FRAMES), stop - start)
     firsts = list(_rendered(src, src.frames(start, start + n), opts.render))
-    noise = estimate_noise(raw_planes(firsts[0][0].mosaic, src.info))
+    noise = measure_clip_noise(firsts[0][0].mosaic, src.info)[0]
     method.unclip = noise  # as the main pass will run it
     crf, report = choose_srgb_crf(src, [rgb for _, rgb in firsts], opts.video, start, stop, keys, method, layer,
                                   calibration=calibration, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work,

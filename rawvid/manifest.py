@@ -74,6 +74,9 @@ def validate(m: Any, path, file_size: int) -> None:
     _numbers(m, "color_matrix", 9, bad, limit=DNG_MATRIX_LIMIT)  # SRATIONAL x/10000 in the DNG
     _numbers(m, "as_shot_neutral", 3, bad, positive=True, limit=DNG_MATRIX_LIMIT)
     _numbers(m, "noise_profile", 2, bad)
+    floor = m.get("noise_floor_db")
+    if floor is not None and not (_is_num(floor) and 0 <= floor <= 200):
+        raise bad("noise_floor_db", "must be a number in [0, 200] dB")
     _numbers(m, "color_matrix2", 9, bad, limit=DNG_MATRIX_LIMIT)
     if m.get("shadows") is not None:
         if m["shadows"] != "unclipped":

@@ -297,6 +297,8 @@ def test_keyframe_indices_and_ranges():
     (lambda m: m.update(source={"bytes": "9"}), "source.bytes"),
     (lambda m: m.update(calibration={"mode": "per-frame", "values_per_frame": ""}), "calibration.values_per_frame"),
     (lambda m: m.update(color_matrix=[1e308] * 9), "color_matrix"),
+    (lambda m: m.update(noise_floor_db="50"), "noise_floor_db"),
+    (lambda m: m.update(noise_floor_db=float("nan")), "noise_floor_db"),
 ])
 def test_the_manifest_schema_refuses_bad_fields_before_allocating(tmp_path, edit, field):
     m = json.loads(json.dumps(BASE))

@@ -167,10 +167,13 @@ def test_targets_relative_to_the_measured_noise_floor(mlv_factory, tmp_path):
         res = run_cli("encode", path, "-o", rvd, "--refine", "off", "-f", *args)
         assert res.returncode == 0, res.stderr
         m = RvdFile(rvd).manifest
+        assert m["noise_floor_db"] == round(floor, 3)  # rawvid info shows it: what floor-N is relative to
         want = round(min(max(floor + offset, FLOOR_TARGET_RANGE[0]), FLOOR_TARGET_RANGE[1]), 2)
         assert m["raw_layer"]["target_psnr"] == want and m["raw_layer"]["target_floor_offset"] == offset
         assert (m["video"]["crf"] == 16) == (args[0] == "--keyframe-psnr")  # lossy keyframes: the paper's sRGB
         assert ("crf_pilot" in m["video"]) == (args[0] == "--target-psnr")  # a target: the encoder chose it
+        info_out = " ".join(run_cli("info", rvd).stdout.replace("│", " ").split())  # the table's cells, unwrapped
+        assert f"noise floor {floor:.2f} dB" in info_out and f"the noise floor {offset:+g} dB" in info_out
     for args, message in ((("--keyframe-psnr", "45", "--target-psnr", "45"), "choose one of"),
                           (("--keyframe-psnr", "loud"), "takes a PSNR in dB or floor[+-N]"),
                           (("--target-psnr", "floor*3"), "takes a PSNR in dB or floor[+-N]"),
