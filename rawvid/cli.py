@@ -450,7 +450,8 @@ def _fmt(v, digits: int = 2) -> str:
 @click.option("--crf", default=None, help="Comma-separated CRF values to sweep (default 16).")
 @click.option("--lossless", is_flag=True, help="Add a lossless (FFV1) sRGB point to the sweep.")
 @click.option("--codec", default="h265", show_default=True, type=click.Choice(["h265", "h264"]))
-@click.option("--keyframe-interval", "kfi", default="0", show_default=True, help="Comma-separated intervals (0 = first frame only).")
+@click.option("--keyframe-interval", "kfi", default="0", show_default=True,
+              help="Comma-separated intervals (0 = first frame only); --rd: the paper's mode's curves at each.")
 @click.option("--render", "renders", default="stable", show_default=True, help="Comma-separated: stable, rvd.")
 @click.option("--calibration", "calibrations", default="auto", show_default=True,
               help="Comma-separated: auto, keyframe (the paper's mode), per-frame, adaptive.")
@@ -503,7 +504,7 @@ def bench(paths, models, methods, crf, lossless, codec, kfi, renders, calibratio
         paths = (MODELS_DIR.parent / "examples",)
     if rd:
         return _bench_rd(list(paths), targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs,
-                         keyframe_targets, curves)
+                         keyframe_targets, curves, kfi)
     names = [m.strip() for m in methods.split(",")] if methods else None
     for n in names or []:
         if n not in ("network", "global-fit", "warp"):
@@ -612,7 +613,7 @@ def _check_outputs(json_path: Path | None, plots_dir: Path | None) -> None:
 
 
 def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plots_dir, layer_crfs,
-              keyframe_targets: str = "4,8,12", curves: str | None = None) -> None:
+              keyframe_targets: str = "4,8,12", curves: str | None = None, kfi: str = "0") -> None:
     """``rawvid bench --rd``: the rate-distortion table, BD-rates, JSON and plots."""
     import tempfile
 
@@ -629,6 +630,7 @@ def _bench_rd(paths, targets, x265_crfs, crf, max_frames, device, json_path, plo
     clips = discover(paths)
     opts = RDOptions(targets=_floats(targets), x265_crfs=_floats(x265_crfs) if x265_crfs else DEFAULT_X265_CRFS,
                      keyframe_targets=_floats(keyframe_targets), curves=chosen,
+                     keyframe_intervals=tuple(_int_list(kfi) or (0,)),
                      max_frames=max_frames, device=device,
                      paper_crfs=tuple(_int_list(crf) or (16, 24, 32)),
                      layer_srgb_crfs=tuple(_int_list(layer_crfs.replace("auto", "0")) or (0,)))

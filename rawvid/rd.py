@@ -494,6 +494,9 @@ class RDOptions:
     device: str = "auto"
     #: only these curves (codec names: x265-bayer, rawvid-lossless, ...); None: every one
     curves: tuple[str, ...] | None = None
+    #: the paper's mode (lossless and lossy keyframes) at each RAW keyframe interval (0: the first frame
+    #: only); a curve per interval, ``-kfiN`` after its name
+    keyframe_intervals: tuple[int, ...] = (0,)
 
 
 #: every curve run_rd can draw, by codec name
@@ -516,15 +519,23 @@ def target_options(target: float, srgb_crf: int = 0, predictor: str = "auto", ch
                          raw_layer=LayerSettings(target_psnr=target, predictor=predictor, transform=transform))
 
 
-def lossy_key_options(keyframe_psnr: float, srgb_crf: int = 16, device: str = "auto"):
+def lossy_key_options(keyframe_psnr: float, srgb_crf: int = 16, device: str = "auto", keyframe_interval: int = 0):
     """EncodeOptions of the paper's mode (no refinement, keyframe calibration) with lossy keyframes:
-    `rawvid encode --keyframe-psnr DB --refine off --calibration keyframe --crf N`."""
+    `rawvid encode --keyframe-psnr DB --refine off --calibration keyframe --crf N --keyframe-interval K`."""
     from .codec import EncodeOptions
     from .rawlayer import LayerSettings
     from .video import VideoSettings
 
     return EncodeOptions(video=VideoSettings.make(crf=srgb_crf), calibration="keyframe", refine="off", device=device,
+                         keyframe_interval=keyframe_interval,
                          raw_layer=LayerSettings(target_psnr=keyframe_psnr, keyframes_only=True))
+
+
+def curve_base(codec: str) -> str:
+    """A curve's name without its variant (``-kfi30``: a keyframe interval, ``-srgb24``: a fixed preview)."""
+    import re
+
+    return re.sub(r"-(kfi\d+|srgb\w+)$", "", codec)
 
 
 def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
@@ -555,14 +566,16 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
                                                 EncodeOptions(video=video, device=opts.device, **kw), work,
                                                 opts.device))
 
-        jobs += [mode("rawvid-paper", f"srgb crf {q}", crf=q, calibration="keyframe", refine="off")
-                 for q in opts.paper_crfs]
         q = opts.paper_crfs[0] if opts.paper_crfs else opts.srgb_crf
-        for d in opts.keyframe_targets:
-            t = round(data.noise_floor + d, 2)
-            jobs.append((LOSSY_KEY_CURVE, lambda t=t, d=d: rawvid_point(
-                data, c.open, LOSSY_KEY_CURVE, f"keyframes {t:g} dB (floor {d:+g}), srgb crf {q}",
-                lossy_key_options(t, q, opts.device), work, opts.device)))
+        for kfi in opts.keyframe_intervals:
+            sfx = f"-kfi{kfi}" if kfi else ""
+            jobs += [mode(f"rawvid-paper{sfx}", f"srgb crf {q_}", crf=q_, calibration="keyframe", refine="off",
+                          keyframe_interval=kfi) for q_ in opts.paper_crfs]
+            for d in opts.keyframe_targets:
+                t = round(data.noise_floor + d, 2)
+                jobs.append((LOSSY_KEY_CURVE + sfx, lambda t=t, d=d, kfi=kfi, sfx=sfx: rawvid_point(
+                    data, c.open, LOSSY_KEY_CURVE + sfx, f"keyframes {t:g} dB (floor {d:+g}), srgb crf {q}",
+                    lossy_key_options(t, q, opts.device, kfi), work, opts.device)))
         if opts.default_point:
             jobs.append(mode("rawvid-default", f"srgb crf {opts.srgb_crf}"))
         for q in opts.layer_srgb_crfs:
@@ -576,9 +589,8 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
             q = next((q for q in opts.layer_srgb_crfs if q), LAYERED_SRGB_CRF)
             jobs.append(mode("rawvid-lossless", f"lossless raw, srgb crf {q}", crf=q,
                              raw_layer=LayerSettings(codec="ffv1")))
-        if opts.curves is not None:  # rawvid-target-srgbN curves go with rawvid-target
-            jobs = [(codec, job) for codec, job in jobs if codec in opts.curves
-                    or (codec.startswith("rawvid-target-") and "rawvid-target" in opts.curves)]
+        if opts.curves is not None:  # a curve's variants (-kfiN, -srgbN) go with it
+            jobs = [(codec, job) for codec, job in jobs if curve_base(codec) in opts.curves]
         for k, (codec, job) in enumerate(jobs):
             if progress:
                 progress(f"{c.name}: {codec}", k, len(jobs), n, len(clips))

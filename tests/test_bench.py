@@ -181,3 +181,14 @@ def test_cli_bench_rd_runs_only_the_curves_asked_for(rvd_split, tmp_path):
     assert all(p["lossless"] and p["frames"] == 3 and p["bpp"] > 0 for p in data["points"])
     bad = run_cli("bench", rvd_split, "--rd", "--curves", "x266")
     assert_clean_error_text(bad, "unknown curve x266")
+
+
+def test_cli_bench_rd_sweeps_the_papers_mode_over_keyframe_intervals(rvd_split, tmp_path):
+    res = run_cli("bench", rvd_split, "--rd", "--curves", "rawvid-paper", "--crf", "32", "--keyframe-interval", "0,2",
+                  "--frames", ":3", "--json", tmp_path / "rd.json")
+    assert res.returncode == 0, res.stderr
+    pts = {p["codec"]: p for p in json.loads((tmp_path / "rd.json").read_text())["points"]}
+    assert set(pts) == {"rawvid-paper", "rawvid-paper-kfi2"}
+    # a second lossless DNG keyframe (frame 2): more RAW bytes, and that frame exact
+    assert pts["rawvid-paper-kfi2"]["bpp_raw"] > 1.5 * pts["rawvid-paper"]["bpp_raw"]
+    assert pts["rawvid-paper-kfi2"]["extra"]["frame_psnr_black"][2] is None  # lossless: no finite PSNR
