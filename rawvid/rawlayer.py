@@ -238,7 +238,7 @@ class LayerSettings:
     predictor: str = "auto"  # chain (the de-rendering) | direct (x265 on the Bayer planes) | auto (a pilot decides)
     transform: str = "hadamard"  # of each 2x2 quad before x265 codes it (TRANSFORMS); FFV1 codes the planes as they are
     #: the paper's mode with lossy keyframes (--keyframe-psnr): only the intra frames are coded, to
-    #: ``target_psnr`` (None: auto, the encoder's: rawvid.encoder.KEYFRAME_FLOOR_DB over the clip's
+    #: ``target_psnr`` (None: auto, the encoder's: KEYFRAME_FLOOR_DB over the clip's
     #: noise floor); every other frame is the de-rendering alone, as without a layer
     keyframes_only: bool = False
     #: ``target_psnr`` given relative to the clip's noise floor (``--target-psnr floor-3``, ``--keyframe-psnr

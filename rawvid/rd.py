@@ -573,7 +573,7 @@ def run_rd(clips, opts: RDOptions, work: Path, progress=None) -> dict:
                           keyframe_interval=kfi) for q_ in opts.paper_crfs]
             for d in opts.keyframe_targets:
                 t = round(data.noise_floor + d, 2)
-                jobs.append((LOSSY_KEY_CURVE + sfx, lambda t=t, d=d, kfi=kfi, sfx=sfx: rawvid_point(
+                jobs.append((LOSSY_KEY_CURVE + sfx, lambda t=t, d=d, kfi=kfi, sfx=sfx, q=q: rawvid_point(
                     data, c.open, LOSSY_KEY_CURVE + sfx, f"keyframes {t:g} dB (floor {d:+g}), srgb crf {q}",
                     lossy_key_options(t, q, opts.device, kfi), work, opts.device)))
         if opts.default_point:

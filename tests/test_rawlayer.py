@@ -761,6 +761,7 @@ def test_rd_sweep_measures_every_curve_against_direct_coding(mlv_factory, tmp_pa
                                          "rawvid-target", "rawvid-paper-lossykey"}
     (paper,), (lossy,) = ([p for p in points if p.codec == c] for c in ("rawvid-paper", "rawvid-paper-lossykey"))
     assert lossy.bpp_raw < paper.bpp_raw / 2 and lossy.extra["intra"] == [0] and lossy.extra["passes"][1:] == [0] * 3
+    assert lossy.extra["srgb_crf"] == paper.extra["srgb_crf"] == 32  # the paper's mode's sRGB, as that point's
     assert lossy.extra["frame_psnr_black"][0] >= lossy.extra["target"] - 0.5  # the keyframe at its target
     coarse, fine = sorted((p for p in points if p.codec == "x265-hadamard"), key=lambda p: p.bpp)
     assert 40 < coarse.psnr_black < fine.psnr_black  # decoded through the inverse transform, finer for more bits
