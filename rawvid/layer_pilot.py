@@ -389,4 +389,3 @@ def keyframe_qp(src, video: Path, start: int, layer: rl.LayerSettings) -> tuple[
                 hi = mid
         q = lo
     return q, {"keyframes_only": {"qp": q, "aim": round(aim, 3), "trials": sorted(trials.items())}}
-

@@ -142,4 +142,3 @@ def measure_clip_noise(mosaic: np.ndarray, info) -> tuple[NoiseModel, float]:
     planes = raw_planes(mosaic, info)
     model = estimate_noise(planes)
     return model, model.floor_psnr(planes)
-

@@ -619,4 +619,3 @@ def resolve_floor_target(settings: LayerSettings, floor_db: float) -> LayerSetti
         return settings
     lo, hi = FLOOR_TARGET_RANGE
     return dataclasses.replace(settings, target_psnr=round(min(max(floor_db + settings.floor_offset, lo), hi), 2))
-
