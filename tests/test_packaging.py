@@ -41,3 +41,17 @@ def test_wheel_carries_the_weights_and_decodes_with_the_network(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     # no "no weights" note: the wheel's weights were used, by ONNX Runtime
     assert out.stdout.strip() == "network [] onnxruntime", out.stdout
+
+
+def test_the_layer_modes_example_runs():
+    """examples/layer_modes.py, on the shipped clip's first two frames: every mode encodes, decodes and scores."""
+    import subprocess
+    import sys
+
+    from conftest import EXAMPLE, ROOT
+
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "layer_modes.py"), "--frames", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stdout.splitlines() if "bits/sample" in ln]
+    assert len(lines) == 4 and "PSNR lossless" in lines[-1] and EXAMPLE.exists()
