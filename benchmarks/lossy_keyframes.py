@@ -1,6 +1,7 @@
 """The paper's mode with lossy keyframes (`rawvid encode --keyframe-psnr`) against its lossless DNG keyframes.
 
-Per clip: the paper's mode (sRGB CRF 16, no refinement, keyframe calibration) with its lossless-JPEG
+`rawvid bench --rd --curves rawvid-paper,rawvid-paper-lossykey` (rawvid.rd.run_rd, the same jobs), set
+side by side per clip: the paper's mode (sRGB CRF 16, no refinement, keyframe calibration) with its lossless-JPEG
 keyframe, and the same with the keyframes coded by x265 at a ladder of PSNRs relative to the clip's
 noise floor; every byte counted as `rawvid bench --rd` counts it. With ``--reference`` (an earlier
 bench --rd JSON of the same clips and frames) each point's RAW part is also set against x265 on the
@@ -20,10 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rawvid.bench import discover
-from rawvid.codec import EncodeOptions
-from rawvid.rd import (DEFAULT_KEYFRAME_TARGETS, LOSSY_KEY_CURVE, RDPoint, load_clip, lossy_key_options,
-                       rawvid_point, savings_at_targets, to_json)
-from rawvid.video import VideoSettings
+from rawvid.rd import DEFAULT_KEYFRAME_TARGETS, LOSSY_KEY_CURVE, RDOptions, RDPoint, run_rd, savings_at_targets, to_json
 
 
 def main() -> None:
@@ -43,26 +41,24 @@ def main() -> None:
                   for p in ref["points"] if p["codec"].startswith("x265-bayer")] if ref else []
     rows, points = [], []
     with tempfile.TemporaryDirectory(prefix="rawvid-lossykey-") as td:
+        # bench --rd's own jobs (rawvid.rd.run_rd), clip by clip: the paper's mode and its lossy-keyframe curve
+        opts = RDOptions(curves=("rawvid-paper", LOSSY_KEY_CURVE), paper_crfs=(args.crf,), keyframe_targets=tuple(targets),
+                         max_frames=args.frames)
         for c in discover([args.split]):
             if args.match not in c.name:
                 continue
-            with c.open() as src:
-                data = load_clip(c.name, src, args.frames)
-            paper = rawvid_point(data, c.open, "rawvid-paper", f"srgb crf {args.crf}",
-                                 EncodeOptions(video=VideoSettings.make(crf=args.crf), calibration="keyframe",
-                                               refine="off"), Path(td))
+            res = run_rd([c], opts, Path(td))
+            floor = res["floors"][c.name]
+            paper = next(p for p in res["_points"] if p.codec == "rawvid-paper")
+            lossy = [p for p in res["_points"] if p.codec == LOSSY_KEY_CURVE]  # in the order of ``targets``
             points.append(paper)
             print(f"{c.name:32s} lossless keyframe: RAW part {paper.bpp_raw:.4f}, file {paper.bpp:.4f}, "
-                  f"{paper.psnr_black:.2f} dB (worst {paper.min_frame_psnr_black:.2f}), floor {data.noise_floor:.2f}",
+                  f"{paper.psnr_black:.2f} dB (worst {paper.min_frame_psnr_black:.2f}), floor {floor:.2f}",
                   flush=True)
-            for d in targets:
-                t = round(data.noise_floor + d, 2)
-                p = rawvid_point(data, c.open, LOSSY_KEY_CURVE, f"keyframes {t:g} dB (floor {d:+g}), srgb crf {args.crf}",
-                                 lossy_key_options(t, args.crf), Path(td))
-                p.extra["target"] = t
+            for d, p in zip(targets, lossy):
                 points.append(p)
                 key = p.extra["frame_psnr_black"][0]
-                rows.append({"clip": c.name, "floor": data.noise_floor, "keyframe_minus_floor": d, "keyframe_psnr": key,
+                rows.append({"clip": c.name, "floor": floor, "keyframe_minus_floor": d, "keyframe_psnr": key,
                              "bpp_raw": p.bpp_raw, "bpp_file": p.bpp, "psnr_black": p.psnr_black,
                              "min_frame": p.min_frame_psnr_black, "paper_bpp_raw": paper.bpp_raw,
                              "paper_bpp_file": paper.bpp, "paper_psnr_black": paper.psnr_black,

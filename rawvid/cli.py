@@ -406,12 +406,11 @@ def layer_settings(target_psnr: float | str | None, raw_crf: float | None, lossl
         return None
     if lossless_raw:
         return LayerSettings(codec="ffv1", predictor=predictor)
-    if keyframe_psnr is not None:
-        if predictor == "direct":
-            raise ValueError("--keyframe-psnr codes keyframes against their own sRGB: not with --raw-predictor direct")
+    if keyframe_psnr is not None:  # (LayerSettings refuses --raw-predictor direct for it)
         db, offset = (None, None) if str(keyframe_psnr).strip().lower() == "auto" else \
             _psnr_spec(keyframe_psnr, "--keyframe-psnr")
-        return LayerSettings(target_psnr=db, floor_offset=offset, preset=preset, keyframes_only=True)
+        return LayerSettings(target_psnr=db, floor_offset=offset, preset=preset, predictor=predictor,
+                             keyframes_only=True)
     db, offset = _psnr_spec(target_psnr, "--target-psnr") if target_psnr is not None else (None, None)
     return LayerSettings(target_psnr=db, floor_offset=offset, crf=raw_crf, preset=preset, predictor=predictor)
 

@@ -255,12 +255,14 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             raise RawvidError(src.path, f"a RAW layer codes up to 16-bit data, not {src.info.bits}-bit")
         # lossy keyframes code nothing between the keyframes: calibration and block gains stay as without a layer
         keyframes_only = layer is not None and layer.keyframes_only
+        clip_noise = None  # (noise model, noise floor) of the first frame, measured once (measure_clip_noise)
         if layer is not None and layer.floor_offset is not None and opts.start < src.frame_count:
             # --target-psnr floor-3, --keyframe-psnr auto: measured on the first frame, as the noise profile
             first = next(iter(src.frames(opts.start, opts.start + 1)), None)
             if first is None or first.mosaic is None:
                 raise RawvidError(src.path, "a target relative to the noise floor needs the first frame's RAW")
-            layer = resolve_floor_target(layer, measure_clip_noise(first.mosaic, src.info)[1])
+            clip_noise = measure_clip_noise(first.mosaic, src.info)
+            layer = resolve_floor_target(layer, clip_noise[1])
         calibration = resolve_calibration(opts.calibration, src, layer is not None and not keyframes_only)
         model = opts.model or DEFAULT_MODEL
         refinement = resolve_refinement(opts.refine, src, model)
@@ -299,11 +301,11 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 GlobalFit() if layer is not None or calibration == "adaptive" else None
             if method is not None:  # as the decoder will run it (the file records it below)
                 method.highlights = HIGHLIGHTS
-            srgb_pilot = noise = reuse = floor = None
+            srgb_pilot = reuse = None
             if layer is not None and layer.target_psnr is not None and opts.srgb_crfs and not opts.video.lossless \
                     and not keyframes_only:
-                opts, srgb_pilot, noise, reuse = _choose_srgb_crf(src, opts, start, stop, keys, method, layer, calibration,
-                                                           blocks, tdir, progress)
+                opts, srgb_pilot, clip_noise, reuse = _choose_srgb_crf(src, opts, start, stop, keys, method, layer,
+                                                                       calibration, blocks, tdir, progress, clip_noise)
             timestamps: list[int] = []
             numbers: list[int] = []
             attachments: dict[str, str] = {}
@@ -311,8 +313,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
             with VideoWriter(tdir / "video.mkv", info.width, info.height, info.fps, opts.video) as writer:
                 for fr, rgb in _rendered(src, src.frames(start, stop), opts.render):
                     i = fr.index - start
-                    if fr.mosaic is not None and floor is None:  # the first frame's, as the pilot's
-                        noise, floor = measure_clip_noise(fr.mosaic, info)
+                    if fr.mosaic is not None and clip_noise is None:  # the first frame's
+                        clip_noise = measure_clip_noise(fr.mosaic, info)
                     if fr.mosaic is not None and i in keys and layer is None:
                         name = f"key_{i:06d}.dng"
                         write_dng(tdir / name, fr.mosaic, info, compress=True, frame_index=i)
@@ -329,6 +331,7 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 notes.append(f"warning: {src.path}: the frame timestamps run backwards (a damaged recording); "
                              "the .rvd records frame index / fps instead")
                 timestamps = [int(round(k * 1e6 / info.fps)) for k in range(count)]
+            noise, floor = clip_noise or (None, None)
             calib = refine = st = None
             if calibration != "keyframe" or blocks or layer is not None:
                 calib, refine, st = chain_pass(src, tdir / "video.mkv", start, stop, keys, tdir, calibration=calibration,
@@ -391,9 +394,11 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
 
 def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, keys: set[int], method,
                      layer: LayerSettings, calibration: str, blocks: bool, work: Path,
-                     progress: Progress | None = None) -> tuple[EncodeOptions, dict, NoiseModel, dict | None]:
+                     progress: Progress | None = None, clip_noise: tuple[NoiseModel, float] | None = None
+                     ) -> tuple[EncodeOptions, dict, tuple[NoiseModel, float], dict | None]:
     """Options with the sRGB CRF the joint pilot chose among ``opts.srgb_crfs``, its report for the
-    manifest, the clip's noise (measured on the first frame, as the main pass would), and what the
+    manifest, the clip's noise model and floor (``clip_noise``, or measured on the first frame as the
+    main pass would), and what the
     main pass's pilot reuses: the direct-coding pilot it ran (it does not depend on the sRGB) and the
     half-steps its searches found at the chosen CRF (where the main pass's searches start)."""
     import dataclasses
@@ -403,8 +408,8 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
 
     n = min(max(PILOT_FRAMES, SRGB_PILOT_FRAMES), stop - start)
     firsts = list(_rendered(src, src.frames(start, start + n), opts.render))
-    noise = measure_clip_noise(firsts[0][0].mosaic, src.info)[0]
-    method.unclip = noise  # as the main pass will run it
+    clip_noise = clip_noise or measure_clip_noise(firsts[0][0].mosaic, src.info)
+    method.unclip = clip_noise[0]  # as the main pass will run it
     crf, report = choose_srgb_crf(src, [rgb for _, rgb in firsts], opts.video, start, stop, keys, method, layer,
                                   calibration=calibration, blocks=blocks, candidates=tuple(opts.srgb_crfs), work=work,
                                   progress=progress)
@@ -413,7 +418,8 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
                "foretold_bytes": {k: {"srgb": v["srgb_bytes"], "layer": v["layer_bytes"], "predictor": v["predictor"],
                                       **({"transform": "none"} if v["chain_transform"] == "none" else {})}
                                   for k, v in report["candidates"].items()}}
-    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, noise, report["reuse"]
+    return dataclasses.replace(opts, video=dataclasses.replace(opts.video, crf=crf)), compact, clip_noise, \
+        report["reuse"]
 
 
 def _has_weights(model: str) -> bool:

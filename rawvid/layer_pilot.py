@@ -344,12 +344,13 @@ def _extend(src, video: Path, start: int, stop: int, keys: set[int], method, lay
     return ["direct", chain], frames
 
 
-def keyframe_qp(src, video: Path, start: int, layer: rl.LayerSettings) -> tuple[int, dict]:
+def keyframe_qp(src, video: Path, start: int, layer: rl.LayerSettings) -> tuple[int, dict, dict]:
     """The x265 QP of a keyframes-only layer (lossy keyframes in the paper's mode): the coarsest at which
     the first frame, predicted from its own sRGB through its fitted map and coded as an IDR at the base
     scale, reaches the target + AIM_DB; each keyframe's scale is then chosen by trial encodes at that QP
-    (rawvid.layer_coder), which covers the half QP step between two QPs. A bisection over 0..51 by
-    trial encodes of that one picture (about half a second each at 1600x900): (QP, report)."""
+    (rawvid.layer_coder), which covers the half QP step between two QPs. search_half over QP 0..51 by
+    trial encodes of that one picture (about half a second each at 1600x900): (QP, report, the first
+    frame's own map as ChainPass caches it, {0: (map, row)}, so that the main pass does not fit it again)."""
     from .bayer import pack as bayer_pack
     from .chain import fit_own_map, own_prediction
     from .layer_coder import scale_bounds
@@ -361,7 +362,8 @@ def keyframe_qp(src, video: Path, start: int, layer: rl.LayerSettings) -> tuple[
         _, rgb, mosaic = next(read_frames(src, reader, start, start + 1))
     srgb, truth = prepare_frame(rgb, mosaic, info)
     true_int = bayer_pack(mosaic, info.cfa)
-    pred = own_prediction(fit_own_map(srgb, truth)[1], srgb, info)
+    own = fit_own_map(srgb, truth)
+    pred = own_prediction(own[1], srgb, info)
     res = rl.analyse(true_int.astype(np.int64) - pred, layer.transform)
     base = scale_bounds(info, "chain", layer.transform)[1]
     aim = layer.target_psnr + rctl.AIM_DB
@@ -369,23 +371,12 @@ def keyframe_qp(src, video: Path, start: int, layer: rl.LayerSettings) -> tuple[
     rate = fps_fraction(info.fps)
     trials: dict[int, float] = {}
 
-    def psnr_at(q: int) -> float:
+    def reaches(q: int) -> tuple[bool, int]:
         dec = rl.trial_idr(layer, code, info.width, info.height, rate, qp=q)
         recon = rl.apply_residual(pred, rl.synthesise(dec, base, layer.transform), info.bits)
         trials[q] = round(rl.psnr_black(recon, true_int, info.black, info.white), 3)
-        return trials[q]
+        return trials[q] >= aim, q
 
-    lo, hi = 0, X265_QP_MAX
-    if psnr_at(lo) < aim:
-        q = lo  # even QP 0 at the base scale falls short: the keyframes' scales go finer
-    elif psnr_at(hi) >= aim:
-        q = hi
-    else:
-        while hi - lo > 1:  # psnr_at(lo) reaches the aim, psnr_at(hi) does not
-            mid = (lo + hi) // 2
-            if psnr_at(mid) >= aim:
-                lo = mid
-            else:
-                hi = mid
-        q = lo
-    return q, {"keyframes_only": {"qp": q, "aim": round(aim, 3), "trials": sorted(trials.items())}}
+    # None: even QP 0 at the base scale falls short, and the keyframes' scales go finer from there
+    q = search_half(reaches, X265_QP_MAX) or 0
+    return q, {"keyframes_only": {"qp": q, "aim": round(aim, 3), "trials": sorted(trials.items())}}, {0: own}

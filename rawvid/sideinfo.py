@@ -260,6 +260,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
     count = stop - start
     predictor, crf, qp, mult, report = "chain", None, None, 1.0, None
     hints: dict = {}  # the pilot's IDR quantiser steps, per predictor: the main pass's first trial starts there
+    own_maps = None  # intra frames' own maps a pilot fitted already (ChainPass.own_maps)
     reuse = reuse or {}
     direct, direct_seed, halves = reuse.get("entry"), reuse.get("seed"), dict(reuse.get("halves", {}))
     if reuse.get("hint"):
@@ -270,7 +271,7 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
         from .layer_pilot import keyframe_qp
 
         predictor = "chain"
-        qp, report = keyframe_qp(src, video, start, layer)
+        qp, report, own_maps = keyframe_qp(src, video, start, layer)
     elif layer is not None:
         predictor, crf = layer.predictor, layer.crf
         if predictor == "auto" or layer.target_psnr is not None or (blocks and predictor == "chain"):
@@ -282,7 +283,8 @@ def chain_pass(src, video: Path, start: int, stop: int, keys: set[int], tdir: Pa
             layer = dataclasses.replace(layer, transform=report.get("transform", layer.transform))
     cp = ChainPass(src.info, count, keys, method=method if predictor == "chain" else None, calibration=calibration,
                    blocks=blocks and predictor == "chain", gains=gains, layer=layer, predictor=predictor,
-                   layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor))
+                   layer_path=tdir / LAYER_NAME, crf=crf, qp=qp, scale_mult=mult, intra_hint=hints.get(predictor),
+                   own_maps=own_maps)
     seed = report.pop("seed", None) if report else None
     # the pilot coded the main pass's own first P-frame (the same IDR, the same prediction) at this QP
     cp.seed(seed)
