@@ -18,19 +18,16 @@ import numpy as np
 
 from rawvid import DecodeOptions, EncodeOptions, LayerSettings, MLVReader, decode, encode, frame_name, open_rvd, \
     read_dng
-from rawvid.srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
-from rawvid.video import VideoSettings
 
 CLIP = Path(__file__).resolve().parent / "colorchart_pan.MLV"
+# each as `rawvid encode` makes it with the same options (the sRGB's CRF left to the mode: 16 in the
+# paper's mode, chosen by the encoder under a target, 32 beside the lossless layer)
 MODES = {
     "paper's mode (lossless DNG keyframe)": EncodeOptions(refine="off", calibration="keyframe"),
     "paper's mode, --keyframe-psnr auto": EncodeOptions(refine="off", calibration="keyframe",
                                                         raw_layer=LayerSettings(keyframes_only=True)),
-    # as `rawvid encode --target-psnr` does: the encoder chooses the preview's CRF among the candidates
-    "--target-psnr floor-3": EncodeOptions(video=VideoSettings.make(crf=LAYERED_SRGB_CRF), srgb_crfs=CANDIDATE_CRFS,
-                                           raw_layer=LayerSettings(floor_offset=-3.0)),
-    "--lossless-raw": EncodeOptions(video=VideoSettings.make(crf=LAYERED_SRGB_CRF),
-                                    raw_layer=LayerSettings(codec="ffv1")),
+    "--target-psnr floor-3": EncodeOptions(raw_layer=LayerSettings(floor_offset=-3.0)),
+    "--lossless-raw": EncodeOptions(raw_layer=LayerSettings(codec="ffv1")),
 }
 
 

@@ -185,18 +185,11 @@ def encode_options(keyframe_interval, render_mode, codec, crf, preset, lossless,
 
     start, stop = parse_range(frame_range)
     layer = layer_settings(target_psnr, raw_crf, lossless_raw, raw_preset, raw_predictor, keyframe_psnr)
-    from .srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
-
-    srgb_crfs: tuple[int, ...] = ()
-    if crf is None:  # lossy keyframes keep the paper's mode's sRGB: its de-rendering is all there is between them
-        crf = LAYERED_SRGB_CRF if layer is not None and not layer.keyframes_only else 16
-        if layer is not None and layer.codec == "x265" and layer.crf is None and not layer.keyframes_only:
-            # a target (in dB or from the floor): the encoder chooses
-            srgb_crfs = CANDIDATE_CRFS
+    # no --crf: the encode's mode chooses (rawvid.encoder.resolve_video), as it does for the Python API
     return EncodeOptions(keyframe_interval=keyframe_interval, render=render_mode,
                          video=VideoSettings.make(codec, crf, lossless, preset), start=start, stop=stop, fps=fps,
                          calibration=calibration, refine=refine, model=model, device=device, raw_layer=layer,
-                         runtime=runtime, srgb_crfs=srgb_crfs)
+                         runtime=runtime)
 
 
 @main.command()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -35,7 +36,7 @@ from .rawlayer import LayerSettings, resolve_floor_target
 from .layer_coder import LAYER_MAPS_NAME, LAYER_NAME
 from .sideinfo import chain_pass
 from .source import Source, SourceFrame, open_source
-from .video import VideoSettings, VideoWriter, ffmpeg_version
+from .video import DEFAULT_CRF, VideoSettings, VideoWriter, ffmpeg_version
 
 #: ``progress(done, total, stage)``: frames done in a stage ("choosing the sRGB CRF", "encoding", "refining", "RAW layer").
 Progress = Callable[..., None]
@@ -66,8 +67,9 @@ class EncodeOptions:
     #: the RAW layer (rawvid.rawlayer): None = the paper's design (sRGB plus lossless RAW keyframes)
     raw_layer: LayerSettings | None = None
     #: with a --target-psnr layer: sRGB CRFs to try on the first frames, keeping the one whose whole
-    #: file the pilot foretells smallest (rawvid.srgb_pilot); empty: ``video.crf`` as given
-    srgb_crfs: tuple[int, ...] = ()
+    #: file the pilot foretells smallest (rawvid.srgb_pilot); empty: ``video.crf`` as given; None: as
+    #: ``rawvid encode`` (srgb_pilot.CANDIDATE_CRFS where ``video.crf`` is None, see resolve_video)
+    srgb_crfs: tuple[int, ...] | None = None
     #: the network's arithmetic (rawvid.chain.network_layout): auto (bfloat16 on a CPU that has it) or
     #: one of rawvid.weights.LAYOUTS, e.g. ``channels_last`` for float32
     layout: str = "auto"
@@ -87,6 +89,29 @@ class EncodeResult:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_video(video: VideoSettings, srgb_crfs: tuple[int, ...] | None,
+                  layer: LayerSettings | None) -> tuple[VideoSettings, tuple[int, ...]]:
+    """The sRGB settings and the CRFs the sRGB pilot tries, for an encode's mode: what ``rawvid encode``
+    does, so that the Python API and the command line make the same file from the same options.
+
+    ``video.crf`` None: the paper's mode (lossy keyframes included: the de-rendering is all there is between
+    them) codes the sRGB at CRF 16; a --target-psnr layer lets the encoder choose among
+    srgb_pilot.CANDIDATE_CRFS (the smallest whole file foretold); the other layers (--raw-crf,
+    --lossless-raw) code the preview at srgb_pilot.LAYERED_SRGB_CRF. A CRF given is kept, and
+    ``srgb_crfs`` None then means no choice; ``srgb_crfs`` given is tried as given."""
+    from .srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF
+
+    if video.lossless:
+        return video, ()
+    paper = layer is None or layer.keyframes_only
+    target = not paper and layer.codec == "x265" and layer.crf is None  # a target in dB or from the floor
+    if video.crf is None:
+        video = dataclasses.replace(video, crf=DEFAULT_CRF if paper else LAYERED_SRGB_CRF)
+        if srgb_crfs is None:
+            srgb_crfs = CANDIDATE_CRFS if target else ()
+    return video, tuple(srgb_crfs or ())
 
 
 def keyframe_indices(count: int, interval: int) -> list[int]:
@@ -263,6 +288,8 @@ def encode(input: str | os.PathLike | Source | None, output: str | os.PathLike, 
                 raise RawvidError(src.path, "a target relative to the noise floor needs the first frame's RAW")
             clip_noise = measure_clip_noise(first.mosaic, src.info)
             layer = resolve_floor_target(layer, clip_noise[1])
+        video, srgb_crfs = resolve_video(opts.video, opts.srgb_crfs, layer)
+        opts = dataclasses.replace(opts, video=video, srgb_crfs=srgb_crfs)
         calibration = resolve_calibration(opts.calibration, src, layer is not None and not keyframes_only)
         model = opts.model or DEFAULT_MODEL
         refinement = resolve_refinement(opts.refine, src, model)
@@ -401,8 +428,6 @@ def _choose_srgb_crf(src: Source, opts: EncodeOptions, start: int, stop: int, ke
     main pass would), and what the
     main pass's pilot reuses: the direct-coding pilot it ran (it does not depend on the sRGB) and the
     half-steps its searches found at the chosen CRF (where the main pass's searches start)."""
-    import dataclasses
-
     from .layer_pilot import PILOT_FRAMES
     from .srgb_pilot import SRGB_PILOT_FRAMES, choose_srgb_crf
 

@@ -23,6 +23,8 @@ SWS_FLAGS = "accurate_rnd+full_chroma_int+bitexact"
 CODECS = ("h265", "h264", "ffv1")
 #: chroma subsampling of the lossy sRGB track -> pixel format
 CHROMA = {"444": "yuv444p", "420": "yuv420p"}
+#: the sRGB CRF of the paper's mode, and of a stream written with no CRF given outside an encode
+DEFAULT_CRF = 16
 
 
 def ffmpeg_exe() -> str:
@@ -55,7 +57,9 @@ class VideoSettings:
     """How the sRGB stream is encoded (recorded in the .rvd manifest)."""
 
     codec: str = "h265"  # h265 | h264 | ffv1
-    crf: int = 16
+    #: None: the encode's mode chooses (rawvid.encoder.resolve_video: 16 in the paper's mode, chosen by
+    #: the encoder with --target-psnr, 32 with the other RAW layers); a stream written outside an encode: 16
+    crf: int | None = None
     preset: str = "medium"
     pix_fmt: str = "yuv444p"
 
@@ -68,12 +72,16 @@ class VideoSettings:
             raise ValueError(f"unknown video codec {codec!r} (choose h265, h264, or --lossless)")
         if chroma not in CHROMA:
             raise ValueError(f"unknown chroma subsampling {chroma!r} (444 or 420)")
-        return cls(codec=codec, crf=16 if crf is None else int(crf), preset=preset or "medium",
+        return cls(codec=codec, crf=None if crf is None else int(crf), preset=preset or "medium",
                    pix_fmt=CHROMA[chroma])
 
     @property
     def lossless(self) -> bool:
         return self.codec == "ffv1"
+
+    @property
+    def crf_or_default(self) -> int:
+        return DEFAULT_CRF if self.crf is None else self.crf
 
     def output_args(self) -> list[str]:
         """ffmpeg output options for this setting."""
@@ -87,10 +95,10 @@ class VideoSettings:
         # -color_primaries/-color_trc to the encoders, and players read the VUI. No x265 version
         # SEI (info=0): its settings string is 2.3 KB in the first frame, and the manifest has them
         if self.codec == "h265":
-            codec = ["-c:v", "libx265", "-preset", self.preset, "-crf", str(self.crf), "-x265-params",
+            codec = ["-c:v", "libx265", "-preset", self.preset, "-crf", str(self.crf_or_default), "-x265-params",
                      "log-level=error:info=0:colorprim=bt709:transfer=iec61966-2-1:colormatrix=bt709:range=full"]
         else:
-            codec = ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-x264-params",
+            codec = ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf_or_default), "-x264-params",
                      "colorprim=bt709:transfer=iec61966-2-1:colormatrix=bt709:fullrange=on"]
         return vf + codec + ["-pix_fmt", self.pix_fmt] + tags
 

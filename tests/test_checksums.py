@@ -7,6 +7,7 @@ import pytest
 from conftest import assert_clean_error_text, run_cli, with_manifest_text
 
 from rawvid.checksums import CHECKSUMS_NAME, block_crcs, check_tracks, clean_prefix, sealed_json
+from rawvid.video import VideoSettings
 from rawvid.codec import DecodeOptions, EncodeOptions, LayerSettings, decode, encode
 from rawvid.container import MANIFEST_NAME, RvdFile, read_manifest_text, scan
 from rawvid.errors import FormatError
@@ -22,7 +23,7 @@ def files(tmp_path_factory):
     plain = encode(root / "clip.MLV", root / "plain.rvd", EncodeOptions(refine="off", keyframe_interval=4,
                                                                                 calibration="keyframe")).output
     layered = encode(root / "clip.MLV", root / "layer.rvd",
-                     EncodeOptions(refine="off", raw_layer=LayerSettings(target_psnr=45.0))).output
+                     EncodeOptions(refine="off", video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=45.0))).output
     return root, plain, layered
 
 

@@ -6,6 +6,7 @@ import pytest
 from conftest import make_info, make_mosaic
 
 from rawvid import MLVWriter
+from rawvid.video import VideoSettings
 from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_name
 from rawvid.container import RvdFile
 from rawvid.dng import read_dng
@@ -116,7 +117,7 @@ def test_fusion_keeps_the_raw_layer_closed_loop(tmp_path):
 
     info, mosaics = _hot_clip(tmp_path, 5)
     enc = encode(tmp_path / "hot.MLV", tmp_path / "hot.rvd",
-                 EncodeOptions(raw_layer=LayerSettings(target_psnr=50.0, predictor="chain")))
+                 EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=50.0, predictor="chain")))
     assert RvdFile(enc.output).manifest["highlights"] == MODE
     res = decode(enc.output, tmp_path / "out")
     assert not any("CRC" in n for n in res.notes), res.notes

@@ -14,6 +14,7 @@ from rawvid.dng import read_dng
 from rawvid.errors import FormatError
 from rawvid.metrics import psnr_black
 from rawvid.rawlayer import LayerSettings
+from rawvid.video import VideoSettings
 
 from conftest import assert_clean_error_text, run_cli
 
@@ -72,7 +73,7 @@ def test_both_transforms_round_trip_and_write_their_format(mlv_factory, tmp_path
     version before (older readers open it) and both decode to the encoder's reconstructions."""
     path, info, mosaics = _mlv(mlv_factory, n=4)
     rvd = tmp_path / "t.rvd"
-    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=48.0, predictor="chain",
+    enc = encode(path, rvd, EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=48.0, predictor="chain",
                                                                   transform=transform), refine="off"))
     m = RvdFile(rvd).manifest
     assert m["raw_layer"].get("transform", "none") == transform
@@ -94,7 +95,7 @@ def test_target_psnr_round_trip_is_closed_loop(mlv_factory, tmp_path):
     path, info, mosaics = _mlv(mlv_factory)
     target = 50.0
     rvd = tmp_path / "t.rvd"
-    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=target, predictor="chain"),
+    enc = encode(path, rvd, EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=target, predictor="chain"),
                                           refine="off"))
     f = RvdFile(rvd)
     lay = f.manifest["raw_layer"]
@@ -198,7 +199,7 @@ def test_frames_the_prediction_reaches_have_no_picture_and_decode_alike(tmp_path
         for i in range(6):
             w.write_frame(base, number=i)
     rvd = tmp_path / "s.rvd"
-    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=30.0, predictor="chain"),
+    enc = encode(path, rvd, EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=30.0, predictor="chain"),
                                           refine="off"))
     lay = RvdFile(rvd).manifest["raw_layer"]
     skipped = [i for i, sc in enumerate(lay["scales"]) if not sc]
@@ -218,7 +219,7 @@ def test_frames_the_prediction_reaches_have_no_picture_and_decode_alike(tmp_path
 def test_direct_and_auto_predictors_round_trip(mlv_factory, tmp_path, predictor):
     path, info, mosaics = _mlv(mlv_factory, n=6)
     rvd = tmp_path / "d.rvd"
-    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=48.0, predictor=predictor),
+    enc = encode(path, rvd, EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=48.0, predictor=predictor),
                                           refine="off"))
     lay = RvdFile(rvd).manifest["raw_layer"]
     assert lay["predictor"]["mode"] == enc.layer["predictor"] in ("chain", "direct")
@@ -259,7 +260,7 @@ def test_target_holds_when_frames_after_the_pilot_turn_hard(tmp_path):
         for i, m in enumerate(mosaics):
             w.write_frame(m, number=i)
     target = 38.0
-    enc = encode(path, tmp_path / "h.rvd", EncodeOptions(raw_layer=LayerSettings(target_psnr=target,
+    enc = encode(path, tmp_path / "h.rvd", EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=target,
                                                                                  predictor="chain"), refine="off"))
     pilot = RvdFile(tmp_path / "h.rvd").manifest["raw_layer"]["pilot"]
     assert min(enc.layer["prediction_psnr_black"][:4]) > target + 1  # the pilot's frames: predicted
@@ -570,7 +571,7 @@ def test_a_fresh_start_after_an_exposure_step_is_scaled_by_trial_encodes(tmp_pat
                 w.write_frame(m, number=i)
         calls.clear()
         enc = encode(path, tmp_path / f"s{step}.rvd", EncodeOptions(
-            raw_layer=LayerSettings(target_psnr=target, predictor="chain"), refine="off"))
+            video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=target, predictor="chain"), refine="off"))
         lay = RvdFile(tmp_path / f"s{step}.rvd").manifest["raw_layer"]
         counts[step] = len(calls)
         assert min(enc.layer["psnr_black"]) >= target - 0.5, enc.layer["psnr_black"]
@@ -631,7 +632,7 @@ def test_idr_trials_start_from_the_last_probes_step(mlv_factory, tmp_path, monke
 
     monkeypatch.setattr(rl.LayerWriter, "trial", counted_trial)
     monkeypatch.setattr(layer_pilot, "_probe", counted_probe)
-    enc = encode(path, tmp_path / "t.rvd", EncodeOptions(raw_layer=LayerSettings(target_psnr=50.0), refine="off"))
+    enc = encode(path, tmp_path / "t.rvd", EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=50.0), refine="off"))
     assert calls["probe"] >= 8  # direct and chain, each a bisection
     # direct, chain (+ blocks): once each; a close call's two probes coded again with rate control; main pass
     extended = "extended" in RvdFile(tmp_path / "t.rvd").manifest["raw_layer"]["pilot"]
@@ -713,19 +714,36 @@ def test_resume_with_per_frame_calibration_is_identical(mlv_factory, tmp_path):
 
 
 def test_srgb_crf_is_chosen_only_when_the_user_gives_none():
+    """The command line and the Python API resolve the sRGB's CRF the same way (rawvid.encoder.resolve_video)."""
     from rawvid.cli import encode_options
-    from rawvid.srgb_pilot import CANDIDATE_CRFS, foretell
+    from rawvid.codec import resolve_video
+    from rawvid.srgb_pilot import CANDIDATE_CRFS, LAYERED_SRGB_CRF, foretell
 
     kw = dict(keyframe_interval=0, render_mode="stable", codec="h265", preset="medium", lossless=False,
               frame_range=None, fps=None, calibration="auto", refine="auto", model=None, device="auto",
               runtime="auto", raw_crf=None, lossless_raw=False, raw_preset="fast", raw_predictor="auto")
+
+    def resolved(opts):
+        video, crfs = resolve_video(opts.video, opts.srgb_crfs, opts.raw_layer)
+        return video.crf, crfs
+
     auto = encode_options(crf=None, target_psnr=45.0, **kw)
-    assert auto.srgb_crfs == CANDIDATE_CRFS
-    given = encode_options(crf=28, target_psnr=45.0, **kw)
-    assert given.srgb_crfs == () and given.video.crf == 28
-    assert encode_options(crf=None, target_psnr=None, **kw).srgb_crfs == ()  # no layer: CRF 16, nothing to choose
+    assert resolved(auto) == (LAYERED_SRGB_CRF, CANDIDATE_CRFS)
+    # the API's defaults are the command line's
+    assert resolved(EncodeOptions(raw_layer=LayerSettings(target_psnr=45.0))) == resolved(auto)
+    assert resolved(encode_options(crf=None, target_psnr="floor-3", **kw)) == resolved(auto)
+    assert resolved(encode_options(crf=28, target_psnr=45.0, **kw)) == (28, ())
+    assert resolved(encode_options(crf=None, target_psnr=None, **kw)) == (16, ())  # no layer: nothing to choose
+    assert resolved(EncodeOptions()) == (16, ())
     lossy_keys = encode_options(crf=None, target_psnr=None, keyframe_psnr="auto", **kw)  # the paper's mode's sRGB
-    assert lossy_keys.srgb_crfs == () and lossy_keys.video.crf == 16 and lossy_keys.raw_layer.target_psnr is None
+    assert resolved(lossy_keys) == (16, ()) and lossy_keys.raw_layer.target_psnr is None
+    lossless = encode_options(crf=None, target_psnr=None, **{**kw, "lossless_raw": True})
+    assert resolved(lossless) == (LAYERED_SRGB_CRF, ())
+    assert resolved(EncodeOptions(raw_layer=LayerSettings(codec="ffv1"))) == resolved(lossless)
+    # candidates given with a CRF are tried (the bench's target curves); a lossless preview has none
+    given = EncodeOptions(video=VideoSettings.make(crf=32), srgb_crfs=(24, 36), raw_layer=LayerSettings(target_psnr=45.0))
+    assert resolved(given) == (32, (24, 36))
+    assert resolve_video(VideoSettings.make(lossless=True), None, LayerSettings(target_psnr=45.0))[1] == ()
     # a clip's bytes from its first packets: the intra picture once, the rest's mean per other frame
     assert foretell([1000, 100, 300], 10) == 1000 + 200 * 9 and foretell([500], 1) == 500
     assert foretell([1000, 100, 300], 600) == 3 * 1000 + 200 * 597  # an intra picture every 250 frames
@@ -830,7 +848,7 @@ def test_a_close_call_is_coded_again_on_more_frames(mlv_factory, tmp_path, monke
     path, info, mosaics = _mlv(mlv_factory, n=10)
     layer = LayerSettings(target_psnr=48.0)
     monkeypatch.setattr(layer_pilot, "PILOT_EXTEND_RATIO", 1e9)  # every call is close
-    enc = encode(path, tmp_path / "e.rvd", EncodeOptions(raw_layer=layer, refine="off", srgb_crfs=(16,), start=1))
+    enc = encode(path, tmp_path / "e.rvd", EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=layer, refine="off", srgb_crfs=(16,), start=1))
     pilot = RvdFile(tmp_path / "e.rvd").manifest["raw_layer"]["pilot"]
     assert pilot["extended"]["frames"] == layer_pilot.PILOT_EXTEND_FRAMES
     again = [k for k in ("direct", "chain") if "first_bytes" in pilot[k]]
@@ -862,10 +880,11 @@ def test_the_main_pass_reuses_the_srgb_pilots_direct_coding(mlv_factory, tmp_pat
 
     monkeypatch.setattr(layer_pilot, "_probe", counted_probe)
     layer = LayerSettings(target_psnr=48.0)
-    alone = encode(path, tmp_path / "a.rvd", EncodeOptions(raw_layer=layer, refine="off"))
+    alone = encode(path, tmp_path / "a.rvd", EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=layer, refine="off"))
     direct_alone = probes.count("direct")
     probes.clear()
-    chosen = encode(path, tmp_path / "c.rvd", EncodeOptions(raw_layer=layer, refine="off", srgb_crfs=(16,)))
+    chosen = encode(path, tmp_path / "c.rvd", EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=layer, refine="off",
+                                                             srgb_crfs=(16,)))
     assert direct_alone > 0 and probes.count("direct") == direct_alone  # once, in the sRGB pilot
     assert chosen.layer["pilot"]["direct"] == alone.layer["pilot"]["direct"]
     assert RvdFile(tmp_path / "c.rvd").manifest["track_crc32"] == RvdFile(tmp_path / "a.rvd").manifest["track_crc32"]

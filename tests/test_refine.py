@@ -9,6 +9,7 @@ import pytest
 from conftest import EXAMPLE, assert_clean_error_text, run_cli
 
 from rawvid.chain import network_layout
+from rawvid.video import VideoSettings
 from rawvid.codec import DecodeOptions, EncodeOptions, decode, encode, frame_name
 from rawvid.container import RvdFile, sha256_file
 from rawvid.dng import read_dng
@@ -282,7 +283,7 @@ def test_bfloat16_layout_round_trips_closed_loop(mlv_factory, tmp_path):
     RAW layer to the bit, and the same file decoded in float32 stays within a few DN."""
     path, info, mosaics = mlv_factory(n=4, width=128, height=96)
     rvd = tmp_path / "b.rvd"
-    enc = encode(path, rvd, EncodeOptions(layout="channels_last_bf16",
+    enc = encode(path, rvd, EncodeOptions(layout="channels_last_bf16", video=VideoSettings.make(crf=16),
                                           raw_layer=LayerSettings(target_psnr=50.0, predictor="chain")))
     assert RvdFile(rvd).manifest["network_layout"] == "channels_last_bf16"
     res = decode(rvd, tmp_path / "out")

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from rawvid import rawlayer as rl
+from rawvid.video import VideoSettings
 from rawvid.codec import EncodeOptions, decode, encode
 from rawvid.container import RvdFile
 from rawvid.metrics import psnr_black
@@ -111,7 +112,7 @@ def test_direct_layer_steered_to_the_target_closed_loop(mlv_factory, tmp_path):
     path, info, mosaics = _mlv(mlv_factory, n=8)
     target = 48.0
     rvd = tmp_path / "d.rvd"
-    enc = encode(path, rvd, EncodeOptions(raw_layer=LayerSettings(target_psnr=target, predictor="direct"),
+    enc = encode(path, rvd, EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=target, predictor="direct"),
                                           refine="off"))
     lay = RvdFile(rvd).manifest["raw_layer"]
     assert "qcomp=1" in lay["options"]["x265-params"] and "aq-mode=0" not in lay["options"]["x265-params"]
@@ -141,7 +142,7 @@ def test_a_10_bit_clip_reaches_a_high_target_in_one_pass(mlv_factory, tmp_path):
     reaches the target at a QP over 0."""
     path, info, mosaics = _mlv(mlv_factory, n=4, bits=10)
     target = 56.0
-    enc = encode(path, tmp_path / "t.rvd", EncodeOptions(raw_layer=LayerSettings(target_psnr=target,
+    enc = encode(path, tmp_path / "t.rvd", EncodeOptions(video=VideoSettings.make(crf=16), raw_layer=LayerSettings(target_psnr=target,
                                                                                  predictor="direct"),
                                                          refine="off"))
     assert enc.layer["passes"] == [1, 1, 1, 1], enc.layer
