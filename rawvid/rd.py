@@ -394,6 +394,11 @@ def to_json(points: list[RDPoint]) -> list[dict]:
         {"lossless": True} if p.lossless else {}) for p in points]
 
 
+def distinct_colour(plt, i: int):
+    """The i-th of 20 colours: tab20's ten strong hues first, then their light partners."""
+    return plt.get_cmap("tab20")((2 * i) % 20 + (2 * i // 20) % 2)
+
+
 def plot(points: list[RDPoint], floors: dict[str, float], path: Path, rate: str = "bpp_raw") -> Path:
     """One RD panel per clip: bits per Bayer sample (log) against black-subtracted PSNR."""
     import matplotlib
@@ -405,6 +410,8 @@ def plot(points: list[RDPoint], floors: dict[str, float], path: Path, rate: str 
     cols = min(3, len(clips))
     rows = -(-len(clips) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), squeeze=False)
+    codecs = sorted({p.codec for p in points})  # one colour per curve in every panel (tab10 repeats after 10)
+    colour = {c: distinct_colour(plt, i) for i, c in enumerate(codecs)}
     for ax, clip in zip(axes.ravel(), clips):
         curves: dict[str, list[RDPoint]] = {}
         for p in points:
@@ -414,7 +421,8 @@ def plot(points: list[RDPoint], floors: dict[str, float], path: Path, rate: str 
         for codec, pts in sorted(curves.items()):
             pts = sorted(pts, key=lambda q: getattr(q, rate))
             ys = [p.psnr_black if math.isfinite(p.psnr_black) else top + 3 for p in pts]
-            ax.plot([getattr(p, rate) for p in pts], ys, "o-" if len(pts) > 1 else "s", label=codec, ms=4)
+            ax.plot([getattr(p, rate) for p in pts], ys, "o-" if len(pts) > 1 else "s", label=codec, ms=4,
+                    c=colour[codec])
         ax.axhline(floors[clip], ls="--", c="grey", lw=0.8, label="noise floor")
         ax.axhline(top + 3, ls=":", c="k", lw=0.6)
         ax.set_xscale("log")
@@ -435,37 +443,43 @@ def plot(points: list[RDPoint], floors: dict[str, float], path: Path, rate: str 
 def plot_savings(savings: list[dict], path: Path) -> Path:
     """The RAW part's saving against x265 on the Bayer planes per clip, against target - noise floor.
 
-    Two panels: at the same pooled PSNR and at the same worst frame; the 30% and 0 lines are the
-    bars of a layered codec (30% or more well under the floor, never larger above it)."""
+    A row per rawvid curve (the encoder's preview, a preview given with --crf, ...), two panels
+    each: at the same pooled PSNR and at the same worst frame; a colour per clip in every panel;
+    the 30% and 0 lines are the bars of a layered codec (30% or more well under the floor, never
+    larger above it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, key, title in ((axes[0], "saving_percent", "at the same pooled PSNR"),
-                           (axes[1], "saving_same_worst_frame_percent", "at the same worst frame")):
-        curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        for r in savings:
-            if r.get(key) is not None:
-                curves.setdefault((r["codec"], r["clip"]), []).append((r["target_minus_floor"], r[key]))
-        codecs = sorted({c for c, _ in curves})
-        for (codec, clip), xy in sorted(curves.items()):
-            xy.sort()
-            label = clip.split("/")[-1] + (f" ({codec})" if len(codecs) > 1 else "")
-            ax.plot([x for x, _ in xy], [y for _, y in xy], "o-", ms=3.5, lw=1, label=label)
-        ax.axhline(30, ls="--", c="grey", lw=0.8)
-        ax.axhline(0, c="k", lw=0.8)
-        ax.axvline(0, ls=":", c="grey", lw=0.8)
-        ax.set_title(f"RAW part's saving against x265 on the Bayer planes, {title}", fontsize=9)
+    codecs = sorted({r["codec"] for r in savings}) or ["-"]
+    clips = sorted({r["clip"] for r in savings})
+    colour = {c: distinct_colour(plt, i) for i, c in enumerate(clips)}
+    fig, axes = plt.subplots(len(codecs), 2, figsize=(12, 3.4 * len(codecs) + 0.4), sharey=True, sharex=True,
+                             squeeze=False)
+    for row, codec in enumerate(codecs):
+        for ax, key, title in ((axes[row][0], "saving_percent", "at the same pooled PSNR"),
+                               (axes[row][1], "saving_same_worst_frame_percent", "at the same worst frame")):
+            curves: dict[str, list[tuple[float, float]]] = {}
+            for r in savings:
+                if r["codec"] == codec and r.get(key) is not None:
+                    curves.setdefault(r["clip"], []).append((r["target_minus_floor"], r[key]))
+            for clip, xy in sorted(curves.items()):
+                xy.sort()
+                ax.plot([x for x, _ in xy], [y for _, y in xy], "o-", ms=3.5, lw=1, c=colour[clip],
+                        label=clip.split("/")[-1])
+            ax.axhline(30, ls="--", c="grey", lw=0.8)
+            ax.axhline(0, c="k", lw=0.8)
+            ax.axvline(0, ls=":", c="grey", lw=0.8)
+            ax.set_title(f"{codec}: {title}", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[row][0].set_ylabel("RAW part saving vs x265-bayer (%)", fontsize=8)
+    for ax in axes[-1]:
         ax.set_xlabel("target - the clip's noise floor (dB)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("saving (%)")
-    for ax in axes[::-1]:  # on the worst-frame panel, or the other where no ladder reaches a worst frame
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6.5, ncol=2)
-            break
-    fig.tight_layout()
+    handles = {lab: h for ax in axes.flat for h, lab in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center left", bbox_to_anchor=(0.83, 0.5))
+    fig.tight_layout(rect=(0, 0, 0.83, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
