@@ -171,5 +171,5 @@ def layer_frame(method, layer, reader, i: int, prev_raw, prev_srgb, srgb, info, 
         return rl.untile(rl.lossless_recon(rl.tile(pred), reader.next(i)))
     recon = pred
     for scale in layer.scales[i]:
-        recon = rl.apply_residual(recon, rl.synthesise(reader.next(i), scale, layer.transform), info.bits)
+        recon = rl.reconstruct(recon, reader.next(i), scale, info.bits, layer.transform)
     return recon

@@ -136,7 +136,7 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
         scale = rl.round_scale(base) if rc is None else rc.first_guess(base, spec)
     scale = max(scale, min_scale)
     dec = writer.code(rl.to_code(res, scale), i, idr)
-    recon = _recon(dec, scale, pred, info.bits, s_cfg.transform)
+    recon = rl.reconstruct(pred, dec, scale, info.bits, s_cfg.transform)
     p = rl.psnr_black(recon, truth, info.black, info.white)
     scales = [scale]
     gain = spec.gain_at(p, scale, info.white - info.black) if spec is not None else None
@@ -146,11 +146,6 @@ def code_layer(writer: rl.LayerWriter, rc: rctl.RateController | None, st: Layer
         recon = _top_up(writer, rc, i, truth, recon, p, scales, info, before=p_pred)
     st.scales.append(scales)
     return recon
-
-
-def _recon(decoded: np.ndarray, scale: float, onto: np.ndarray, bits: int, transform: str) -> np.ndarray:
-    """A pass's reconstruction: ``onto`` plus the decoded codes at ``scale``."""
-    return rl.apply_residual(onto, rl.synthesise(decoded, scale, transform), bits)
 
 
 def _top_up(writer: rl.LayerWriter, rc: rctl.RateController, i: int, truth: np.ndarray, recon: np.ndarray,
@@ -171,7 +166,7 @@ def _top_up(writer: rl.LayerWriter, rc: rctl.RateController, i: int, truth: np.n
         else:
             scale = rc.top_up_scale(scale, p, len(scales))  # an error around zero: no range limit
         dec = writer.code(rl.to_code(err, scale), i, False, offset)
-        recon = _recon(dec, scale, recon, info.bits, writer.settings.transform)
+        recon = rl.reconstruct(recon, dec, scale, info.bits, writer.settings.transform)
         before, p = p, rl.psnr_black(recon, truth, info.black, info.white)
         scales.append(scale)
     return recon
@@ -181,8 +176,8 @@ def _trial_psnr(writer: rl.LayerWriter, residual: np.ndarray, onto: np.ndarray, 
                 info) -> Callable[[float], float]:
     """``scale -> PSNR`` of ``onto`` plus ``residual`` coded at that scale by a trial IDR encode (nothing written)."""
     def psnr_at(s: float) -> float:
-        return rl.psnr_black(_recon(writer.trial(rl.to_code(residual, s)), s, onto, info.bits,
-                                    writer.settings.transform), truth, info.black, info.white)
+        return rl.psnr_black(rl.reconstruct(onto, writer.trial(rl.to_code(residual, s)), s, info.bits,
+                                             writer.settings.transform), truth, info.black, info.white)
 
     return psnr_at
 
@@ -219,8 +214,8 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
     offset = 0.0
     if idr and intra_aim is not None:
         def psnr_at(o: float) -> float:
-            return rl.psnr_black(_recon(writer.trial(code, o), scale, pred, info.bits, writer.settings.transform),
-                                 truth, info.black, info.white)
+            recon = rl.reconstruct(pred, writer.trial(code, o), scale, info.bits, writer.settings.transform)
+            return rl.psnr_black(recon, truth, info.black, info.white)
 
         known = hint is not None and "qp" in hint
         if rc is None and known:  # a pilot probe after the first: the absolute QP its trials found
@@ -235,7 +230,7 @@ def _code_steered(writer: rl.LayerWriter, rc: rctl.RateController | None, oc: Of
     if oc is not None and idr:
         oc.after_idr(offset)
     dec = writer.code(code, i, idr, offset)
-    recon = _recon(dec, scale, pred, info.bits, writer.settings.transform)
+    recon = rl.reconstruct(pred, dec, scale, info.bits, writer.settings.transform)
     p = rl.psnr_black(recon, truth, info.black, info.white)
     st.offsets.append(offset)
     st.gains.append(None)

@@ -373,7 +373,7 @@ def keyframe_qp(src, video: Path, start: int, layer: rl.LayerSettings) -> tuple[
 
     def reaches(q: int) -> tuple[bool, int]:
         dec = rl.trial_idr(layer, code, info.width, info.height, rate, qp=q)
-        recon = rl.apply_residual(pred, rl.synthesise(dec, base, layer.transform), info.bits)
+        recon = rl.reconstruct(pred, dec, base, info.bits, layer.transform)
         trials[q] = round(rl.psnr_black(recon, true_int, info.black, info.white), 3)
         return trials[q] >= aim, q
 

@@ -205,6 +205,11 @@ def apply_residual(pred: np.ndarray, residual: np.ndarray, bits: int) -> np.ndar
     return np.clip(pred.astype(np.float64) + residual, 0, (1 << bits) - 1).astype(np.uint16)
 
 
+def reconstruct(onto: np.ndarray, decoded: np.ndarray, scale: float, bits: int, transform: str) -> np.ndarray:
+    """One pass of the layer: ``onto`` plus the decoded codes at ``scale`` (what encoder and decoder both rebuild)."""
+    return apply_residual(onto, synthesise(decoded, scale, transform), bits)
+
+
 def lossless_code(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """(true - pred + 32768) mod 65536: exact for any 16-bit values."""
     return ((truth.astype(np.int64) - pred.astype(np.int64) + FFV1_OFFSET) & 0xFFFF).astype(np.uint16)
