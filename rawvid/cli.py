@@ -910,6 +910,7 @@ def info(path, as_json, verify):
     """Show what an .rvd file holds (checks its version, the manifest's seal and every attachment's SHA-256)."""
     from .checksums import check_tracks
     from .container import RvdFile
+    from .manifest import is_number
     from .rawlayer import parse_layer
 
     rvd = RvdFile(path)
@@ -940,7 +941,7 @@ def info(path, as_json, verify):
     if lay:
         keyframes_only = lay.get("keyframes_only") is True
         off = lay.get("target_floor_offset")
-        off = f"the noise floor {off:+g} dB, " if isinstance(off, (int, float)) and not isinstance(off, bool) else ""
+        off = f"the noise floor {off:+g} dB, " if is_number(off) else ""
         what = ("FFV1 lossless" if lay.get("lossless") else
                 f"lossy keyframes (the paper's mode), x265 at {lay.get('target_psnr')} dB ({off}QP {lay.get('qp')})"
                 if keyframes_only else
@@ -962,8 +963,7 @@ def info(path, as_json, verify):
     noise = m.get("noise_profile")
     if noise:
         fl = m.get("noise_floor_db")
-        fl = f"; noise floor {fl:.2f} dB black-subtracted (--target-psnr floor-N)" if isinstance(fl, (int, float)) \
-            and not isinstance(fl, bool) else ""
+        fl = f"; noise floor {fl:.2f} dB black-subtracted (--target-psnr floor-N)" if is_number(fl) else ""
         t.add_row("noise", f"variance {noise[0]:.3g} x + {noise[1]:.3g} (DNG NoiseProfile, measured on frame 0){fl}"
                   + ("; shadows unclipped at black" if m.get("shadows") == "unclipped" else ""))
     t.add_row("keyframes", f"{len(keys)} RAW ({'first frame only' if not m.get('keyframe_interval') else 'every ' + str(m['keyframe_interval'])}): "

@@ -25,7 +25,8 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite JSON number (not a bool): what a manifest's numeric fields must be."""
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
@@ -69,20 +70,20 @@ def validate(m: Any, path, file_size: int) -> None:
     if not isinstance(m.get("cfa"), str) or m["cfa"] not in CFA_PATTERNS:
         raise bad("cfa", f"must be one of {', '.join(CFA_PATTERNS)}")
     fps = m.get("fps")
-    if not _is_num(fps) or not 0 < fps <= MAX_FPS:
+    if not is_number(fps) or not 0 < fps <= MAX_FPS:
         raise bad("fps", f"must be a number in (0, {MAX_FPS:g}]")
     _numbers(m, "color_matrix", 9, bad, limit=DNG_MATRIX_LIMIT)  # SRATIONAL x/10000 in the DNG
     _numbers(m, "as_shot_neutral", 3, bad, positive=True, limit=DNG_MATRIX_LIMIT)
     _numbers(m, "noise_profile", 2, bad)
     floor = m.get("noise_floor_db")
-    if floor is not None and not (_is_num(floor) and 0 <= floor <= 200):
+    if floor is not None and not (is_number(floor) and 0 <= floor <= 200):
         raise bad("noise_floor_db", "must be a number in [0, 200] dB")
     _numbers(m, "color_matrix2", 9, bad, limit=DNG_MATRIX_LIMIT)
     if m.get("shadows") is not None:
         if m["shadows"] != "unclipped":
             raise bad("shadows", 'must be "unclipped" or absent')
         noise = m.get("noise_profile")
-        if not (isinstance(noise, list) and all(_is_num(v) and 0 <= v <= 1 for v in noise)):
+        if not (isinstance(noise, list) and all(is_number(v) and 0 <= v <= 1 for v in noise)):
             raise bad("noise_profile", "unclipped shadows need a noise profile of two numbers in [0, 1]")
     if m.get("highlights") is not None and m["highlights"] != HIGHLIGHTS:
         raise bad("highlights", f'must be "{HIGHLIGHTS}" or absent')
@@ -168,7 +169,7 @@ def _numbers(m: dict, key: str, n: int, bad, positive: bool = False, limit: floa
     if v is None:
         return
     if not isinstance(v, list) or len(v) != n or \
-            not all(_is_num(x) and (x > 0 or not positive) and abs(x) <= limit for x in v):
+            not all(is_number(x) and (x > 0 or not positive) and abs(x) <= limit for x in v):
         raise bad(key, f"must be {n} finite{' positive' if positive else ''} numbers"
                   + (f" within +-{limit:g}" if limit < math.inf else ""))
 
@@ -187,7 +188,7 @@ def _camera(cam: Any, bad) -> None:
             raise bad(f"camera.{key}", "must be a non-negative integer")
     for key in ("aperture", "focal_length_mm"):
         v = cam.get(key)
-        if v is not None and (not _is_num(v) or v < 0):
+        if v is not None and (not is_number(v) or v < 0):
             raise bad(f"camera.{key}", "must be a non-negative number")
     unknown = set(cam) - {"make", "model", "serial", "lens", "datetime", "iso", "shutter_us", "aperture",
                           "focal_length_mm"}
