@@ -35,7 +35,7 @@ from rawvid.bayer import denormalise
 from rawvid.chain import predict_frame
 from rawvid.dataset import RVDLayout
 from rawvid.methods import GlobalFit, fit_global_map
-from rawvid.metrics import psnr
+from rawvid.rawlayer import psnr_black
 
 #: the block oracle's block, per packed plane (32x32 Bayer samples)
 BLOCK = 16
@@ -65,16 +65,17 @@ def clip_bound(clip) -> dict:
     key_map = gf.map
     rows: dict[str, list[float]] = {"global-fit": [], "frame map": [], "block affine": []}
     for t in range(1, len(clip.raws)):
-        truth = (clip.truths[t].astype(np.float64) - info.black) / span
+        true_int = clip.truths[t]
         gf.calibrate(key_map)
         planes, _, _ = predict_frame(gf, clip.raws[t - 1], clip.srgbs[t - 1], clip.srgbs[t], info)
-        rows["global-fit"].append(psnr((planes.astype(np.float64) - info.black) / span, truth))
+        rows["global-fit"].append(psnr_black(planes, true_int, info.black, info.white))
         own = fit_global_map(clip.srgbs[t], clip.raws[t])
         planes, _, _ = predict_frame(gf, clip.raws[t - 1], clip.srgbs[t - 1], clip.srgbs[t], info, gmap=own)
-        rows["frame map"].append(psnr((planes.astype(np.float64) - info.black) / span, truth))
-        fitted = block_affine(gf.base(clip.srgbs[t]), truth)
-        planes = denormalise(fitted, info.black, info.white, info.bits).astype(np.float64)
-        rows["block affine"].append(psnr((planes - info.black) / span, truth))
+        rows["frame map"].append(psnr_black(planes, true_int, info.black, info.white))
+        # fitted to the truth as the network sees it, but not clipped at black (the bench's protocol)
+        fitted = block_affine(gf.base(clip.srgbs[t]), (true_int.astype(np.float64) - info.black) / span)
+        planes = denormalise(fitted, info.black, info.white, info.bits)
+        rows["block affine"].append(psnr_black(planes, true_int, info.black, info.white))
     return rows
 
 
